@@ -1,0 +1,126 @@
+"""The backend interface and its registry.
+
+A backend loads a ModelSpec at a precision on a device (load time measured by the
+caller, outside request latency) and serves Requests. Third parties add backends
+through the `pytest_vlmbench.backends` entry-point group; importing a backend's
+module is deferred until a model of that backend is loaded, so `import torch` or
+`import llama_cpp` never happens in a session that does not need it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol
+
+from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench.datasets import PreparedImage
+from pytest_vlmbench.devices import DeviceProfile
+from pytest_vlmbench.tasks import GenerationParams, Task
+
+ENTRY_POINT_GROUP = "pytest_vlmbench.backends"
+
+# Built-in backends by name -> "module:attribute"; the catalog validates against these
+# plus whatever entry points are installed.
+BUILTIN: dict[str, str] = {
+    "llama_cpp": "pytest_vlmbench.backends.llama_cpp:LlamaCppBackend",
+}
+
+
+class BackendError(Exception):
+    """A load or request failure with a message a user can act on."""
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """Everything a backend needs besides the spec: where to cache, what to override."""
+
+    device: DeviceProfile
+    cache_dir: Path
+    threads: int | None = None  # None: the backend's measured-best default
+    seed: int = 0
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    log_path: Path | None = None  # where native stderr goes (see native_log.py)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request: system + user text, images (prepared), parameters, the task's handle."""
+
+    system: str
+    user: str
+    images: Sequence[PreparedImage]
+    params: GenerationParams
+    seed: int
+    constraint: Any = None  # what LoadedModel.prepare returned for the task
+
+
+@dataclass
+class Response:
+    """What came back, with times in perf_counter_ns and stage times where separable."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    t_start_ns: int
+    t_first_token_ns: int | None
+    t_end_ns: int
+    stages_ns: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # e.g. prefill_tokens, image_tokens
+
+
+class LoadedModel(Protocol):
+    """A model ready to serve; `settings` are the speed-deciding settings, recorded."""
+
+    settings: dict[str, Any]
+    artifacts: list[dict[str, Any]]  # weight files: path, bytes, sha256, source
+    timings_ns: dict[str, int]  # "resolve" (find/fetch/generate weights), "load"
+
+    def prepare(self, task: Task) -> Any:
+        """Compile the task's constraint once (grammar, schema); raise on a bad one."""
+        ...
+
+    def generate(self, request: Request) -> Response: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def load(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> LoadedModel: ...
+
+
+BackendFactory = Callable[[], Backend]
+
+
+def _resolve(target: str) -> BackendFactory:
+    module_name, _, attr = target.partition(":")
+    factory: BackendFactory = getattr(importlib.import_module(module_name), attr)
+    return factory
+
+
+def available() -> dict[str, str]:
+    """Backend names -> import targets, built-ins first, then installed entry points."""
+    names = dict(BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        names.setdefault(ep.name, ep.value)
+    return names
+
+
+def get_backend(name: str) -> Backend:
+    """Instantiate the backend called `name`; a missing extra becomes a clear error."""
+    targets = available()
+    if name not in targets:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(sorted(targets))}")
+    try:
+        return _resolve(targets[name])()
+    except ImportError as exc:
+        raise BackendError(
+            f"backend {name!r} cannot be imported ({exc}); install its extra, "
+            f"e.g. pip install 'pytest-vlmbench[llama]'"
+        ) from None

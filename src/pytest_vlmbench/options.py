@@ -1,0 +1,181 @@
+"""Command-line options and ini keys; names are constants that tests import.
+
+Everything we add is spelled `--vlm-...`. The short spellings users type
+(`--device`, `--models`, `--precisions`) are registered as aliases only when no other
+plugin has taken them, and only after other plugins have registered theirs (the hook
+runs last), because two plugins registering the same option crash pytest at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DEVICE = "--vlm-device"
+MODELS = "--vlm-models"
+PRECISIONS = "--vlm-precisions"
+SAMPLES = "--vlm-samples"
+WARMUP = "--vlm-warmup"
+SEED = "--vlm-seed"
+OUT = "--vlm-out"
+CATALOG = "--vlm-catalog"
+THREADS = "--vlm-threads"
+CACHE_DIR = "--vlm-cache-dir"
+BACKEND_LOGS = "--vlm-backend-logs"
+IMAGE_SIZE = "--vlm-image-size"
+
+ALIASES = {DEVICE: "--device", MODELS: "--models", PRECISIONS: "--precisions"}
+
+DEFAULT_SAMPLES = 8
+DEFAULT_WARMUP = 1
+DEFAULT_OUT_DIR = ".vlmbench"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [item.strip().lower() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+    return items
+
+
+# option -> (dest, type, ini type, help)
+_SPEC: dict[str, tuple[str, object, str, str]] = {
+    DEVICE: ("vlm_device", str, "string",
+             "device profile: auto (default), cpu, orin, orin-nano, thor, gb10, t4, l4, a100, "
+             "h100, h200"),
+    MODELS: ("vlm_models", _comma_list, "string",
+             "comma-separated model ids from the catalog (default: its default entries)"),
+    PRECISIONS: ("vlm_precisions", _comma_list, "string",
+                 "comma-separated precisions (default: every precision a model lists)"),
+    SAMPLES: ("vlm_samples", _positive_int, "string",
+              f"measured requests per benchmark (default {DEFAULT_SAMPLES})"),
+    WARMUP: ("vlm_warmup", _non_negative_int, "string",
+             f"warm-up requests per benchmark, not in the statistics (default {DEFAULT_WARMUP})"),
+    SEED: ("vlm_seed", _non_negative_int, "string", "seed for datasets and sampling (default 0)"),
+    OUT: ("vlm_out", str, "string",
+          f"results file (default {DEFAULT_OUT_DIR}/results-<run id>.json)"),
+    CATALOG: ("vlm_catalog", str, "string",
+              "model catalog TOML (default: benchmarks/models.toml under the rootdir)"),
+    THREADS: ("vlm_threads", _positive_int, "string",
+              "CPU threads for in-process backends (default: every core this process may use)"),
+    CACHE_DIR: ("vlm_cache_dir", str, "string",
+                "where generated and assembled model files are kept "
+                "(default ~/.cache/pytest-vlmbench)"),
+    IMAGE_SIZE: ("vlm_image_size", _positive_int, "string",
+                 "long edge, in pixels, images are resized to before a request (default 448)"),
+}
+
+
+def register(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vlmbench", "pytest-vlmbench: benchmark vision-language models")
+    for option, (dest, typ, ini_type, help_text) in _SPEC.items():
+        group.addoption(option, dest=dest, type=typ, default=None, help=help_text)
+        parser.addini(dest, help=help_text, type=ini_type, default=None)  # type: ignore[arg-type]
+    group.addoption(
+        BACKEND_LOGS, dest="vlm_backend_logs", action="store_true", default=None,
+        help="show native backend output (llama.cpp) instead of writing it to "
+        f"{DEFAULT_OUT_DIR}/backend.log",
+    )
+    parser.addini("vlm_backend_logs", help="see --vlm-backend-logs", type="bool", default=False)
+
+
+def register_aliases(parser: pytest.Parser) -> list[str]:
+    """Add the short spellings that are still free; return the ones that were taken."""
+    group = parser.getgroup("vlmbench")
+    taken = []
+    for option, alias in ALIASES.items():
+        dest, typ, _ini, help_text = _SPEC[option]
+        try:
+            group.addoption(alias, dest=dest, type=typ, default=None,
+                            help=f"alias of {option}")
+        except (ValueError, argparse.ArgumentError):
+            taken.append(alias)
+    return taken
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resolved settings of a session: command line first, then ini, then default."""
+
+    device: str
+    models: list[str] | None
+    precisions: list[str] | None
+    samples: int
+    warmup: int
+    seed: int
+    out: Path | None
+    catalog: Path
+    threads: int | None
+    cache_dir: Path
+    image_size: int
+    backend_logs: bool
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Options:
+        def get(option: str) -> object:
+            dest, typ, _ini, _help = _SPEC[option]
+            value = config.getoption(dest)
+            if value is not None:
+                return value
+            ini = config.getini(dest)
+            if ini in (None, ""):
+                return None
+            try:
+                return typ(ini) if callable(typ) else ini  # type: ignore[operator]
+            except argparse.ArgumentTypeError as exc:
+                raise pytest.UsageError(f"ini option {dest} = {ini!r}: {exc}") from None
+
+        def path(option: str) -> Path | None:
+            """Command-line paths are relative to where pytest was started, ini paths to
+            the ini file's directory."""
+            value = get(option)
+            if value is None:
+                return None
+            if config.getoption(_SPEC[option][0]) is not None:
+                return config.invocation_params.dir / str(value)
+            base = config.inipath.parent if config.inipath else config.rootpath
+            return base / str(value)
+
+        root = config.rootpath
+        catalog = path(CATALOG)
+        out = path(OUT)
+        cache = get(CACHE_DIR)
+        logs = config.getoption("vlm_backend_logs")
+        return cls(
+            device=str(get(DEVICE) or "auto").lower(),
+            models=get(MODELS),  # type: ignore[arg-type]
+            precisions=get(PRECISIONS),  # type: ignore[arg-type]
+            samples=get(SAMPLES) or DEFAULT_SAMPLES,  # type: ignore[arg-type]
+            warmup=DEFAULT_WARMUP if get(WARMUP) is None else get(WARMUP),  # type: ignore[arg-type]
+            seed=get(SEED) or 0,  # type: ignore[arg-type]
+            out=out,
+            catalog=catalog or root / "benchmarks" / "models.toml",
+            threads=get(THREADS),  # type: ignore[arg-type]
+            cache_dir=Path(str(cache)).expanduser() if cache
+            else Path("~/.cache/pytest-vlmbench").expanduser(),
+            image_size=get(IMAGE_SIZE) or 448,  # type: ignore[arg-type]
+            backend_logs=bool(logs) if logs is not None else bool(config.getini("vlm_backend_logs")),
+        )

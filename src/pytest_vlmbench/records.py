@@ -1,0 +1,49 @@
+"""The record stream: one JSON line per request, flushed the moment it completes.
+
+Records are the ground truth every summary figure is computed from. They are
+appended and flushed as each request finishes, so Ctrl-C, a crash or a killed CI job
+loses at most the request in flight. The file is opened once per session, never per
+request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any
+
+
+class RecordWriter:
+    """Appends records to a JSONL file, opened lazily on the first record."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = None
+        self.count = 0
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8")
+        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._fh.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """All records of a JSONL file; a torn last line (killed mid-write) is reported."""
+    records: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+    return records

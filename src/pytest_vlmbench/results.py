@@ -1,0 +1,116 @@
+"""The results document: one JSON file per run, validated against a shipped schema.
+
+It is written atomically (temporary file, then rename) after every benchmark and at
+the end of the session, so an interrupted run still leaves a valid document naming
+the benchmarks that completed. It is validated on write and on load; a load error
+names the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+SCHEMA_VERSION = 1
+KIND = "pytest-vlmbench-results"
+
+
+class ResultsError(Exception):
+    """A results file that cannot be read or does not match the schema."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = files("pytest_vlmbench").joinpath("schema/results.schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(schema())
+
+
+@cache
+def _record_validator() -> Draft202012Validator:
+    sub = {"$defs": schema()["$defs"], "$ref": "#/$defs/record"}
+    return Draft202012Validator(sub)
+
+
+def _first_error(validator: Draft202012Validator, doc: Any) -> str | None:
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return None
+    e = errors[0]
+    where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+    return f"at {where}: {e.message}"
+
+
+def validate(doc: Any, source: str = "results document") -> None:
+    """Raise ResultsError naming the first offending field."""
+    if isinstance(doc, dict) and doc.get("kind") == KIND:
+        version = doc.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultsError(
+                f"{source}: schema_version {version!r}, this pytest-vlmbench reads "
+                f"{SCHEMA_VERSION}"
+            )
+    error = _first_error(_validator(), doc)
+    if error:
+        raise ResultsError(f"{source}: not a valid pytest-vlmbench results document {error}")
+
+
+def validate_record(record: Any, source: str = "record") -> None:
+    error = _first_error(_record_validator(), record)
+    if error:
+        raise ResultsError(f"{source}: not a valid record {error}")
+
+
+def write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Validate, then write via a temporary file in the same directory and rename."""
+    validate(doc, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, ensure_ascii=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and validate a results document."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultsError(f"{path}: no such results file") from None
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultsError(
+            f"{path}: not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "truncated or not a results file?"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise ResultsError(f"{path}: not a pytest-vlmbench results document (no kind={KIND!r})")
+    validate(doc, str(path))
+    return doc
+
+
+def records_path(results_path: Path, doc: dict[str, Any]) -> Path:
+    """Where a document's records live (stored relative to the document)."""
+    return results_path.parent / doc["records_file"]

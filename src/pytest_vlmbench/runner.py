@@ -1,0 +1,266 @@
+"""The request loop: warm-up, then N measured requests, each recorded as it completes.
+
+The loop is kept lean: the task's constraint and output checker are built once before
+it; inside it there is only image preparation (timed separately, outside request
+latency), the request, the check and one flushed line of JSON. A failing sample
+(corrupt image, backend error) becomes an error record and the loop goes on; Ctrl-C
+ends it, and the benchmark is still summarised from what completed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pytest_vlmbench import memory
+from pytest_vlmbench.backends import LoadedModel, Request
+from pytest_vlmbench.datasets import (
+    Dataset,
+    DatasetError,
+    ImageError,
+    ImagePrep,
+    Sample,
+    dataset_hash,
+)
+from pytest_vlmbench.datasets.images import prepare_image
+from pytest_vlmbench.records import RecordWriter
+from pytest_vlmbench.structured import ParseOutcome
+from pytest_vlmbench.summary import summarize, warmup_warning
+from pytest_vlmbench.tasks import Task
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """One cell of the matrix: which model, at which precision, on which device."""
+
+    model: str
+    precision: str
+    device: str
+    backend: str
+    modality: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.precision}-{self.device}"
+
+
+@dataclass
+class BenchmarkPlan:
+    """What one benchmark runs; the fixtures fill it from options and markers."""
+
+    benchmark_id: str
+    test: str
+    task: Task
+    dataset: Dataset
+    prep: ImagePrep
+    samples: int
+    warmup: int
+    seed: int
+    run_id: str
+    slo: dict[str, float] = field(default_factory=dict)
+
+
+def _stream(dataset: Dataset, n: int) -> Iterator[tuple[Sample, int]]:
+    """n samples, cycling through the dataset lazily; yields (sample, repetition)."""
+    produced = 0
+    repetition = 0
+    while produced < n:
+        before = produced
+        for sample in dataset.samples():
+            yield sample, repetition
+            produced += 1
+            if produced >= n:
+                return
+        if produced == before:
+            raise DatasetError(f"dataset {dataset.name!r} yields no samples")
+        repetition += 1
+
+
+def _error(stage: str, exc: BaseException) -> dict[str, str]:
+    return {"stage": stage, "type": type(exc).__name__, "message": str(exc) or repr(exc)}
+
+
+class Runner:
+    """Runs one benchmark plan against one loaded model and writes its records."""
+
+    def __init__(
+        self,
+        case: ModelCase,
+        model: LoadedModel,
+        plan: BenchmarkPlan,
+        writer: RecordWriter,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        self.case = case
+        self.model = model
+        self.plan = plan
+        self.writer = writer
+        self.progress = progress
+        self.records: list[dict[str, Any]] = []
+        self.input_mode = "image" if case.modality == "vision" else "text"
+
+    def _one(self, seq: int, phase: str, sample: Sample, repetition: int,
+             constraint: Any, checker: Any) -> dict[str, Any]:
+        plan, case = self.plan, self.case
+        record: dict[str, Any] = {
+            "run_id": plan.run_id,
+            "benchmark": plan.benchmark_id,
+            "seq": seq,
+            "phase": phase,
+            "sample_id": sample.id if repetition == 0 else f"{sample.id}#{repetition}",
+            "model": case.model,
+            "precision": case.precision,
+            "backend": case.backend,
+            "device": case.device,
+            "task": plan.task.name,
+            "t_start_ns": None,
+            "t_first_token_ns": None,
+            "t_end_ns": None,
+            "prepare_ns": None,
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "finish_reason": None,
+            "output": None,
+            "parse": ParseOutcome.NO_OUTPUT.value,
+            "parse_detail": None,
+            "stages_ns": {},
+            "counts": {},
+            "images": [],
+            "error": None,
+        }
+        images = []
+        if self.input_mode == "image":
+            t0 = time.perf_counter_ns()
+            try:
+                prepared = prepare_image(sample, plan.prep)
+            except ImageError as exc:
+                record["error"] = _error("prepare", exc)
+                return record
+            record["prepare_ns"] = time.perf_counter_ns() - t0
+            images.append(prepared)
+            record["images"] = [{"source": prepared.source, "sha256": prepared.sha256,
+                                 "width": prepared.width, "height": prepared.height}]
+            user = plan.task.user_text(None)
+        else:
+            if sample.description is None:
+                record["error"] = {
+                    "stage": "prepare", "type": "DatasetError",
+                    "message": f"{sample.source}: no text description for a text-only model",
+                }
+                return record
+            user = plan.task.user_text(sample.description)
+        request = Request(
+            system=plan.task.system, user=user, images=images, params=plan.task.params,
+            seed=plan.seed, constraint=constraint,
+        )
+        try:
+            response = self.model.generate(request)
+        except Exception as exc:  # a failed request is a record, not the end of the run
+            record["error"] = _error("request", exc)
+            return record
+        check = checker.check(response.text, response.finish_reason)
+        record.update(
+            t_start_ns=response.t_start_ns,
+            t_first_token_ns=response.t_first_token_ns,
+            t_end_ns=response.t_end_ns,
+            prompt_tokens=response.prompt_tokens,
+            completion_tokens=response.completion_tokens,
+            finish_reason=response.finish_reason,
+            output=response.text,
+            parse=check.outcome.value,
+            parse_detail=check.detail,
+            stages_ns=response.stages_ns,
+            counts=response.counts,
+        )
+        return record
+
+    def _report(self, record: dict[str, Any], index: int, total: int) -> None:
+        if self.progress is None:
+            return
+        if record["error"] is not None:
+            what = f"ERROR ({record['error']['stage']}): {record['error']['message']}"
+        else:
+            lat = (record["t_end_ns"] - record["t_start_ns"]) / 1e9
+            what = f"{lat:.3f} s, {record['completion_tokens']} tokens, {record['parse']}"
+        self.progress(f"{record['phase']} {index}/{total} {record['sample_id']}: {what}")
+
+    def run(self, sink: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Run warm-up and measured requests; hand the benchmark entry to `sink` always."""
+        plan = self.plan
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        status, error = "complete", None
+        prompt_version = plan.task.prompt_version(seed=plan.seed, input_mode=self.input_mode)
+        data_hash = dataset_hash(plan.dataset, plan.prep)
+        warm_latency: list[float | None] = []
+        try:
+            constraint = self.model.prepare(plan.task)
+            checker = plan.task.checker()
+            seq = 0
+            for phase, count in (("warmup", plan.warmup), ("measure", plan.samples)):
+                for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
+                    record = self._one(seq, phase, sample, rep, constraint, checker)
+                    self.writer.write(record)
+                    self.records.append(record)
+                    seq += 1
+                    if phase == "warmup":
+                        warm_latency.append(
+                            (record["t_end_ns"] - record["t_start_ns"]) / 1e9
+                            if record["error"] is None else None
+                        )
+                    self._report(record, i, count)
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user (KeyboardInterrupt)"
+            raise
+        except Exception as exc:
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            sink(self._entry(started, status, error, prompt_version, data_hash, warm_latency))
+        return self.records[-1] if self.records else {}
+
+    def _entry(self, started: str, status: str, error: str | None, prompt_version: str,
+               data_hash: str, warm_latency: list[float | None]) -> dict[str, Any]:
+        plan, case = self.plan, self.case
+        measured = [r for r in self.records if r["phase"] == "measure"]
+        summary = summarize(
+            self.records, checks_output=plan.task.checker().expects_json,
+            load_s=getattr(self.model, "timings_ns", {}).get("load", 0) / 1e9 or None,
+            peak_rss=memory.peak_rss_bytes(),
+        )
+        warnings = []
+        note = warmup_warning(self.records)
+        if note:
+            warnings.append(note)
+        if summary["failed"]:
+            warnings.append(f"{summary['failed']} of {summary['requests']} requests failed")
+        return {
+            "id": plan.benchmark_id,
+            "test": plan.test,
+            "model": case.model,
+            "backend": case.backend,
+            "precision": case.precision,
+            "device": case.device,
+            "task": plan.task.name,
+            "prompt_version": prompt_version,
+            "input_mode": self.input_mode,
+            "dataset": {
+                "name": plan.dataset.name,
+                "hash": data_hash,
+                "prep": {"long_edge": plan.prep.long_edge, "jpeg_quality": plan.prep.jpeg_quality},
+            },
+            "samples": plan.samples,
+            "warmup": {"requests": plan.warmup, "latency_s": warm_latency},
+            "status": status,
+            "error": error,
+            "summary": summary,
+            "slo": [],
+            "slo_passed": None,
+            "warnings": warnings,
+            "records": {"file": self.writer.path.name, "measured": len(measured),
+                        "warmup": len(self.records) - len(measured)},
+            "settings": dict(getattr(self.model, "settings", {})),
+            "started_at": started,
+        }

@@ -1,0 +1,221 @@
+"""Per-session state: the matrix, the model pool, the records file, the results document.
+
+One `VlmSession` lives in `config.stash`. Models are loaded once per
+(model, precision) and kept while consecutive tests use them (the plugin orders
+tests so they do), then closed before the next one loads, so a session never holds
+two large models at once. The results document is rewritten after every benchmark.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_vlmbench import __version__, environment, memory
+from pytest_vlmbench.backends import (
+    BackendError,
+    LoadContext,
+    LoadedModel,
+    available,
+    get_backend,
+)
+from pytest_vlmbench.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+from pytest_vlmbench.devices import DeviceProfile, Detection
+from pytest_vlmbench.native_log import native_stderr_to
+from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
+from pytest_vlmbench.records import RecordWriter
+from pytest_vlmbench.results import KIND, SCHEMA_VERSION, write_atomic
+from pytest_vlmbench.runner import ModelCase
+from pytest_vlmbench.summary import METHODS
+
+
+@dataclass
+class MatrixCell:
+    case: ModelCase
+    skip: str | None  # why this combination cannot run here, or None
+
+
+@dataclass
+class LoadedHandle:
+    """What the `vlm_model` fixture gives a test: the case, its spec, the live model."""
+
+    case: ModelCase
+    spec: ModelSpec
+    model: LoadedModel
+
+
+class ModelPool:
+    """Loads each (model, precision) once and keeps at most one loaded at a time."""
+
+    def __init__(self, session: VlmSession) -> None:
+        self.session = session
+        self._current: tuple[ModelCase, LoadedHandle] | None = None
+        self._failed: dict[ModelCase, str] = {}
+        self.loads: dict[str, dict[str, Any]] = {}
+
+    def get(self, case: ModelCase) -> LoadedHandle:
+        if self._current is not None and self._current[0] == case:
+            return self._current[1]
+        self.release()
+        if case in self._failed:
+            raise BackendError(self._failed[case])
+        spec = self.session.catalog().get(case.model)
+        opts = self.session.options
+        ctx = LoadContext(
+            device=self.session.device, cache_dir=opts.cache_dir, threads=opts.threads,
+            seed=opts.seed, log_path=self.session.log_path,
+        )
+        rss_before = memory.rss_bytes()
+        with native_stderr_to(self.session.log_path, f"load {case.id}") as capture:
+            try:
+                model = get_backend(spec.backend).load(spec, case.precision, ctx)
+            except BackendError as exc:
+                said = capture.text()
+                message = str(exc) + (f"\n{spec.backend} said:\n{said}" if said else "")
+                self._failed[case] = message
+                raise BackendError(message) from None
+        rss_after = memory.rss_bytes()
+        entry = self.loads.get(case.id)
+        if entry is None:
+            entry = self.loads[case.id] = {
+                "model": case.model, "precision": case.precision, "backend": case.backend,
+                "device": case.device, "count": 0,
+            }
+        entry.update(
+            count=entry["count"] + 1,
+            load_s=model.timings_ns["load"] / 1e9,
+            resolve_s=model.timings_ns["resolve"] / 1e9,
+            rss_before_bytes=rss_before,
+            rss_after_bytes=rss_after,
+            artifacts=model.artifacts,
+            settings=model.settings,
+        )
+        handle = LoadedHandle(case, spec, model)
+        self._current = (case, handle)
+        return handle
+
+    def release(self) -> None:
+        if self._current is not None:
+            _case, handle = self._current
+            self._current = None
+            with native_stderr_to(self.session.log_path, "close"):
+                handle.model.close()
+
+
+class VlmSession:
+    """Everything one pytest session knows about its benchmarks."""
+
+    def __init__(
+        self, config: pytest.Config, options: Options, device: DeviceProfile,
+        detection: Detection, taken_aliases: list[str],
+    ) -> None:
+        self.config = config
+        self.options = options
+        self.device = device
+        self.detection = detection
+        self.taken_aliases = taken_aliases
+        now = datetime.now(UTC)
+        self.started_at = now.isoformat(timespec="seconds")
+        self.run_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        out_dir = config.rootpath / DEFAULT_OUT_DIR
+        self.results_path = options.out or out_dir / f"results-{self.run_id}.json"
+        self.records_path = self.results_path.with_name(
+            self.results_path.name.removesuffix(".json") + ".records.jsonl"
+        )
+        self.log_path: Path | None = (
+            None if options.backend_logs else self.results_path.parent / "backend.log"
+        )
+        self.writer = RecordWriter(self.records_path)
+        self.pool = ModelPool(self)
+        self.benchmarks: list[dict[str, Any]] = []
+        self._catalog: Catalog | None = None
+        self._environment: dict[str, Any] | None = None
+
+    # -- the matrix ----------------------------------------------------------------
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            try:
+                self._catalog = load_catalog(
+                    self.options.catalog, backends=frozenset(available())
+                )
+            except CatalogError as exc:
+                raise pytest.UsageError(str(exc)) from None
+        return self._catalog
+
+    def matrix(self) -> list[MatrixCell]:
+        catalog = self.catalog()
+        ids = self.options.models or catalog.defaults()
+        if not ids:
+            raise pytest.UsageError(
+                f"{catalog.path}: no model has default = true; choose with --vlm-models"
+            )
+        cells = []
+        for model_id in ids:
+            try:
+                spec = catalog.get(model_id)
+            except CatalogError as exc:
+                raise pytest.UsageError(f"--vlm-models: {exc}") from None
+            for precision in self.options.precisions or list(spec.precisions):
+                case = ModelCase(model_id, precision, self.device.name, spec.backend, spec.modality)
+                skip = None
+                if precision not in spec.precisions:
+                    skip = (
+                        f"{model_id} has no {precision} variant in {catalog.path.name} "
+                        f"(it has {', '.join(spec.precisions)})"
+                    )
+                elif not self.device.supports(precision):
+                    skip = f"device {self.device.name} does not support {precision}"
+                cells.append(MatrixCell(case, skip))
+        return cells
+
+    # -- results -------------------------------------------------------------------
+    def add_benchmark(self, entry: dict[str, Any]) -> None:
+        self.benchmarks.append(entry)
+        self.write_results("running")
+
+    def document(self, status: str) -> dict[str, Any]:
+        if self._environment is None:
+            self._environment = environment.capture(self.config.rootpath)
+        o = self.options
+        return {
+            "kind": KIND,
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "pytest-vlmbench", "version": __version__},
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "finished_at": None if status == "running"
+            else datetime.now(UTC).isoformat(timespec="seconds"),
+            "status": status,
+            "command": environment.redact_argv(list(sys.argv)),
+            "settings": {
+                "device": o.device, "models": o.models, "precisions": o.precisions,
+                "samples": o.samples, "warmup": o.warmup, "seed": o.seed, "threads": o.threads,
+                "image_size": o.image_size, "catalog": str(o.catalog),
+            },
+            "environment": self._environment,
+            "device": {
+                **self.device.to_json(), "detected": self.detection.profile,
+                "evidence": self.detection.evidence,
+            },
+            "methods": METHODS,
+            "loads": list(self.pool.loads.values()),
+            "benchmarks": self.benchmarks,
+            "records_file": self.records_path.name,
+        }
+
+    def write_results(self, status: str) -> None:
+        if self.benchmarks:
+            write_atomic(self.results_path, self.document(status))
+
+    def finish(self, interrupted: bool) -> None:
+        try:
+            self.pool.release()
+        finally:
+            self.writer.close()
+            self.write_results("interrupted" if interrupted else "complete")

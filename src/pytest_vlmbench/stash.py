@@ -1,0 +1,12 @@
+"""Typed keys for the plugin's state in `config.stash` (no globals, no private attrs)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.session import VlmSession
+
+SESSION_KEY = pytest.StashKey["VlmSession"]()

@@ -1,0 +1,126 @@
+"""A benchmark's summary, computed only from its measured records.
+
+Nothing here reads a clock: every figure is a function of the records on disk, so a
+reader can recompute it (tests do). Conventions, also written into each results
+document under `methods`:
+- success: the request returned without an error; failed requests are counted in
+  `failed` and `success_rate`, and excluded from latency/TTFT/tokens statistics;
+- parse_rate: valid outputs / all measured requests (failures count as not valid);
+  None for free-text tasks;
+- decode_tokens_per_s: sum(completion_tokens - 1) / sum(t_end - t_first_token) over
+  successful requests with at least 2 tokens: the first token belongs to TTFT;
+- requests_per_s: successful requests / (last end - first start) of the measured ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from pytest_vlmbench.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution
+from pytest_vlmbench.structured import ParseOutcome
+
+METHODS = {
+    "percentile": PERCENTILE_METHOD,
+    "stdev": STDEV_METHOD,
+    "latency": "t_end_ns - t_start_ns of successful measured requests; warm-up excluded; "
+    "image preparation (prepare_ns) is outside it",
+    "ttft": "t_first_token_ns - t_start_ns: first streamed chunk with content",
+    "decode_tokens_per_s": "sum(completion_tokens-1) / sum(t_end_ns - t_first_token_ns) over "
+    "successful requests with >= 2 completion tokens",
+    "success_rate": "requests without error / measured requests",
+    "parse_rate": "valid outputs / measured requests (errors count as not valid); null when "
+    "the task does not check its output",
+    "requests_per_s": "successful requests / (max t_end_ns - min t_start_ns) of measured requests",
+    "peak_rss_bytes": "process resident-set high-water mark (VmHWM) when the benchmark ended; "
+    "includes every model loaded so far",
+    "stages": "prefill/decode: llama.cpp perf counters per request; image_encode: wall time of "
+    "the image chunk's evaluation minus the prompt-eval time llama.cpp accrued inside it; "
+    "prepare: image preparation, outside latency",
+}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return math.fsum(values) / len(values) if values else None
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], *, checks_output: bool, load_s: float | None,
+    peak_rss: int | None,
+) -> dict[str, Any]:
+    measured = [r for r in records if r["phase"] == "measure"]
+    ok = [r for r in measured if r["error"] is None]
+    n = len(measured)
+    latency = [(r["t_end_ns"] - r["t_start_ns"]) / 1e9 for r in ok]
+    ttft = [
+        (r["t_first_token_ns"] - r["t_start_ns"]) / 1e9
+        for r in ok if r["t_first_token_ns"] is not None
+    ]
+    decoding = [
+        r for r in ok
+        if r["t_first_token_ns"] is not None and (r["completion_tokens"] or 0) >= 2
+        and r["t_end_ns"] > r["t_first_token_ns"]
+    ]
+    per_request_rate = [
+        (r["completion_tokens"] - 1) / ((r["t_end_ns"] - r["t_first_token_ns"]) / 1e9)
+        for r in decoding
+    ]
+    decode_ns = sum(r["t_end_ns"] - r["t_first_token_ns"] for r in decoding)
+    decode_tokens = sum(r["completion_tokens"] - 1 for r in decoding)
+    timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
+    wall_s = (
+        (max(r["t_end_ns"] for r in timed) - min(r["t_start_ns"] for r in timed)) / 1e9
+        if timed else None
+    )
+    outcomes = Counter(r["parse"] for r in measured)
+    stage_names = sorted({k for r in ok for k in r["stages_ns"]})
+    stages = {
+        name: distribution([r["stages_ns"][name] / 1e9 for r in ok if name in r["stages_ns"]])
+        for name in stage_names
+    }
+    prepared = [r["prepare_ns"] / 1e9 for r in measured if r["prepare_ns"] is not None]
+    if prepared:
+        stages["prepare"] = distribution(prepared)
+    return {
+        "requests": n,
+        "succeeded": len(ok),
+        "failed": n - len(ok),
+        "success_rate": len(ok) / n if n else None,
+        "latency_s": distribution(latency),
+        "ttft_s": distribution(ttft),
+        "decode_tokens_per_s": decode_tokens / (decode_ns / 1e9) if decode_ns > 0 else None,
+        "decode_tokens_per_s_per_request": distribution(per_request_rate),
+        "requests_per_s": len(ok) / wall_s if wall_s else None,
+        "wall_s": wall_s,
+        "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome},
+        "parse_rate": (outcomes.get(ParseOutcome.VALID.value, 0) / n) if (checks_output and n)
+        else None,
+        "prompt_tokens_mean": _mean([r["prompt_tokens"] for r in ok if r["prompt_tokens"] is not None]),
+        "completion_tokens_mean": _mean(
+            [r["completion_tokens"] for r in ok if r["completion_tokens"] is not None]
+        ),
+        "output_chars_mean": _mean([len(r["output"]) for r in ok if r["output"] is not None]),
+        "stages_s": stages,
+        "peak_rss_bytes": peak_rss,
+        "load_s": load_s,
+    }
+
+
+def warmup_warning(records: Sequence[dict[str, Any]], head: int = 2, factor: float = 1.5) -> str | None:
+    """Warn when the first measured requests are clearly slower than the rest."""
+    lat = [
+        (r["t_end_ns"] - r["t_start_ns"]) / 1e9
+        for r in records if r["phase"] == "measure" and r["error"] is None
+    ]
+    if len(lat) < head + 3:
+        return None
+    first = sorted(lat[:head])[head // 2]
+    rest = sorted(lat[head:])[len(lat[head:]) // 2]
+    if rest > 0 and first > factor * rest:
+        return (
+            f"warm-up may be too short: the first {head} measured requests took {first:.3f} s "
+            f"(median) against {rest:.3f} s for the rest; raise --vlm-warmup"
+        )
+    return None

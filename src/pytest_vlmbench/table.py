@@ -1,0 +1,46 @@
+"""The end-of-session table: one row per benchmark, from the results entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def _num(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s", "tok/s",
+           "parse", "success", "SLO")
+
+
+def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    out = []
+    for b in benchmarks:
+        s = b["summary"]
+        slo = "-" if b.get("slo_passed") is None else ("pass" if b["slo_passed"] else "FAIL")
+        name = b["id"].split("::")[-1]
+        out.append((
+            name if b["status"] == "complete" else f"{name} ({b['status']})",
+            b["model"], b["precision"], str(s["requests"]),
+            _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
+            _num(s["ttft_s"]["median"], ".3f"), _num(s["decode_tokens_per_s"], ".1f"),
+            _pct(s["parse_rate"]), _pct(s["success_rate"]), slo,
+        ))
+    return out
+
+
+def render(benchmarks: Sequence[dict[str, Any]]) -> list[str]:
+    table = [HEADERS, *rows(benchmarks)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
+    lines = []
+    for n, row in enumerate(table):
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines

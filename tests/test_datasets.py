@@ -1,0 +1,541 @@
+"""Tests for the dataset layer: preparation, the folder source, synthetic scenes, the registry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import shutil
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageOps
+
+from pytest_vlmbench.datasets import (
+    ENTRY_POINT_GROUP,
+    Dataset,
+    DatasetError,
+    FolderDataset,
+    ImageError,
+    ImagePrep,
+    Sample,
+    SyntheticScenes,
+    UnknownDatasetError,
+    available_datasets,
+    dataset_hash,
+    get_dataset,
+    prepare_image,
+    register_dataset,
+    unregister_dataset,
+)
+from pytest_vlmbench.datasets.synthetic import COLOURS, POSITIONS, SHAPES
+
+FIXTURE_IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
+ROCKET = "rocket-exif-orientation-6.jpg"
+
+
+def _bytes_sample(raw: bytes, source: str = "memory:test") -> Sample:
+    return Sample(id="x", source=source, load_image=lambda: raw, description=None, truth={})
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _decode(jpeg: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(jpeg))
+    image.load()
+    return image
+
+
+@pytest.fixture
+def photo_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    shutil.copytree(FIXTURE_IMAGES, folder)
+    return folder
+
+
+# --- prepare_image ---------------------------------------------------------
+
+
+def test_fixture_folder_prepares_every_photo() -> None:
+    dataset = FolderDataset(FIXTURE_IMAGES)
+    prep = ImagePrep(long_edge=320, jpeg_quality=80)
+    ids = [sample.id for sample in dataset.samples()]
+    assert ids == sorted(ids)
+    assert len(ids) == 5  # PROVENANCE.md is not an image
+    for sample in dataset.samples():
+        prepared = prepare_image(sample, prep)
+        assert prepared.sha256 == hashlib.sha256(prepared.jpeg).hexdigest()
+        assert max(prepared.width, prepared.height) == 320
+        decoded = _decode(prepared.jpeg)
+        assert decoded.format == "JPEG"
+        assert decoded.mode == "RGB"  # including the greyscale coins
+        assert decoded.size == (prepared.width, prepared.height)
+        assert not decoded.getexif()
+
+
+def test_exif_orientation_is_applied_before_resizing() -> None:
+    raw = (FIXTURE_IMAGES / ROCKET).read_bytes()
+    stored = Image.open(io.BytesIO(raw))
+    assert stored.getexif()[0x0112] == 6
+    assert stored.width < stored.height  # pixels are stored sideways
+
+    prepared = prepare_image(_bytes_sample(raw), ImagePrep(long_edge=64))
+    assert (prepared.width, prepared.height) == (64, 43)
+    expected = (
+        ImageOps.exif_transpose(stored).convert("RGB").resize((64, 43), Image.Resampling.LANCZOS)
+    )
+    got = _decode(prepared.jpeg)
+    # Upright: the night sky at the top is darker than the lit launch pad below.
+    top = sum(got.crop((0, 0, 64, 8)).convert("L").tobytes())
+    bottom = sum(got.crop((0, 35, 64, 43)).convert("L").tobytes())
+    assert top < bottom
+    pairs = zip(got.convert("L").tobytes(), expected.convert("L").tobytes(), strict=True)
+    diff = [abs(a - b) for a, b in pairs]
+    assert sum(diff) / len(diff) < 8
+
+
+def test_never_upscales_and_keeps_aspect() -> None:
+    raw = _png(Image.new("RGB", (40, 10), (10, 20, 30)))
+    prepared = prepare_image(_bytes_sample(raw), ImagePrep(long_edge=448))
+    assert (prepared.width, prepared.height) == (40, 10)
+
+    tall = prepare_image(
+        _bytes_sample(_png(Image.new("RGB", (10, 1000)))), ImagePrep(long_edge=100)
+    )
+    assert (tall.width, tall.height) == (1, 100)
+
+
+def test_alpha_is_flattened_on_white() -> None:
+    image = Image.new("RGBA", (20, 20), (255, 0, 0, 0))  # fully transparent red
+    image.paste((0, 0, 255, 255), (0, 0, 10, 20))  # opaque blue left half
+    prepared = prepare_image(_bytes_sample(_png(image)), ImagePrep())
+    got = _decode(prepared.jpeg)
+    right = got.getpixel((15, 10))
+    left = got.getpixel((3, 10))
+    assert isinstance(right, tuple)
+    assert isinstance(left, tuple)
+    assert min(right) > 240
+    assert left[2] > 200
+    assert left[0] < 40
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        pytest.param(Image.new("P", (8, 8), 3), id="palette"),
+        pytest.param(Image.new("LA", (8, 8), (100, 0)), id="grey-alpha"),
+        pytest.param(Image.new("1", (8, 8), 1), id="bilevel"),
+        pytest.param(Image.new("I;16", (8, 8), 65535), id="16-bit"),
+    ],
+)
+def test_any_mode_becomes_rgb(image: Image.Image) -> None:
+    got = _decode(prepare_image(_bytes_sample(_png(image)), ImagePrep()).jpeg)
+    assert got.mode == "RGB"
+    assert got.size == (8, 8)
+
+
+def test_sixteen_bit_white_stays_white_and_mid_grey_stays_grey() -> None:
+    image = Image.new("I;16", (8, 8), 32768)
+    pixel = _decode(prepare_image(_bytes_sample(_png(image)), ImagePrep()).jpeg).getpixel((4, 4))
+    assert isinstance(pixel, tuple)
+    assert all(120 <= channel <= 136 for channel in pixel)
+
+
+def test_preparation_is_deterministic() -> None:
+    sample = next(FolderDataset(FIXTURE_IMAGES).samples())
+    first = prepare_image(sample, ImagePrep())
+    second = prepare_image(sample, ImagePrep())
+    assert first == second
+    assert prepare_image(sample, ImagePrep(jpeg_quality=50)).sha256 != first.sha256
+
+
+def test_data_url_round_trips() -> None:
+    prepared = prepare_image(_bytes_sample(_png(Image.new("RGB", (4, 4)))), ImagePrep())
+    prefix = "data:image/jpeg;base64,"
+    url = prepared.data_url()
+    assert url.startswith(prefix)
+    assert base64.b64decode(url[len(prefix) :]) == prepared.jpeg
+    assert "jpeg=" not in repr(prepared)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        pytest.param(b"", "file is empty (0 bytes)", id="zero-byte"),
+        pytest.param(b"not an image at all", "cannot identify image file", id="text"),
+        pytest.param(b"\xff\xd8\xff\xe0garbage", "cannot decode image", id="bad-jpeg-header"),
+    ],
+)
+def test_unusable_bytes_raise_image_error_naming_the_source(content: bytes, reason: str) -> None:
+    with pytest.raises(ImageError, match=r"^fixtures/images/x\.jpg: ") as caught:
+        prepare_image(_bytes_sample(content, "fixtures/images/x.jpg"), ImagePrep())
+    assert caught.value.source == "fixtures/images/x.jpg"
+    assert reason in str(caught.value)
+
+
+@settings(max_examples=25, deadline=None)
+@given(fraction=st.floats(min_value=0.0, max_value=1.0, exclude_max=True))
+def test_truncated_jpeg_is_detected_wherever_it_is_cut(fraction: float) -> None:
+    raw = (FIXTURE_IMAGES / "chelsea.jpg").read_bytes()
+    kept = raw[: int(len(raw) * fraction)]  # at least the last byte is missing
+    with pytest.raises(ImageError, match=r"^cut: "):
+        prepare_image(_bytes_sample(kept, "cut"), ImagePrep())
+
+
+def test_text_only_sample_has_no_image() -> None:
+    sample = Sample(id="t", source="text:1", load_image=None, description="words", truth={})
+    with pytest.raises(ImageError, match="text-only"):
+        prepare_image(sample, ImagePrep())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"long_edge": 0}, "long_edge"),
+        ({"jpeg_quality": 0}, "jpeg_quality"),
+        ({"jpeg_quality": 101}, "jpeg_quality"),
+    ],
+)
+def test_image_prep_rejects_nonsense(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ImagePrep(**kwargs)
+
+
+# --- FolderDataset ---------------------------------------------------------
+
+
+def test_corrupt_files_are_samples_that_fail_one_by_one(photo_folder: Path) -> None:
+    (photo_folder / "empty.jpg").write_bytes(b"")
+    (photo_folder / "notes.png").write_text("hello")
+    good = (photo_folder / "chelsea.jpg").read_bytes()
+    (photo_folder / "half.jpg").write_bytes(good[: len(good) // 2])
+    dataset = FolderDataset(photo_folder)
+    outcomes: dict[str, str] = {}
+    messages: dict[str, str] = {}
+    for sample in dataset.samples():
+        try:
+            prepare_image(sample, ImagePrep(long_edge=32))
+            outcomes[sample.id] = "ok"
+        except ImageError as error:
+            outcomes[sample.id] = error.reason
+            messages[sample.id] = str(error)
+    for image_id, message in messages.items():
+        assert message.startswith(f"{photo_folder / image_id}: ")
+    assert outcomes["empty.jpg"] == "file is empty (0 bytes)"
+    assert "cannot identify image file" in outcomes["notes.png"]
+    assert "truncated" in outcomes["half.jpg"]
+    assert outcomes["chelsea.jpg"] == "ok"
+    assert sum(outcome == "ok" for outcome in outcomes.values()) == 5
+
+
+def test_file_removed_after_listing_is_an_image_error(photo_folder: Path) -> None:
+    dataset = FolderDataset(photo_folder)
+    (photo_folder / "coffee.jpg").unlink()
+    sample = next(s for s in dataset.samples() if s.id == "coffee.jpg")
+    with pytest.raises(ImageError, match=r"coffee\.jpg: file not found"):
+        prepare_image(sample, ImagePrep())
+    assert len(dataset.fingerprint()) == 64  # still computable
+
+
+def test_listing_is_recursive_case_insensitive_and_skips_hidden(photo_folder: Path) -> None:
+    (photo_folder / "sub").mkdir()
+    (photo_folder / "sub" / "LOUD.JPG").write_bytes(b"x")
+    (photo_folder / "._chelsea.jpg").write_bytes(b"resource fork")
+    (photo_folder / ".cache").mkdir()
+    (photo_folder / ".cache" / "thumb.jpg").write_bytes(b"x")
+    ids = [s.id for s in FolderDataset(photo_folder).samples()]
+    assert "sub/LOUD.JPG" in ids
+    assert not any(part.startswith(".") for i in ids for part in i.split("/"))
+    assert "sub/LOUD.JPG" not in [
+        s.id for s in FolderDataset(photo_folder, recursive=False).samples()
+    ]
+    with pytest.raises(DatasetError, match=r"looked for \.jpeg\)"):
+        FolderDataset(photo_folder, extensions=(".JPEG",))
+
+
+def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetError, match=r"nowhere: image folder not found"):
+        FolderDataset(missing)
+
+
+def test_file_instead_of_folder_is_a_clear_error(tmp_path: Path) -> None:
+    file = tmp_path / "a.jpg"
+    file.write_bytes(b"x")
+    with pytest.raises(DatasetError, match=r"a\.jpg: not a folder"):
+        FolderDataset(file)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "readme.txt").write_text("no photos here")
+    with pytest.raises(
+        DatasetError, match=r"no images found \(looked for \.bmp, \.jpeg, \.jpg, \.png, \.webp\)"
+    ):
+        FolderDataset(tmp_path)
+
+
+def test_limit_is_a_seeded_sorted_subset() -> None:
+    every = [s.id for s in FolderDataset(FIXTURE_IMAGES).samples()]
+    picks = {
+        seed: [s.id for s in FolderDataset(FIXTURE_IMAGES, limit=3, seed=seed).samples()]
+        for seed in range(6)
+    }
+    for ids in picks.values():
+        assert len(ids) == 3
+        assert ids == sorted(ids)
+        assert set(ids) <= set(every)
+    assert picks[0] == [s.id for s in FolderDataset(FIXTURE_IMAGES, limit=3, seed=0).samples()]
+    assert len({tuple(ids) for ids in picks.values()}) > 1
+    assert [s.id for s in FolderDataset(FIXTURE_IMAGES, limit=50).samples()] == every
+    with pytest.raises(ValueError, match="limit"):
+        FolderDataset(FIXTURE_IMAGES, limit=0)
+
+
+def test_folder_fingerprint_follows_content_not_location(
+    photo_folder: Path, tmp_path: Path
+) -> None:
+    original = FolderDataset(FIXTURE_IMAGES).fingerprint()
+    assert FolderDataset(photo_folder).fingerprint() == original
+    assert FolderDataset(photo_folder, limit=2).fingerprint() != original
+    (photo_folder / "chelsea.jpg").write_bytes(b"changed")
+    assert FolderDataset(photo_folder).fingerprint() != original
+    renamed = tmp_path / "renamed"
+    shutil.copytree(FIXTURE_IMAGES, renamed)
+    (renamed / "coffee.jpg").rename(renamed / "coffee2.jpg")
+    assert FolderDataset(renamed).fingerprint() != original
+
+
+# --- SyntheticScenes -------------------------------------------------------
+
+
+def _png_of(sample: Sample) -> bytes:
+    assert sample.load_image is not None
+    return sample.load_image()
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(min_value=0, max_value=2**64), index=st.integers(min_value=0, max_value=3))
+def test_synthetic_is_deterministic_for_any_seed(seed: int, index: int) -> None:
+    first = list(SyntheticScenes(index + 1, seed=seed, size=48).samples())[index]
+    again = SyntheticScenes(index + 1, seed=seed, size=48).sample(index)
+    assert (first.id, first.source, first.description, first.truth) == (
+        again.id,
+        again.source,
+        again.description,
+        again.truth,
+    )
+    assert _png_of(first) == _png_of(again)
+    assert (
+        SyntheticScenes(index + 1, seed=seed, size=48).fingerprint()
+        == SyntheticScenes(index + 1, seed=seed, size=48).fingerprint()
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(min_value=-(2**63), max_value=2**63),
+    size=st.integers(min_value=24, max_value=600),
+)
+def test_synthetic_truth_is_consistent(seed: int, size: int) -> None:
+    sample = SyntheticScenes(1, seed=seed, size=size).sample(0)
+    truth = sample.truth
+    shapes = truth["shapes"]
+    assert 1 <= len(shapes) <= 5
+    assert truth["background"] in COLOURS
+    assert set(truth["counts"]) == set(SHAPES)
+    assert sum(truth["counts"].values()) == len(shapes)
+    for name in SHAPES:
+        assert truth["counts"][name] == sum(s["shape"] == name for s in shapes)
+    positions = [s["position"] for s in shapes]
+    assert len(set(positions)) == len(positions)
+    assert positions == sorted(positions, key=POSITIONS.index)
+    cell = size // 3
+    for shape in shapes:
+        assert shape["colour"] in COLOURS
+        assert shape["colour"] != truth["background"]
+        x0, y0, x1, y1 = shape["bbox"]
+        assert 0 <= x0 < x1 <= size
+        assert 0 <= y0 < y1 <= size
+        row, column = divmod(POSITIONS.index(shape["position"]), 3)
+        assert column * cell <= x0
+        assert x1 <= (column + 1) * cell
+        assert row * cell <= y0
+        assert y1 <= (row + 1) * cell
+        assert shape["colour"] in (sample.description or "")
+
+
+def test_synthetic_pixels_match_truth() -> None:
+    for sample in SyntheticScenes(6, seed=11, size=96).samples():
+        image = Image.open(io.BytesIO(_png_of(sample)))
+        assert image.format == "PNG"
+        assert image.size == (96, 96)
+        rgb = image.convert("RGB")
+        for shape in sample.truth["shapes"]:
+            x0, y0, x1, y1 = shape["bbox"]
+            # Lower middle: inside every kind of shape, including an upward triangle.
+            centre = ((x0 + x1) // 2, (y0 + 2 * y1) // 3)
+            assert rgb.getpixel(centre) == COLOURS[shape["colour"]], (sample.id, shape)
+        if not sample.truth["gradient"]:
+            occupied = {s["position"] for s in sample.truth["shapes"]}
+            free = next((i for i, p in enumerate(POSITIONS) if p not in occupied), None)
+            if free is not None:
+                row, column = divmod(free, 3)
+                corner = (column * 32 + 16, row * 32 + 16)
+                assert rgb.getpixel(corner) == COLOURS[sample.truth["background"]]
+
+
+def test_synthetic_description_reads_well() -> None:
+    sample = SyntheticScenes(1, seed=3, size=48).sample(0)
+    description = sample.description or ""
+    assert description.endswith(".")
+    assert f"{len(sample.truth['shapes'])} shape" in description
+    for shape in sample.truth["shapes"]:
+        where = "in the centre" if shape["position"] == "centre" else f"at the {shape['position']}"
+        assert f"{shape['colour']} {shape['shape']} {where}" in description
+    assert " a orange" not in description
+    assert not description.startswith("A orange")
+
+
+def test_synthetic_ids_sources_and_stability() -> None:
+    few = list(SyntheticScenes(3, seed=7).samples())
+    many = list(SyntheticScenes(10, seed=7).samples())
+    assert [s.id for s in few] == ["scene-0000", "scene-0001", "scene-0002"]
+    assert few[2].source == "synthetic:seed=7/index=2"
+    assert [s.truth for s in few] == [s.truth for s in many[:3]]
+    assert SyntheticScenes(3, seed=7).fingerprint() != SyntheticScenes(3, seed=8).fingerprint()
+    assert SyntheticScenes(3, seed=7).fingerprint() != SyntheticScenes(4, seed=7).fingerprint()
+    assert (
+        SyntheticScenes(3, seed=7).fingerprint()
+        != SyntheticScenes(3, seed=7, size=224).fingerprint()
+    )
+
+
+def test_synthetic_known_fingerprint() -> None:
+    # Pinned: changing this means every stored result's dataset hash changes;
+    # bump GENERATOR_VERSION when it is on purpose.
+    assert SyntheticScenes(4, seed=0, size=448).fingerprint() == PINNED_SYNTHETIC_FINGERPRINT
+
+
+def test_synthetic_scenes_prepare_like_photos() -> None:
+    sample = SyntheticScenes(1, seed=1, size=64).sample(0)
+    prepared = prepare_image(sample, ImagePrep(long_edge=32))
+    assert (prepared.width, prepared.height) == (32, 32)
+    assert prepared.source == "synthetic:seed=1/index=0"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [({"n": 0}, "n must"), ({"size": 10}, "size must")])
+def test_synthetic_rejects_nonsense(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SyntheticScenes(**kwargs)
+
+
+# --- registry --------------------------------------------------------------
+
+
+def test_builtins_are_registered() -> None:
+    assert {"folder", "synthetic"} <= set(available_datasets())
+    synthetic = get_dataset("synthetic", n=2, seed=5)
+    assert isinstance(synthetic, SyntheticScenes)
+    assert isinstance(synthetic, Dataset)
+    folder = get_dataset("folder", path=FIXTURE_IMAGES, limit=2)
+    assert isinstance(folder, FolderDataset)
+
+
+def test_unknown_name_lists_known_names() -> None:
+    with pytest.raises(KeyError) as caught:
+        get_dataset("cocoo")
+    assert isinstance(caught.value, UnknownDatasetError)
+    assert str(caught.value).startswith("unknown dataset 'cocoo'; known datasets: ")
+    assert "folder" in str(caught.value)
+    assert "synthetic" in str(caught.value)
+
+
+class _Tiny:
+    name = "tiny"
+
+    def samples(self) -> Iterator[Sample]:
+        yield Sample(id="only", source="tiny:0", load_image=None, description="nothing", truth={})
+
+    def fingerprint(self) -> str:
+        return "0" * 64
+
+
+@pytest.fixture
+def tiny_registered() -> Iterator[None]:
+    register_dataset("tiny", _Tiny)
+    yield
+    unregister_dataset("tiny")
+
+
+@pytest.mark.usefixtures("tiny_registered")
+def test_register_and_shadowing() -> None:
+    assert isinstance(get_dataset("tiny"), _Tiny)
+    assert "tiny" in available_datasets()
+    register_dataset("tiny", _Tiny)  # same factory again is harmless
+    with pytest.raises(ValueError, match="already registered"):
+        register_dataset("tiny", SyntheticScenes)
+    register_dataset("tiny", SyntheticScenes, replace=True)
+    assert isinstance(get_dataset("tiny"), SyntheticScenes)
+
+
+def test_factory_returning_junk_is_a_type_error() -> None:
+    register_dataset("junk", lambda: object())  # type: ignore[arg-type,return-value]
+    try:
+        with pytest.raises(TypeError, match="'junk' returned object"):
+            get_dataset("junk")
+    finally:
+        unregister_dataset("junk")
+
+
+def _fake_entry_points(*entries: metadata.EntryPoint) -> object:
+    def entry_points(*, group: str) -> list[metadata.EntryPoint]:
+        return [entry for entry in entries if entry.group == group]
+
+    return entry_points
+
+
+def test_entry_points_feed_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    plugin = metadata.EntryPoint(
+        name="plugin-scenes",
+        value="pytest_vlmbench.datasets.synthetic:SyntheticScenes",
+        group=ENTRY_POINT_GROUP,
+    )
+    hijack = metadata.EntryPoint(name="folder", value="nowhere:Nothing", group=ENTRY_POINT_GROUP)
+    other = metadata.EntryPoint(name="elsewhere", value="nowhere:Nothing", group="other.group")
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(plugin, hijack, other))
+    assert "plugin-scenes" in available_datasets()
+    assert "elsewhere" not in available_datasets()
+    assert isinstance(get_dataset("plugin-scenes", n=1), SyntheticScenes)
+    assert isinstance(get_dataset("folder", path=FIXTURE_IMAGES), FolderDataset)
+
+
+def test_broken_entry_point_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = metadata.EntryPoint(
+        name="broken", value="no_such_module_xyz:Factory", group=ENTRY_POINT_GROUP
+    )
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(broken))
+    with pytest.raises(
+        DatasetError,
+        match=r"dataset 'broken': cannot load entry point 'no_such_module_xyz:Factory'",
+    ):
+        get_dataset("broken")
+
+
+def test_dataset_hash_covers_preparation() -> None:
+    dataset = SyntheticScenes(2)
+    base = dataset_hash(dataset, ImagePrep())
+    assert base == dataset_hash(SyntheticScenes(2), ImagePrep())
+    assert base != dataset_hash(dataset, ImagePrep(long_edge=224))
+    assert base != dataset_hash(dataset, ImagePrep(jpeg_quality=80))
+    assert base != dataset_hash(SyntheticScenes(2, seed=1), ImagePrep())
+
+
+PINNED_SYNTHETIC_FINGERPRINT = "dad26e633f6f623fe5b3995498a2aa97bac009c30d5dfa40f2e82573f372bc7b"
