@@ -24,7 +24,8 @@ from pytest_vlmbench.tasks import BUILTIN_TASKS, Task
 
 
 def _session(config: pytest.Config) -> VlmSession:
-    return config.stash[SESSION_KEY]
+    session: VlmSession = config.stash[SESSION_KEY]
+    return session
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
     try:
         return _session(request.config).pool.get(case)
     except BackendError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        message = str(exc)
+    pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ class Bench:
                 spec.update(check_spec(marker.kwargs, f"{node.nodeid}: @pytest.mark.vlm_slo"))
             spec.update(check_spec(slo or {}, f"{node.nodeid}: vlm_bench.run(slo=...)"))
         except SLOError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            raise pytest.UsageError(str(exc)) from None
         self._runs += 1
         benchmark_id = node.nodeid if self._runs == 1 else f"{node.nodeid}#{task.name}"
         plan = BenchmarkPlan(
@@ -105,11 +107,14 @@ class Bench:
             entries.append(entry)
             session.add_benchmark(entry)
 
+        failure = None
         try:
             with native_stderr_to(session.log_path, f"benchmark {benchmark_id}"):
                 runner.run(sink)
         except (ConstraintError, DatasetError) as exc:
-            pytest.fail(str(exc), pytrace=False)
+            failure = str(exc)
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
         entry = entries[0]
         summary = entry["summary"]
         entry["slo"] = evaluate(spec, summary)

@@ -3,8 +3,9 @@
 llama.cpp prints from C straight to file descriptor 2, which Python's sys.stderr
 redirection cannot catch, while llama-cpp-python's log callback writes to Python's
 `sys.stderr`, which an fd redirect cannot catch. We point both at a log file for the
-duration of a load or a benchmark and put them back afterwards; when something fails, the message quotes the
-lines the library printed during that operation, so nothing useful is lost.
+duration of a load or a benchmark and put them back afterwards; when something fails,
+the message quotes the lines the library printed during that operation, so nothing
+useful is lost.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def native_stderr_to(path: Path | None, label: str) -> Iterator[Capture]:
         try:
             os.dup2(fd, 2)
             with (
-                open(os.dup(fd), "w", encoding="utf-8", errors="replace", buffering=1) as py_err,
+                os.fdopen(os.dup(fd), "w", encoding="utf-8", errors="replace", buffering=1)
+                as py_err,
                 redirect_stderr(py_err),
             ):
                 yield capture

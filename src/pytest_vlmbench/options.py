@@ -91,9 +91,9 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
 
 def register(parser: pytest.Parser) -> None:
     group = parser.getgroup("vlmbench", "pytest-vlmbench: benchmark vision-language models")
-    for option, (dest, typ, ini_type, help_text) in _SPEC.items():
+    for option, (dest, typ, _ini_type, help_text) in _SPEC.items():
         group.addoption(option, dest=dest, type=typ, default=None, help=help_text)
-        parser.addini(dest, help=help_text, type=ini_type, default=None)  # type: ignore[arg-type]
+        parser.addini(dest, help=help_text, type="string", default=None)
     group.addoption(
         BACKEND_LOGS, dest="vlm_backend_logs", action="store_true", default=None,
         help="show native backend output (llama.cpp) instead of writing it to "
@@ -107,7 +107,7 @@ def register_aliases(parser: pytest.Parser) -> list[str]:
     group = parser.getgroup("vlmbench")
     taken = []
     for option, alias in ALIASES.items():
-        dest, typ, _ini, help_text = _SPEC[option]
+        dest, typ, _ini, _help = _SPEC[option]
         try:
             group.addoption(alias, dest=dest, type=typ, default=None,
                             help=f"alias of {option}")
@@ -144,7 +144,7 @@ class Options:
             if ini in (None, ""):
                 return None
             try:
-                return typ(ini) if callable(typ) else ini  # type: ignore[operator]
+                return typ(ini) if callable(typ) else ini
             except argparse.ArgumentTypeError as exc:
                 raise pytest.UsageError(f"ini option {dest} = {ini!r}: {exc}") from None
 
@@ -177,5 +177,6 @@ class Options:
             cache_dir=Path(str(cache)).expanduser() if cache
             else Path("~/.cache/pytest-vlmbench").expanduser(),
             image_size=get(IMAGE_SIZE) or 448,  # type: ignore[arg-type]
-            backend_logs=bool(logs) if logs is not None else bool(config.getini("vlm_backend_logs")),
+            backend_logs=bool(logs) if logs is not None
+            else bool(config.getini("vlm_backend_logs")),
         )

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_vlmbench import devices, table
+from pytest_vlmbench.catalog import CatalogError
 from pytest_vlmbench.devices import DeviceError
 from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
 from pytest_vlmbench.options import Options, register, register_aliases
@@ -52,6 +53,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = VlmSession(config, options, profile, detection, _taken_aliases)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection(session: pytest.Session) -> None:
+    """Validate the catalog before collecting, so an error is one line and exit status 4.
+
+    (Raised later, from pytest_generate_tests, it would be a collection traceback.) A
+    session with no catalog file is left alone unless models were asked for: plain test
+    suites that never use the plugin must not fail because of it.
+    """
+    vlm = session.config.stash.get(SESSION_KEY, None)
+    if vlm is None or not (vlm.options.catalog.exists() or vlm.options.models):
+        return
+    try:
+        vlm.matrix()
+    except CatalogError as exc:
+        raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vlm_model" not in metafunc.fixturenames:
         return
@@ -64,7 +82,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         marks = []
         skip = cell.skip
         if skip is None and wanted and cell.case.modality not in wanted:
-            skip = f"needs a {'/'.join(sorted(wanted))} model; {cell.case.model} is {cell.case.modality}"
+            needed = "/".join(sorted(wanted))
+            skip = f"needs a {needed} model; {cell.case.model} is {cell.case.modality}"
         if skip is not None:
             marks.append(pytest.mark.skip(reason=skip))
         params.append(pytest.param(cell.case, id=cell.case.id, marks=marks))
@@ -87,7 +106,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if case is not None and case not in order:
             order[case] = len(order)
     if order:
-        items.sort(key=lambda it: order.get(_case_of(it), -1) if _case_of(it) else -1)
+
+        def rank(item: pytest.Item) -> int:
+            case = _case_of(item)
+            return -1 if case is None else order[case]
+
+        items.sort(key=rank)
 
 
 @pytest.hookimpl(wrapper=True)

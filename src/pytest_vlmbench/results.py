@@ -113,4 +113,4 @@ def load(path: Path) -> dict[str, Any]:
 
 def records_path(results_path: Path, doc: dict[str, Any]) -> Path:
     """Where a document's records live (stored relative to the document)."""
-    return results_path.parent / doc["records_file"]
+    return results_path.parent / str(doc["records_file"])

@@ -26,7 +26,7 @@ from pytest_vlmbench.backends import (
     get_backend,
 )
 from pytest_vlmbench.catalog import Catalog, CatalogError, ModelSpec, load_catalog
-from pytest_vlmbench.devices import DeviceProfile, Detection
+from pytest_vlmbench.devices import Detection, DeviceProfile
 from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
 from pytest_vlmbench.records import RecordWriter
@@ -140,19 +140,15 @@ class VlmSession:
     # -- the matrix ----------------------------------------------------------------
     def catalog(self) -> Catalog:
         if self._catalog is None:
-            try:
-                self._catalog = load_catalog(
-                    self.options.catalog, backends=frozenset(available())
-                )
-            except CatalogError as exc:
-                raise pytest.UsageError(str(exc)) from None
+            self._catalog = load_catalog(self.options.catalog, backends=frozenset(available()))
         return self._catalog
 
     def matrix(self) -> list[MatrixCell]:
+        """The (model, precision) cells for this device; CatalogError if it cannot be built."""
         catalog = self.catalog()
         ids = self.options.models or catalog.defaults()
         if not ids:
-            raise pytest.UsageError(
+            raise CatalogError(
                 f"{catalog.path}: no model has default = true; choose with --vlm-models"
             )
         cells = []
@@ -160,7 +156,7 @@ class VlmSession:
             try:
                 spec = catalog.get(model_id)
             except CatalogError as exc:
-                raise pytest.UsageError(f"--vlm-models: {exc}") from None
+                raise CatalogError(f"--vlm-models: {exc}") from None
             for precision in self.options.precisions or list(spec.precisions):
                 case = ModelCase(model_id, precision, self.device.name, spec.backend, spec.modality)
                 skip = None

@@ -73,10 +73,11 @@ def breach_message(verdicts: list[dict[str, Any]], n: int) -> str | None:
         if v["passed"]:
             continue
         unit = METRICS[v["metric"]][2]
-        shown = "not measured" if v["measured"] is None else f"{v['measured']:.4g}{unit and ' ' + unit}"
+        suffix = f" {unit}" if unit else ""
+        shown = "not measured" if v["measured"] is None else f"{v['measured']:.4g}{suffix}"
         bad_op = ">" if v["op"] == "<=" else "<"
         parts.append(
-            f"{v['metric']} = {shown} {bad_op} limit {v['limit']:.4g}{unit and ' ' + unit}"
+            f"{v['metric']} = {shown} {bad_op} limit {v['limit']:.4g}{suffix}"
         )
     if not parts:
         return None

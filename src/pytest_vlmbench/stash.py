@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import pytest
 
-if TYPE_CHECKING:
-    from pytest_vlmbench.session import VlmSession
+from pytest_vlmbench.session import VlmSession
 
-SESSION_KEY = pytest.StashKey["VlmSession"]()
+SESSION_KEY = pytest.StashKey[VlmSession]()

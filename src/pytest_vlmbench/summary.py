@@ -97,7 +97,9 @@ def summarize(
         "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome},
         "parse_rate": (outcomes.get(ParseOutcome.VALID.value, 0) / n) if (checks_output and n)
         else None,
-        "prompt_tokens_mean": _mean([r["prompt_tokens"] for r in ok if r["prompt_tokens"] is not None]),
+        "prompt_tokens_mean": _mean(
+            [r["prompt_tokens"] for r in ok if r["prompt_tokens"] is not None]
+        ),
         "completion_tokens_mean": _mean(
             [r["completion_tokens"] for r in ok if r["completion_tokens"] is not None]
         ),
@@ -108,7 +110,9 @@ def summarize(
     }
 
 
-def warmup_warning(records: Sequence[dict[str, Any]], head: int = 2, factor: float = 1.5) -> str | None:
+def warmup_warning(
+    records: Sequence[dict[str, Any]], head: int = 2, factor: float = 1.5
+) -> str | None:
     """Warn when the first measured requests are clearly slower than the rest."""
     lat = [
         (r["t_end_ns"] - r["t_start_ns"]) / 1e9

@@ -19,7 +19,7 @@ HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s
 
 
 def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for b in benchmarks:
         s = b["summary"]
         slo = "-" if b.get("slo_passed") is None else ("pass" if b["slo_passed"] else "FAIL")
@@ -39,7 +39,10 @@ def render(benchmarks: Sequence[dict[str, Any]]) -> list[str]:
     widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
     lines = []
     for n, row in enumerate(table):
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

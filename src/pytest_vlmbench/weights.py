@@ -7,7 +7,6 @@ and modification time; none of this happens inside a timed region.
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -50,7 +49,7 @@ def _llama_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
 
 def _mlp_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
     return (f"mmproj-mlp-tiny-s{seed}.gguf",
-            lambda p: gguf_synth.write_mlp_projector(p, text_embd=64, seed=seed))
+            lambda p: gguf_synth.write_mlp_projector(p, text_embd=64, seed=seed, blocks=2))
 
 
 GENERATED: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {

@@ -30,6 +30,7 @@ from pytest_vlmbench.weights import Artifact, WeightsError, resolve
 
 import llama_cpp  # isort: skip  # the backend module is imported only when used
 from llama_cpp.llama_chat_format import MTMDChatHandler  # isort: skip
+from llama_cpp.llama_grammar import LlamaGrammar  # isort: skip
 
 _SETTING_KEYS = {
     "n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn",
@@ -37,13 +38,15 @@ _SETTING_KEYS = {
 }
 
 
-class _CountingLlama(llama_cpp.Llama):  # type: ignore[misc]
+class _CountingLlama(llama_cpp.Llama):
     """Llama that remembers the prompt length and the tokens it sampled per call."""
 
     last_prompt_tokens: int = 0
     last_sampled: list[int]
 
-    def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+    def generate(  # type: ignore[override]  # same call, counted
+        self, tokens: Any, *args: Any, **kwargs: Any
+    ) -> Iterator[int]:
         self.last_prompt_tokens = len(tokens)
         self.last_sampled = sampled = []
         for token in super().generate(tokens, *args, **kwargs):
@@ -79,14 +82,14 @@ class _TimedMtmd:
         return result
 
 
-class _VisionHandler(MTMDChatHandler):  # type: ignore[misc]
+class _VisionHandler(MTMDChatHandler):
     """MTMDChatHandler with an explicit template (base models ship none) and stage timing."""
 
     def __init__(self, clip_model_path: str, template: str | None, use_gpu: bool) -> None:
         super().__init__(clip_model_path=clip_model_path, verbose=False, use_gpu=use_gpu)
         self._template = template
         self.timed = _TimedMtmd(self._mtmd_cpp)
-        self._mtmd_cpp = self.timed
+        self._mtmd_cpp = self.timed  # type: ignore[assignment]  # a timing proxy
 
     def _get_chat_template(self, llama_model: Any) -> str:
         if self._template is not None:
@@ -171,10 +174,11 @@ class LlamaCppModel:
                 # Otherwise the projector loads inside the first request.
                 self._handler._init_mtmd_context(self._llm)
         except (ValueError, RuntimeError) as exc:
+            files = str(self._weights.path)
+            if self._projector is not None:
+                files += f" with projector {self._projector.path}"
             raise BackendError(
-                f"model {spec.id!r} ({precision}): llama.cpp could not load "
-                f"{self._weights.path}{' with ' + str(self._projector.path) if self._projector else ''}"
-                f": {exc}"
+                f"model {spec.id!r} ({precision}): llama.cpp could not load {files}: {exc}"
             ) from None
         load_ns = time.perf_counter_ns() - t1
         self.timings_ns = {"resolve": resolve_ns, "load": load_ns}
@@ -193,7 +197,7 @@ class LlamaCppModel:
         grammar_text = task.grammar_text()
         if grammar_text is not None:
             try:
-                return llama_cpp.LlamaGrammar.from_string(grammar_text, verbose=False)
+                return LlamaGrammar.from_string(grammar_text, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise ConstraintError(
                     f"{task.grammar_file}: invalid GBNF grammar ({exc})"
@@ -202,7 +206,7 @@ class LlamaCppModel:
             import json
 
             try:
-                return llama_cpp.LlamaGrammar.from_json_schema(
+                return LlamaGrammar.from_json_schema(
                     json.dumps(task.schema), verbose=False
                 )
             except (ValueError, RuntimeError) as exc:
@@ -214,7 +218,7 @@ class LlamaCppModel:
 
     # -- per request --------------------------------------------------------------
     def generate(self, request: Request) -> Response:
-        llm = self._llm
+        llm: Any = self._llm  # llama-cpp-python's stream types are unions of dict shapes
         if request.images and self._handler is None:
             raise BackendError(f"model {self.spec.id!r} is a text model; it cannot take images")
         p = request.params
@@ -240,6 +244,7 @@ class LlamaCppModel:
             self._handler.timed.image_tokens = 0
         llama_cpp.llama_perf_context_reset(llm.ctx)
 
+        stream: Any
         t_start = time.perf_counter_ns()
         if request.images:
             content: list[dict[str, Any]] = [

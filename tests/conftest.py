@@ -1,0 +1,127 @@
+"""Shared helpers for the plugin's tests: a project layout for inner pytest sessions.
+
+Inner sessions (pytester) run against tiny random-weight GGUF models generated at test
+time (`generated:llama-tiny`, `generated:mlp-tiny`, about 0.5 MB) so that every
+backend path runs for real in milliseconds. The embedded-defaults test uses the real
+gemma3-270m.
+
+llama_cpp, numpy and Pillow are imported here, in the outer process, because
+pytester's in-process sessions restore sys.modules afterwards and numpy-based
+extensions refuse to be imported a second time in one process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import llama_cpp  # noqa: F401
+import numpy  # noqa: F401
+import PIL.Image  # noqa: F401
+import pytest
+
+from pytest_vlmbench import results
+from pytest_vlmbench.records import read_records
+
+TINY_CATALOG = """
+[[model]]
+id = "tiny-text"
+backend = "llama_cpp"
+modality = "text"
+chat_format = "model"
+default = true
+precisions = { fp32 = "generated:llama-tiny" }
+
+[[model]]
+id = "tiny-vision"
+backend = "llama_cpp"
+modality = "vision"
+chat_format = "model"
+default = true
+precisions = { fp32 = "generated:llama-tiny" }
+projector = "generated:mlp-tiny"
+"""
+
+TINY_TASKS = '''
+from pytest_vlmbench.tasks import GenerationParams, Task
+
+CAPTION = Task(name="caption", prompt="Describe.", params=GenerationParams(max_tokens=8))
+YES_NO = Task(
+    name="yes_no",
+    prompt="Answer as JSON.",
+    schema={
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}, "ok": {"type": "boolean"}},
+        "required": ["answer", "ok"],
+        "additionalProperties": False,
+    },
+    expects_json=True,
+    params=GenerationParams(max_tokens=32),
+)
+'''
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache of generated tiny models for the whole test session."""
+    return tmp_path_factory.mktemp("vlm-cache")
+
+
+@dataclass
+class Outcome:
+    """An inner session's result and the files it wrote."""
+
+    run: pytest.RunResult
+    out: Path
+
+    def doc(self) -> dict[str, Any]:
+        return results.load(self.out)
+
+    def records(self) -> list[dict[str, Any]]:
+        return read_records(self.out.with_name(self.out.stem + ".records.jsonl"))
+
+
+@dataclass
+class Project:
+    """A benchmark project inside pytester's directory."""
+
+    pytester: pytest.Pytester
+
+    def run(self, *args: str) -> Outcome:
+        out = self.pytester.path / "out" / "results.json"
+        run = self.pytester.runpytest("-p", "no:cacheprovider", f"--vlm-out={out}", *args)
+        return Outcome(run, out)
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, model_cache: Path) -> Project:
+    pytester.makeini(
+        f"""
+        [pytest]
+        vlm_catalog = models.toml
+        vlm_cache_dir = {model_cache}
+        """
+    )
+    (pytester.path / "models.toml").write_text(TINY_CATALOG)
+    pytester.makepyfile(tiny_tasks=TINY_TASKS)
+    pytester.syspathinsert()
+    return Project(pytester)
+
+
+def write_png(path: Path, colour: tuple[int, int, int] = (200, 40, 40)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), colour).save(path, "PNG")
+    return path
+
+
+def recompute_latency_p95(records: list[dict[str, Any]]) -> float:
+    import numpy as np
+
+    lat = [
+        (r["t_end_ns"] - r["t_start_ns"]) / 1e9
+        for r in records if r["phase"] == "measure" and r["error"] is None
+    ]
+    return float(np.percentile(lat, 95))

@@ -1,0 +1,163 @@
+"""The matrix: ids, skips with reasons, options and their errors (inner sessions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_vlmbench import options
+from tests.conftest import Project
+
+BENCH = """
+def test_caption(vlm_model):
+    pass
+"""
+
+
+def test_ids_are_model_precision_device(project: Project) -> None:
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run("--collect-only", "-q")
+    out.run.stdout.fnmatch_lines(
+        [
+            "test_bench.py::test_caption[[]tiny-text-fp32-cpu[]]",
+            "test_bench.py::test_caption[[]tiny-vision-fp32-cpu[]]",
+        ]
+    )
+
+
+def test_tests_without_the_fixture_are_not_parametrised(project: Project) -> None:
+    project.pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    out = project.run("--collect-only", "-q")
+    out.run.stdout.fnmatch_lines(["test_plain.py::test_plain"])
+    assert not out.out.exists()  # no benchmark ran: no results file
+
+
+def test_precision_missing_from_catalog_is_skipped_with_reason(project: Project) -> None:
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run(f"{options.MODELS}=tiny-text", f"{options.PRECISIONS}=fp32,q8_0", "-rs")
+    out.run.assert_outcomes(passed=1, skipped=1)
+    out.run.stdout.fnmatch_lines(["*tiny-text has no q8_0 variant in models.toml (it has fp32)*"])
+
+
+def test_precision_the_device_cannot_run_is_skipped_with_reason(project: Project) -> None:
+    (project.pytester.path / "models.toml").write_text(
+        """
+[[model]]
+id = "gpu-only"
+backend = "llama_cpp"
+modality = "text"
+default = true
+precisions = { fp8 = "path:nowhere.gguf" }
+"""
+    )
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run("-rs")
+    out.run.assert_outcomes(skipped=1)
+    out.run.stdout.fnmatch_lines(["*device cpu does not support fp8*"])
+
+
+def test_modality_marker_skips_text_models(project: Project) -> None:
+    project.pytester.makepyfile(
+        test_bench="""
+import pytest
+
+@pytest.mark.vlm_modality("vision")
+def test_look(vlm_model):
+    pass
+"""
+    )
+    out = project.run("-rs")
+    out.run.assert_outcomes(passed=1, skipped=1)
+    out.run.stdout.fnmatch_lines(["*needs a vision model; tiny-text is text*"])
+
+
+def test_explicit_device_that_is_not_this_machine_is_a_usage_error(project: Project) -> None:
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run("--device=orin")
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(["*--device=orin but this machine was detected as 'cpu'*"])
+
+
+def test_unknown_device_lists_the_known_ones(project: Project) -> None:
+    out = project.run(f"{options.DEVICE}=tpu9000")
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(["*unknown device 'tpu9000'; known: auto, *h100*"])
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        (f"{options.SAMPLES}=0", "*expected a number >= 1, got 0*"),
+        (f"{options.WARMUP}=many", "*expected a whole number, got 'many'*"),
+        (f"{options.PRECISIONS}=,", "*expected a comma-separated list*"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(project: Project, arg: str, message: str) -> None:
+    out = project.run(arg)
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines([message])
+
+
+def test_bad_ini_value_is_a_usage_error(project: Project) -> None:
+    project.pytester.makeini(
+        """
+        [pytest]
+        vlm_catalog = models.toml
+        vlm_samples = -3
+        """
+    )
+    out = project.run()
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(["*ini option vlm_samples = '-3': expected a number >= 1*"])
+
+
+def test_catalog_error_names_file_entry_and_field(project: Project) -> None:
+    (project.pytester.path / "models.toml").write_text(
+        '[[model]]\nid = "broken"\nbackend = "llama_cpp"\nmodality = "text"\n'
+        'precisions = { fp32 = "ftp:x" }\n'
+    )
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run()
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(
+        ["ERROR: *models.toml: model 'broken': field 'precisions.fp32': weight source 'ftp:x'*"]
+    )
+    assert "Traceback" not in out.run.stdout.str() + out.run.stderr.str()
+
+
+def test_unknown_model_in_models_option(project: Project) -> None:
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run(f"{options.MODELS}=gpt-17")
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(["*--vlm-models: *no model 'gpt-17'; known: tiny-text, tiny-vision*"])
+
+
+def test_short_alias_yields_to_a_plugin_that_took_it_first(project: Project) -> None:
+    project.pytester.makepyfile(
+        otherplugin="""
+def pytest_addoption(parser):
+    parser.addoption("--device", dest="other_device", default="theirs")
+
+def pytest_configure(config):
+    config.other_seen = config.getoption("other_device")
+""",
+        test_bench="""
+def test_caption(vlm_model, request):
+    assert request.config.other_seen == "gpu0"
+""",
+    )
+    out = project.run("-p", "otherplugin", "--device=gpu0", f"{options.DEVICE}=cpu")
+    out.run.assert_outcomes(passed=2)
+
+
+def test_plain_session_imports_no_backend(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain="""
+import sys
+
+def test_light():
+    heavy = {"llama_cpp", "torch", "vllm", "transformers", "pynvml", "PIL", "numpy"}
+    assert not heavy & set(sys.modules), heavy & set(sys.modules)
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
