@@ -128,7 +128,9 @@ def test_unknown_model_in_models_option(project: Project) -> None:
     project.pytester.makepyfile(test_bench=BENCH)
     out = project.run(f"{options.MODELS}=gpt-17")
     assert out.run.ret == pytest.ExitCode.USAGE_ERROR
-    out.run.stderr.fnmatch_lines(["*--vlm-models: *no model 'gpt-17'; known: tiny-text, tiny-vision*"])
+    out.run.stderr.fnmatch_lines(
+        ["*--vlm-models: *no model 'gpt-17'; known: tiny-text, tiny-vision*"]
+    )
 
 
 def test_short_alias_yields_to_a_plugin_that_took_it_first(project: Project) -> None:

