@@ -314,3 +314,20 @@ def test_c(vlm_bench):
     out.run.assert_outcomes(passed=3)
     a, b, c = (bench["prompt_version"] for bench in out.doc()["benchmarks"])
     assert a == c != b
+
+
+def test_native_output_stays_out_of_the_terminal_and_captures(project: Project) -> None:
+    """llama.cpp's own chatter goes to the backend log, with progress lines on (default).
+
+    Regression: resuming pytest's capture after a progress line took fd 2 back, so
+    mtmd's output from the second request on leaked into the test's captured stderr.
+    """
+    project.pytester.makepyfile(test_bench=RUN_BOTH_TASKS)
+    out = project.run(
+        f"{options.SAMPLES}=3", f"{options.MODELS}=tiny-vision", "-k", "caption", "-rA"
+    )
+    out.run.assert_outcomes(passed=1)
+    assert "Captured stderr" not in out.run.stdout.str()
+    log = (out.out.parent / "backend.log").read_text()
+    assert log.count("== benchmark ") == 1
+    assert log.count("encoding image") >= 4  # warm-up + 3 measured requests

@@ -14,7 +14,7 @@ import pytest
 from pytest_vlmbench.backends import BackendError
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-from pytest_vlmbench.native_log import native_stderr_to
+from pytest_vlmbench.native_log import Capture, native_stderr_to
 from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner
 from pytest_vlmbench.session import LoadedHandle, VlmSession
 from pytest_vlmbench.slo import SLOError, breach_message, check_spec, evaluate
@@ -102,8 +102,6 @@ class Bench:
             run_id=session.run_id,
             slo=spec,
         )
-        progress = _progress_writer(request.config)
-        runner = Runner(self._handle.case, self._handle.model, plan, session.writer, progress)
         entries: list[dict[str, Any]] = []
 
         def sink(entry: dict[str, Any]) -> None:
@@ -112,7 +110,11 @@ class Bench:
 
         failure = None
         try:
-            with native_stderr_to(session.log_path, f"benchmark {benchmark_id}"):
+            with native_stderr_to(session.log_path, f"benchmark {benchmark_id}") as native:
+                progress = _progress_writer(request.config, native)
+                runner = Runner(
+                    self._handle.case, self._handle.model, plan, session.writer, progress
+                )
                 runner.run(sink)
         except (ConstraintError, DatasetError) as exc:
             failure = str(exc)
@@ -138,7 +140,7 @@ class Bench:
         return entry
 
 
-def _progress_writer(config: pytest.Config) -> Any:
+def _progress_writer(config: pytest.Config, native: Capture) -> Any:
     """Per-request lines on the terminal (not captured), unless -q was given."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
@@ -150,6 +152,7 @@ def _progress_writer(config: pytest.Config) -> Any:
             with capture.global_and_fixture_disabled():
                 reporter.ensure_newline()
                 reporter.write_line(f"    {line}")
+            native.reapply()  # resuming pytest's capture took fd 2 back
         else:
             reporter.write_line(f"    {line}")
 

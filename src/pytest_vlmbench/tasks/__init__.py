@@ -99,10 +99,10 @@ PHOTO_SCORE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "score": {"type": "integer", "minimum": 1, "maximum": 10},
-        "caption": {"type": "string", "minLength": 1, "maxLength": 60},
+        "caption": {"type": "string", "minLength": 1, "maxLength": 48},
         "tags": {
             "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": 16},
+            "items": {"type": "string", "minLength": 1, "maxLength": 12},
             "maxItems": 8,
         },
     },
@@ -126,7 +126,9 @@ PHOTO_SCORE = Task(
     ),
     schema=PHOTO_SCORE_SCHEMA,
     expects_json=True,
-    params=GenerationParams(max_tokens=160),
+    # Every token is at least one character and a valid answer is under 256 characters
+    # (ASCII, see fixtures/grammars/photo_score.gbnf), so a grammar answer is never cut.
+    params=GenerationParams(max_tokens=256),
 )
 
 BUILTIN_TASKS: dict[str, Task] = {t.name: t for t in (CAPTION_BRIEF, PHOTO_SCORE)}
