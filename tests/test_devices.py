@@ -15,13 +15,13 @@ from pytest_vlmbench.devices import PROFILES, DeviceError, cpu_threads, detect, 
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     """Detection must not depend on whether the machine running the tests has a GPU."""
-    monkeypatch.setattr(devices, "_nvml_names", list)
+    monkeypatch.setattr(devices, "_nvml_names", lambda root: [])
 
 
 @pytest.fixture
 def gpus(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     names: list[str] = []
-    monkeypatch.setattr(devices, "_nvml_names", lambda: list(names))
+    monkeypatch.setattr(devices, "_nvml_names", lambda root: list(names))
     return names
 
 
@@ -84,7 +84,7 @@ def test_empty_root_is_cpu(tmp_path: Path) -> None:
 
 def test_empty_root_is_cpu_with_real_nvml_lookup(tmp_path: Path) -> None:
     # This machine has no nvidia-ml-py and no GPU; on one that has both, skip.
-    if devices._nvml_names():
+    if devices._nvml_names(Path("/")):
         pytest.skip("an NVIDIA GPU is visible to NVML here")
     assert detect(tmp_path).profile == "cpu"
 
@@ -131,9 +131,21 @@ def test_jetson_wins_over_nvml(tmp_path: Path, gpus: list[str]) -> None:
     assert detect(root).profile == "thor"
 
 
-def test_nvml_names_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nvml_names_without_pynvml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import raises ImportError
-    assert devices._nvml_names() == []
+    assert devices._nvml_names(tmp_path) == []
+
+
+def test_driver_without_nvidia_ml_py_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A GPU box without nvidia-ml-py must not be silently reported as a plain CPU."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidiactl").touch()
+    found = detect(tmp_path)
+    assert found.profile == "cpu"
+    assert "nvidia-ml-py is not installed" in found.evidence
 
 
 def _fake_pynvml(names: list[bytes | str], init_error: bool = False) -> types.ModuleType:
@@ -157,13 +169,13 @@ def _fake_pynvml(names: list[bytes | str], init_error: bool = False) -> types.Mo
 def test_nvml_names_reads_every_gpu_and_shuts_down(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _fake_pynvml([b"Tesla T4", "NVIDIA L4"])
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    assert devices._nvml_names() == ["Tesla T4", "NVIDIA L4"]
+    assert devices._nvml_names(Path("/")) == ["Tesla T4", "NVIDIA L4"]
     assert fake.calls == ["init", "shutdown"]  # type: ignore[attr-defined]
 
 
 def test_nvml_names_without_a_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", _fake_pynvml([], init_error=True))
-    assert devices._nvml_names() == []
+    assert devices._nvml_names(Path("/")) == []
 
 
 # --- resolve -------------------------------------------------------------------------------

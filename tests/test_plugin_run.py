@@ -331,3 +331,29 @@ def test_native_output_stays_out_of_the_terminal_and_captures(project: Project) 
     log = (out.out.parent / "backend.log").read_text()
     assert log.count("== benchmark ") == 1
     assert log.count("encoding image") >= 4  # warm-up + 3 measured requests
+
+
+def test_hub_weights_without_hub_access_fail_with_a_clear_message(project: Project) -> None:
+    """Opt-in entries fetch from the Hugging Face hub; here there is no client or network."""
+    repo = "hf:ggml-org/SmolVLM2-500M-Video-Instruct-GGUF"
+    (project.pytester.path / "models.toml").write_text(
+        f"""
+[[model]]
+id = "smolvlm2-500m"
+backend = "llama_cpp"
+modality = "vision"
+default = true
+precisions = {{ q8_0 = "{repo}/SmolVLM2-500M-Video-Instruct-Q8_0.gguf" }}
+projector = "{repo}/mmproj-SmolVLM2-500M-Video-Instruct-Q8_0.gguf"
+"""
+    )
+    project.pytester.makepyfile(test_bench=RUN_BOTH_TASKS)
+    out = project.run("-k", "caption")
+    out.run.assert_outcomes(errors=1)
+    text = out.run.stdout.str()
+    assert "Traceback" not in text
+    # Either the hub client is missing, or it is there and the hub cannot be reached.
+    assert (
+        "needs the Hugging Face hub client: pip install 'pytest-vlmbench[hub]'" in text
+        or "cannot fetch hf:ggml-org/SmolVLM2-500M-Video-Instruct-GGUF/" in text
+    )

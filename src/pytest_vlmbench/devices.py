@@ -118,12 +118,13 @@ def _jetson_model(root: Path) -> str | None:
     return None
 
 
-def _nvml_names() -> list[str]:
-    """Names of the NVIDIA GPUs that NVML sees; empty without nvidia-ml-py or a driver."""
+def _nvml_names(root: Path) -> list[str] | None:
+    """Names of the NVIDIA GPUs that NVML sees; None when nvidia-ml-py is missing but an
+    NVIDIA driver is present (so detection cannot be trusted)."""
     try:
         import pynvml
     except ImportError:
-        return []
+        return None if (root / "dev/nvidiactl").exists() else []
     try:
         pynvml.nvmlInit()
     except Exception:
@@ -162,10 +163,19 @@ def detect(root: Path = Path("/")) -> Detection:
         if found is not None:
             return Detection(found.name, f"device tree says {jetson!r}")
         return Detection("orin", f"{jetson!r}: an unlisted Jetson, treated as orin")
-    for name in _nvml_names():
+    names = _nvml_names(root)
+    if names is None:
+        return Detection(
+            "cpu",
+            "an NVIDIA driver is present (/dev/nvidiactl) but nvidia-ml-py is not installed, "
+            "so GPUs were not looked for: pip install nvidia-ml-py, or pass --device",
+        )
+    for name in names:
         found = _match(name, [p for p in PROFILES.values() if p.accelerator == "cuda"])
         if found is not None:
             return Detection(found.name, f"NVML reports GPU {name!r}")
+    if names:
+        return Detection("cpu", f"NVML reports {names!r}, none of which has a profile")
     return Detection("cpu", f"no Jetson and no NVIDIA GPU seen ({platform.machine()})")
 
 
