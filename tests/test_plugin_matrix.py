@@ -163,3 +163,54 @@ def test_light():
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_conftest_that_registers_device_keeps_it(project: Project) -> None:
+    """A project's own `--device` option wins; ours stays reachable as --vlm-device."""
+    project.pytester.makeconftest(
+        """
+def pytest_addoption(parser):
+    parser.addoption("--device", dest="project_device", default="none")
+"""
+    )
+    project.pytester.makepyfile(
+        test_bench="""
+def test_caption(vlm_model, request):
+    assert request.config.getoption("project_device") == "sim0"
+"""
+    )
+    out = project.run("--device=sim0", f"{options.DEVICE}=cpu", f"{options.MODELS}=tiny-text")
+    out.run.assert_outcomes(passed=1)
+
+
+def test_xdist_workers_skip_benchmarks_with_a_reason(project: Project) -> None:
+    """Under a pytest-xdist worker there is no session: benchmarks skip, plain tests run."""
+    project.pytester.makeconftest(
+        """
+import pytest
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    config.workerinput = {"workerid": "gw0"}  # what pytest-xdist sets on a worker
+"""
+    )
+    project.pytester.makepyfile(
+        test_bench="""
+def test_caption(vlm_model):
+    pass
+
+def test_plain():
+    pass
+"""
+    )
+    out = project.run("-rs")
+    out.run.assert_outcomes(passed=1, skipped=1)
+    out.run.stdout.fnmatch_lines(["*does not run benchmarks under pytest-xdist yet*"])
+
+
+def test_no_catalog_file_is_one_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_bench=BENCH)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*pytest-vlmbench: *models.toml: model catalog not found*"])
+    assert "Traceback" not in result.stdout.str()

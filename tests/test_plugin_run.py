@@ -124,7 +124,8 @@ def test_typo(vlm_bench):
     out.run.stdout.fnmatch_lines(
         ["*@pytest.mark.vlm_slo: unknown SLO 'p95'; known: max_latency_p50_s*"]
     )
-    assert not out.out.exists()  # nothing ran
+    assert out.doc()["benchmarks"] == []  # nothing ran, nothing recorded
+    assert not out.out.with_name("results.records.jsonl").exists()
 
 
 def test_corrupt_image_is_an_error_record_and_the_run_goes_on(project: Project) -> None:
@@ -229,6 +230,9 @@ def test_two(vlm_bench):
     )
     out = project.run()
     out.run.assert_outcomes(errors=2)
+    (load,) = out.doc()["loads"]  # the failure is in the results document too
+    assert load["count"] == 0
+    assert "model file not found" in load["error"]
     out.run.stdout.fnmatch_lines(
         [
             "model 'ghost' (q4_k_m): path:weights/ghost.gguf: "

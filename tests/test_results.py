@@ -84,7 +84,7 @@ def full_doc() -> dict[str, Any]:
         "load_s": 0.5, "resolve_s": 0.01, "rss_before_bytes": 1, "rss_after_bytes": 2,
         "artifacts": [{"path": "/x/m.gguf", "source": "path:m.gguf", "sha256": "0" * 64,
                        "bytes": 1234}],
-        "settings": {}, "count": 1,
+        "settings": {}, "count": 1, "error": None,
     }]
     doc["status"] = "complete"
     doc["finished_at"] = "2025-01-01T00:01:00+00:00"
@@ -297,7 +297,7 @@ def test_load_other_schema_version(tmp_path: Path) -> None:
         (("benchmarks", 0, "summary", "latency_s", "p95"), "fast",
          "at benchmarks/0/summary/latency_s/p95"),
         (("benchmarks", 0, "prompt_version"), "not-hex", "at benchmarks/0/prompt_version"),
-        (("loads", 0, "count"), 0, "at loads/0/count"),
+        (("loads", 0, "count"), -1, "at loads/0/count"),
         (("status",), "done", "at status"),
         (("command",), "pytest benchmarks/", "at command"),
     ],

@@ -404,3 +404,20 @@ def test_summary_equals_numpy_recomputation(
     else:
         assert "prepare" not in s["stages_s"]
     _validate_summary(s)
+
+
+def test_decode_rate_counts_the_end_of_generation_step() -> None:
+    """A request that stops on end-of-generation sampled one more token than it returned.
+
+    25 content tokens + EOG: 25 tokens were sampled after the first, each a decode step
+    inside the first-token-to-end window, so the rate is 25 / window, not 24 / window.
+    """
+    stopped = rec(0, start=0, first=100_000_000, end=600_000_000, completion_tokens=25)
+    stopped["finish_reason"] = "stop"
+    stopped["counts"] = {"decode_tokens": 25}
+    summary = summarize([stopped], checks_output=False, load_s=None, peak_rss=None)
+    assert summary["decode_tokens_per_s"] == pytest.approx(25 / 0.5)
+    # Without the backend's count, completion_tokens - 1 is the documented fallback.
+    stopped["counts"] = {}
+    summary = summarize([stopped], checks_output=False, load_s=None, peak_rss=None)
+    assert summary["decode_tokens_per_s"] == pytest.approx(24 / 0.5)

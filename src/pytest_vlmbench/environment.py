@@ -19,29 +19,45 @@ from pytest_vlmbench.devices import cpu_threads
 
 _PACKAGES = ("pytest-vlmbench", "pytest", "llama-cpp-python", "jsonschema", "pillow", "numpy",
              "gguf", "pytest-benchmark", "pytest-xdist")
-# Option names that carry credentials: --api-key, --openai-api-key, --hf-token, --secret,
-# --password, --auth...; not --max-tokens.
-_SECRET_OPT = re.compile(r"(?i)(api[-_]?key|token$|secret|password|passwd|auth)")
+# Option and key names that carry credentials: --api-key, --openai-api-key, --openai-key,
+# --hf-token, --secret, --password, --auth...; not --max-tokens.
+_SECRET_NAME = re.compile(r"(?i)(api[-_]?key|openai[-_]?key|token$|secret|password|passwd|auth)")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+\S+")
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s:]+(:[^/@\s]*)?@")
+
+
+def _redact_value(text: str) -> str:
+    """Hide bearer/basic credentials and user:password@ in URLs anywhere in a value."""
+    text = _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
+    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}***@", text)
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """The command line with credential-looking option values replaced by '***'."""
+    """The command line with credentials replaced by '***'.
+
+    Covers `--api-key=X`, `--api-key X`, `-o api_key=X` (ini overrides), `Bearer X`
+    anywhere, and `scheme://user:password@host`.
+    """
     out: list[str] = []
     hide_next = False
     for arg in argv:
         if hide_next:
-            out.append("***")
             hide_next = False
-            continue
-        name, eq, _ = arg.partition("=")
-        if arg.startswith("-") and _SECRET_OPT.search(name):
+            if not arg.startswith("-"):
+                out.append("***")
+                continue
+        name, eq, _value = arg.partition("=")
+        if arg.startswith("-") and _SECRET_NAME.search(name.lstrip("-")):
             if eq:
                 out.append(f"{name}=***")
             else:
                 out.append(arg)
                 hide_next = True
             continue
-        out.append(arg)
+        if not arg.startswith("-") and eq and _SECRET_NAME.search(name):
+            out.append(f"{name}=***")  # an ini override's key=value, e.g. after -o
+            continue
+        out.append(_redact_value(arg))
     return out
 
 

@@ -24,7 +24,10 @@ from pytest_vlmbench.tasks import BUILTIN_TASKS, Task
 
 
 def _session(config: pytest.Config) -> VlmSession:
-    session: VlmSession = config.stash[SESSION_KEY]
+    session: VlmSession | None = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        pytest.fail("pytest-vlmbench is not active in this process (an xdist worker?)",
+                    pytrace=False)
     return session
 
 
@@ -90,11 +93,19 @@ class Bench:
             pytest.fail(slo_error, pytrace=False)
         self._runs += 1
         benchmark_id = node.nodeid if self._runs == 1 else f"{node.nodeid}#{task.name}"
+        chosen = dataset if dataset is not None else request.getfixturevalue("vlm_dataset")
+        if self._handle.case.modality == "text":
+            first = next(iter(chosen.samples()), None)
+            if first is not None and first.description is None:
+                pytest.skip(
+                    f"{self._handle.case.model} is a text-only model and dataset "
+                    f"{chosen.name!r} has no text descriptions of its images"
+                )
         plan = BenchmarkPlan(
             benchmark_id=benchmark_id,
             test=node.nodeid,
             task=task,
-            dataset=dataset if dataset is not None else request.getfixturevalue("vlm_dataset"),
+            dataset=chosen,
             prep=ImagePrep(long_edge=image_size or opts.image_size),
             samples=samples or opts.samples,
             warmup=opts.warmup if warmup is None else warmup,

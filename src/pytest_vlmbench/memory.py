@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import sys
 from pathlib import Path
 
 
@@ -30,4 +31,6 @@ def peak_rss_bytes() -> int | None:
     except (OSError, ValueError):
         pass
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(maxrss) * 1024 if maxrss else None
+    if not maxrss:
+        return None
+    return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024  # macOS: bytes

@@ -163,6 +163,8 @@ class Options:
         catalog = path(CATALOG)
         out = path(OUT)
         cache = get(CACHE_DIR)
+        if cache is not None and not str(cache).startswith("~"):
+            cache = path(CACHE_DIR)
         logs = config.getoption("vlm_backend_logs")
         return cls(
             device=str(get(DEVICE) or "auto").lower(),

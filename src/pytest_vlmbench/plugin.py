@@ -22,14 +22,21 @@ from pytest_vlmbench.stash import SESSION_KEY
 
 __all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
 
-_taken_aliases: list[str] = []
+_TAKEN_KEY = pytest.StashKey[list[str]]()
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_addoption(parser: pytest.Parser) -> None:
-    # Last, so that a short alias another plugin has already claimed is detected.
     register(parser)
-    _taken_aliases[:] = register_aliases(parser)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_load_initial_conftests(
+    early_config: pytest.Config, parser: pytest.Parser, args: list[str]
+) -> Generator[None, None, None]:
+    """Add the short aliases (--device, ...) only after every plugin and initial conftest
+    has registered its options, so one that registers `--device` itself keeps it."""
+    yield
+    early_config.stash[_TAKEN_KEY] = register_aliases(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,13 +51,17 @@ def pytest_configure(config: pytest.Config) -> None:
         "('vision' or 'text')",
     )
     if hasattr(config, "workerinput"):
-        return  # pytest-xdist workers: issue 5 wires them; the controller owns results
+        return  # pytest-xdist workers run no benchmarks yet (see pytest_generate_tests)
     options = Options.from_config(config)
-    try:
-        profile, detection = devices.resolve(options.device)
-    except DeviceError as exc:
-        raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
-    config.stash[SESSION_KEY] = VlmSession(config, options, profile, detection, _taken_aliases)
+    resolved = None
+    if options.device != "auto":  # an explicit device is checked now: a usage error
+        try:
+            resolved = devices.resolve(options.device)
+        except DeviceError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
+    config.stash[SESSION_KEY] = VlmSession(
+        config, options, resolved, config.stash.get(_TAKEN_KEY, [])
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,11 +85,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vlm_model" not in metafunc.fixturenames:
         return
     session = metafunc.config.stash.get(SESSION_KEY, None)
-    if session is None:
+    if session is None:  # an xdist worker: results would not reach the controller yet
+        reason = "pytest-vlmbench does not run benchmarks under pytest-xdist yet; run without -n"
+        metafunc.parametrize(
+            "vlm_model", [pytest.param(None, id="xdist", marks=pytest.mark.skip(reason=reason))],
+            indirect=True,
+        )
         return
     wanted = {m.args[0] for m in metafunc.definition.iter_markers("vlm_modality") if m.args}
+    try:
+        cells = session.matrix()
+    except CatalogError as exc:  # no catalog file at all: one message, no traceback
+        raise pytest.Collector.CollectError(f"pytest-vlmbench: {exc}") from None
     params = []
-    for cell in session.matrix():
+    for cell in cells:
         marks = []
         skip = cell.skip
         if skip is None and wanted and cell.case.modality not in wanted:
@@ -124,7 +144,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     vlm = config.stash.get(SESSION_KEY, None)
-    if vlm is None or not vlm.benchmarks:
+    if vlm is None or not vlm.has_results():
         return
     tr = terminalreporter
     tr.section("pytest-vlmbench")
@@ -132,13 +152,15 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         f"device {vlm.device.name} ({vlm.detection.evidence}); "
         f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up"
     )
-    for line in table.render(vlm.benchmarks):
-        tr.write_line(line)
+    if vlm.benchmarks:
+        for line in table.render(vlm.benchmarks):
+            tr.write_line(line)
     for b in vlm.benchmarks:
         for warning in b["warnings"]:
             tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
     loads = ", ".join(
         f"{e['model']}-{e['precision']} x{e['count']} ({e['load_s']:.2f} s)"
+        if e.get("error") is None else f"{e['model']}-{e['precision']} FAILED"
         for e in vlm.pool.loads.values()
     )
     if loads:

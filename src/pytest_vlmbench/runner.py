@@ -9,6 +9,7 @@ ends it, and the benchmark is still summarised from what completed.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,14 +18,7 @@ from typing import Any
 
 from pytest_vlmbench import memory
 from pytest_vlmbench.backends import LoadedModel, Request
-from pytest_vlmbench.datasets import (
-    Dataset,
-    DatasetError,
-    ImageError,
-    ImagePrep,
-    Sample,
-    dataset_hash,
-)
+from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep, Sample, dataset_hash
 from pytest_vlmbench.datasets.images import prepare_image
 from pytest_vlmbench.records import RecordWriter
 from pytest_vlmbench.structured import ParseOutcome
@@ -136,7 +130,7 @@ class Runner:
             t0 = time.perf_counter_ns()
             try:
                 prepared = prepare_image(sample, plan.prep)
-            except ImageError as exc:
+            except Exception as exc:  # ImageError, or anything Pillow raises: a record
                 record["error"] = _error("prepare", exc)
                 return record
             record["prepare_ns"] = time.perf_counter_ns() - t0
@@ -218,8 +212,16 @@ class Runner:
             status, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            sink(self._entry(started, status, error, prompt_version, data_hash, warm_latency))
-        return self.records[-1] if self.records else {}
+            entry = self._entry(started, status, error, prompt_version, data_hash, warm_latency)
+            try:
+                sink(entry)
+            except Exception as exc:
+                if status == "complete":
+                    raise
+                # Something (Ctrl-C, an error) is already propagating: do not replace it.
+                print(f"pytest-vlmbench: could not record {plan.benchmark_id}: {exc}",
+                      file=sys.__stderr__)
+        return entry
 
     def _entry(self, started: str, status: str, error: str | None, prompt_version: str,
                data_hash: str, warm_latency: list[float | None]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import __version__, environment, memory
+from pytest_vlmbench import __version__, devices, environment, memory
 from pytest_vlmbench.backends import (
     BackendError,
     LoadContext,
@@ -72,21 +72,23 @@ class ModelPool:
             seed=opts.seed, log_path=self.session.log_path,
         )
         rss_before = memory.rss_bytes()
+        entry = self.loads.setdefault(case.id, {
+            "model": case.model, "precision": case.precision, "backend": case.backend,
+            "device": case.device, "count": 0, "error": None,
+        })
         with native_stderr_to(self.session.log_path, f"load {case.id}") as capture:
             try:
                 model = get_backend(spec.backend).load(spec, case.precision, ctx)
-            except BackendError as exc:
+            except Exception as exc:  # any load failure: one message, remembered
                 said = capture.text()
-                message = str(exc) + (f"\n{spec.backend} said:\n{said}" if said else "")
+                message = str(exc) if isinstance(exc, BackendError) else (
+                    f"model {case.model!r} ({case.precision}): {type(exc).__name__}: {exc}"
+                )
+                message += f"\n{spec.backend} said:\n{said}" if said else ""
                 self._failed[case] = message
+                entry["error"] = message
                 raise BackendError(message) from None
         rss_after = memory.rss_bytes()
-        entry = self.loads.get(case.id)
-        if entry is None:
-            entry = self.loads[case.id] = {
-                "model": case.model, "precision": case.precision, "backend": case.backend,
-                "device": case.device, "count": 0,
-            }
         entry.update(
             count=entry["count"] + 1,
             load_s=model.timings_ns["load"] / 1e9,
@@ -112,13 +114,12 @@ class VlmSession:
     """Everything one pytest session knows about its benchmarks."""
 
     def __init__(
-        self, config: pytest.Config, options: Options, device: DeviceProfile,
-        detection: Detection, taken_aliases: list[str],
+        self, config: pytest.Config, options: Options,
+        resolved: tuple[DeviceProfile, Detection] | None, taken_aliases: list[str],
     ) -> None:
         self.config = config
         self.options = options
-        self.device = device
-        self.detection = detection
+        self._resolved = resolved
         self.taken_aliases = taken_aliases
         now = datetime.now(UTC)
         self.started_at = now.isoformat(timespec="seconds")
@@ -136,6 +137,20 @@ class VlmSession:
         self.benchmarks: list[dict[str, Any]] = []
         self._catalog: Catalog | None = None
         self._environment: dict[str, Any] | None = None
+
+    # -- the device (detected lazily: a session that runs no benchmark never looks) --
+    def _device(self) -> tuple[DeviceProfile, Detection]:
+        if self._resolved is None:
+            self._resolved = devices.resolve(self.options.device)
+        return self._resolved
+
+    @property
+    def device(self) -> DeviceProfile:
+        return self._device()[0]
+
+    @property
+    def detection(self) -> Detection:
+        return self._device()[1]
 
     # -- the matrix ----------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -205,8 +220,12 @@ class VlmSession:
             "records_file": self.records_path.name,
         }
 
+    def has_results(self) -> bool:
+        """Whether anything benchmark-related happened: a benchmark or a load attempt."""
+        return bool(self.benchmarks or self.pool.loads)
+
     def write_results(self, status: str) -> None:
-        if self.benchmarks:
+        if self.has_results():
             write_atomic(self.results_path, self.document(status))
 
     def finish(self, interrupted: bool) -> None:

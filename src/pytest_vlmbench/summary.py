@@ -7,8 +7,10 @@ document under `methods`:
   `failed` and `success_rate`, and excluded from latency/TTFT/tokens statistics;
 - parse_rate: valid outputs / all measured requests (failures count as not valid);
   None for free-text tasks;
-- decode_tokens_per_s: sum(completion_tokens - 1) / sum(t_end - t_first_token) over
-  successful requests with at least 2 tokens: the first token belongs to TTFT;
+- decode_tokens_per_s: sum(decode_tokens) / sum(t_end - t_first_token) over successful
+  requests with decode_tokens >= 1, where decode_tokens (counts) are the tokens sampled
+  after the first, an end-of-generation token included (each cost a decode step in that
+  window); backends that cannot say use completion_tokens - 1;
 - requests_per_s: successful requests / (last end - first start) of the measured ones.
 """
 
@@ -28,8 +30,9 @@ METHODS = {
     "latency": "t_end_ns - t_start_ns of successful measured requests; warm-up excluded; "
     "image preparation (prepare_ns) is outside it",
     "ttft": "t_first_token_ns - t_start_ns: first streamed chunk with content",
-    "decode_tokens_per_s": "sum(completion_tokens-1) / sum(t_end_ns - t_first_token_ns) over "
-    "successful requests with >= 2 completion tokens",
+    "decode_tokens_per_s": "sum(decode_tokens) / sum(t_end_ns - t_first_token_ns) over "
+    "successful requests with decode_tokens >= 1; decode_tokens = counts.decode_tokens (tokens "
+    "sampled after the first, end-of-generation included) or else completion_tokens - 1",
     "success_rate": "requests without error / measured requests",
     "parse_rate": "valid outputs / measured requests (errors count as not valid); null when "
     "the task does not check its output",
@@ -40,6 +43,13 @@ METHODS = {
     "the image chunk's evaluation minus the prompt-eval time llama.cpp accrued inside it; "
     "prepare: image preparation, outside latency",
 }
+
+
+def _decode_tokens(record: dict[str, Any]) -> int:
+    """Tokens produced inside the decode window (after the first token)."""
+    if "decode_tokens" in record["counts"]:
+        return int(record["counts"]["decode_tokens"])
+    return max(0, (record["completion_tokens"] or 0) - 1)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -60,15 +70,14 @@ def summarize(
     ]
     decoding = [
         r for r in ok
-        if r["t_first_token_ns"] is not None and (r["completion_tokens"] or 0) >= 2
+        if r["t_first_token_ns"] is not None and _decode_tokens(r) >= 1
         and r["t_end_ns"] > r["t_first_token_ns"]
     ]
     per_request_rate = [
-        (r["completion_tokens"] - 1) / ((r["t_end_ns"] - r["t_first_token_ns"]) / 1e9)
-        for r in decoding
+        _decode_tokens(r) / ((r["t_end_ns"] - r["t_first_token_ns"]) / 1e9) for r in decoding
     ]
     decode_ns = sum(r["t_end_ns"] - r["t_first_token_ns"] for r in decoding)
-    decode_tokens = sum(r["completion_tokens"] - 1 for r in decoding)
+    decode_tokens = sum(_decode_tokens(r) for r in decoding)
     timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
     wall_s = (
         (max(r["t_end_ns"] for r in timed) - min(r["t_start_ns"] for r in timed)) / 1e9

