@@ -153,7 +153,7 @@ def test_decode_rate_is_total_tokens_over_total_decode_time(
     s = summarize(worked, checks_output=True, load_s=None, peak_rss=None)
     # (9-1) tokens in 0.8 s and (31-1) in 1.5 s: 38 tokens / 2.3 s, not the mean of 10 and 20.
     assert s["decode_tokens_per_s"] == pytest.approx(38 / 2.3)
-    per = s["decode_tokens_per_s_per_request"]
+    per = s["stream_tokens_per_s_per_request"]
     assert per["n"] == 2
     assert per["min"] == pytest.approx(10.0)
     assert per["max"] == pytest.approx(20.0)
@@ -371,7 +371,7 @@ def test_summary_equals_numpy_recomputation(
         )
     else:
         assert s["decode_tokens_per_s"] is None
-    _assert_distribution(s["decode_tokens_per_s_per_request"], list(tokens / (spans / 1e9)))
+    _assert_distribution(s["stream_tokens_per_s_per_request"], list(tokens / (spans / 1e9)))
 
     if ok:
         wall = (end.max() - start.min()) / 1e9
@@ -421,3 +421,22 @@ def test_decode_rate_counts_the_end_of_generation_step() -> None:
     stopped["counts"] = {}
     summary = summarize([stopped], checks_output=False, load_s=None, peak_rss=None)
     assert summary["decode_tokens_per_s"] == pytest.approx(24 / 0.5)
+
+
+def test_engine_decode_rate_comes_from_the_backend_counters() -> None:
+    """With llama.cpp's counters on every request, decode rate is the engine's (as
+    llama-bench tg), and the streamed rate, which includes sampling, stays separate."""
+    a = rec(0, start=0, first=100_000_000, end=1_100_000_000, completion_tokens=11)
+    a["stages_ns"] = {"decode": 500_000_000}
+    a["counts"] = {"decode_evals": 10, "decode_tokens": 10}
+    b = rec(1, start=0, first=100_000_000, end=1_100_000_000, completion_tokens=21)
+    b["stages_ns"] = {"decode": 500_000_000}
+    b["counts"] = {"decode_evals": 20, "decode_tokens": 20}
+    s = summarize([a, b], checks_output=False, load_s=None, peak_rss=None)
+    assert s["decode_source"] == "engine"
+    assert s["decode_tokens_per_s"] == pytest.approx(30 / 1.0)
+    assert s["stream_tokens_per_s"] == pytest.approx(30 / 2.0)
+    b["counts"] = {"decode_tokens": 20}  # one request without counters: no engine figure
+    s = summarize([a, b], checks_output=False, load_s=None, peak_rss=None)
+    assert s["decode_source"] == "stream"
+    assert s["decode_tokens_per_s"] == s["stream_tokens_per_s"] == pytest.approx(15.0)

@@ -7,10 +7,14 @@ document under `methods`:
   `failed` and `success_rate`, and excluded from latency/TTFT/tokens statistics;
 - parse_rate: valid outputs / all measured requests (failures count as not valid);
   None for free-text tasks;
-- decode_tokens_per_s: sum(decode_tokens) / sum(t_end - t_first_token) over successful
-  requests with decode_tokens >= 1, where decode_tokens (counts) are the tokens sampled
-  after the first, an end-of-generation token included (each cost a decode step in that
-  window); backends that cannot say use completion_tokens - 1;
+- decode_tokens_per_s: what llama.cpp's llama-bench (tg) means: single-token decode steps
+  over the engine's decode time, sum(counts.decode_evals) / sum(stages_ns.decode), when the
+  backend reports both for every successful request (`decode_source` "engine"); otherwise
+  the streamed rate below (`decode_source` "stream");
+- stream_tokens_per_s: what an application sees: sum(decode_tokens) / sum(t_end -
+  t_first_token), decode_tokens (counts) being the tokens sampled after the first, an
+  end-of-generation token included (each cost a step in that window), or else
+  completion_tokens - 1. It includes sampling (grammar!), detokenising and streaming;
 - requests_per_s: successful requests / (last end - first start) of the measured ones.
 """
 
@@ -30,7 +34,10 @@ METHODS = {
     "latency": "t_end_ns - t_start_ns of successful measured requests; warm-up excluded; "
     "image preparation (prepare_ns) is outside it",
     "ttft": "t_first_token_ns - t_start_ns: first streamed chunk with content",
-    "decode_tokens_per_s": "sum(decode_tokens) / sum(t_end_ns - t_first_token_ns) over "
+    "decode_tokens_per_s": "engine decode rate, as llama-bench tg: sum(counts.decode_evals) / "
+    "sum(stages_ns.decode) over successful requests, when every one reports both "
+    "(decode_source=engine); else equal to stream_tokens_per_s (decode_source=stream)",
+    "stream_tokens_per_s": "sum(decode_tokens) / sum(t_end_ns - t_first_token_ns) over "
     "successful requests with decode_tokens >= 1; decode_tokens = counts.decode_tokens (tokens "
     "sampled after the first, end-of-generation included) or else completion_tokens - 1",
     "success_rate": "requests without error / measured requests",
@@ -78,6 +85,14 @@ def summarize(
     ]
     decode_ns = sum(r["t_end_ns"] - r["t_first_token_ns"] for r in decoding)
     decode_tokens = sum(_decode_tokens(r) for r in decoding)
+    stream_rate = decode_tokens / (decode_ns / 1e9) if decode_ns > 0 else None
+    engine = ok and all(
+        "decode" in r["stages_ns"] and "decode_evals" in r["counts"] for r in ok
+    )
+    engine_ns = sum(r["stages_ns"]["decode"] for r in ok) if engine else 0
+    engine_rate = (
+        sum(r["counts"]["decode_evals"] for r in ok) / (engine_ns / 1e9) if engine_ns else None
+    )
     timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
     wall_s = (
         (max(r["t_end_ns"] for r in timed) - min(r["t_start_ns"] for r in timed)) / 1e9
@@ -99,8 +114,10 @@ def summarize(
         "success_rate": len(ok) / n if n else None,
         "latency_s": distribution(latency),
         "ttft_s": distribution(ttft),
-        "decode_tokens_per_s": decode_tokens / (decode_ns / 1e9) if decode_ns > 0 else None,
-        "decode_tokens_per_s_per_request": distribution(per_request_rate),
+        "decode_tokens_per_s": engine_rate if engine_rate is not None else stream_rate,
+        "decode_source": "engine" if engine_rate is not None else "stream",
+        "stream_tokens_per_s": stream_rate,
+        "stream_tokens_per_s_per_request": distribution(per_request_rate),
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "wall_s": wall_s,
         "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome},

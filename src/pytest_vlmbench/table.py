@@ -14,8 +14,8 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s", "tok/s",
-           "parse", "success", "SLO")
+HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s",
+           "decode tok/s", "stream tok/s", "parse", "success", "SLO")
 
 
 def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -29,6 +29,7 @@ def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             b["model"], b["precision"], str(s["requests"]),
             _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
             _num(s["ttft_s"]["median"], ".3f"), _num(s["decode_tokens_per_s"], ".1f"),
+            _num(s["stream_tokens_per_s"], ".1f"),
             _pct(s["parse_rate"]), _pct(s["success_rate"]), slo,
         ))
     return out
