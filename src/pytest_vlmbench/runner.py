@@ -228,7 +228,7 @@ class Runner:
         plan, case = self.plan, self.case
         measured = [r for r in self.records if r["phase"] == "measure"]
         summary = summarize(
-            self.records, checks_output=plan.task.checker().expects_json,
+            self.records, checks_output=plan.task.checks_output,
             load_s=getattr(self.model, "timings_ns", {}).get("load", 0) / 1e9 or None,
             peak_rss=memory.peak_rss_bytes(),
         )

@@ -67,6 +67,11 @@ class Task:
             raise ConstraintError(f"{self.grammar_file}: GBNF grammar file is empty")
         return text
 
+    @property
+    def checks_output(self) -> bool:
+        """Whether outputs are parsed as JSON (and so counted in parse_rate)."""
+        return self.expects_json or self.schema is not None
+
     def checker(self) -> OutputChecker:
         return OutputChecker(
             expects_json=self.expects_json, schema=self.schema, source=f"task {self.name!r}"
