@@ -1,8 +1,8 @@
 """Process memory readings (Linux /proc; resource as the fallback for the peak).
 
-Issue 4 adds sampled peaks and GPU memory; here: resident set size now, and the
-kernel's high-water mark of the process, which includes everything loaded so far
-(so a benchmark's `peak_rss_bytes` is "process peak up to the end of it").
+Resident set size now, and the kernel's high-water mark of the process. The mark can be
+reset (Linux clear_refs), which gives an exact peak per benchmark and per model load;
+the sampler (power/sampler.py) also samples RSS, for systems where it cannot.
 """
 
 from __future__ import annotations
@@ -34,3 +34,13 @@ def peak_rss_bytes() -> int | None:
     if not maxrss:
         return None
     return int(maxrss) if sys.platform == "darwin" else int(maxrss) * 1024  # macOS: bytes
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux: write 5 to /proc/self/clear_refs), so
+    the next `peak_rss_bytes` is the peak since now; False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True

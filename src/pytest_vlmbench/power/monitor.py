@@ -1,0 +1,160 @@
+"""The session's power and memory monitor: one meter, one sampler, one idle baseline.
+
+The plugin opens it before the first benchmark (an explicitly named meter is opened at
+session start, so a meter that cannot run is a usage error before any model loads).
+Each benchmark asks for a window (`begin`) and gets its energy and memory blocks back
+(`finish`); the document gets `to_json` (meter, interval, samples, idle baseline,
+cost, or why there is no meter).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytest_vlmbench import memory
+from pytest_vlmbench.power import Resolution, resolve
+from pytest_vlmbench.power.energy import attribute, idle_power
+from pytest_vlmbench.power.sampler import Sampler
+
+
+@dataclass(frozen=True)
+class Window:
+    """A benchmark's span as the monitor saw it begin."""
+
+    begin_ns: int
+    hwm_reset: bool
+
+
+class PowerMonitor:
+    """Owns the meter and the sampler for a session."""
+
+    def __init__(
+        self, requested: str, profile_meter: str, interval_s: float, idle_s: float,
+        trace_path: Path | None,
+    ) -> None:
+        self.requested = requested
+        self.profile_meter = profile_meter
+        self.interval_s = interval_s
+        self.idle_s = idle_s
+        self.trace_path = trace_path
+        self.resolution: Resolution | None = None
+        self.sampler: Sampler | None = None
+        self.idle: dict[str, Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self.sampler is not None
+
+    def start(self) -> None:
+        """Resolve and open the meter, start sampling. MeterUnavailable propagates only
+        for an explicitly named meter; `auto` records why there is none."""
+        if self.sampler is not None:
+            return
+        self.resolution = resolve(self.requested, self.profile_meter, self.interval_s)
+        meter = self.resolution.meter
+        self.sampler = Sampler(meter, self.interval_s,
+                               self.trace_path if meter is not None else None)
+        self.sampler.start()
+
+    @property
+    def meter_name(self) -> str | None:
+        meter = self.resolution.meter if self.resolution else None
+        return meter.name if meter is not None else None
+
+    @property
+    def absent_reason(self) -> str | None:
+        return self.resolution.reason if self.resolution else None
+
+    def _measure_idle(self) -> None:
+        sampler = self.sampler
+        if sampler is None or sampler.meter is None or self.idle is not None:
+            return
+        if self.idle_s <= 0:
+            self.idle = {"power_w": None, "window_s": 0.0, "note": "disabled (--vlm-idle-s=0)"}
+            return
+        sampler.wait_past(time.perf_counter_ns(), timeout_s=max(5.0, 5 * self.interval_s))
+        t0 = time.perf_counter_ns()
+        time.sleep(self.idle_s)
+        t1 = time.perf_counter_ns()
+        sampler.wait_past(t1, timeout_s=max(5.0, 5 * self.interval_s))
+        watts = idle_power(sampler.window(t0, t1), t0, t1)
+        self.idle = {
+            "power_w": watts, "window_s": (t1 - t0) / 1e9, "t0_ns": t0, "t1_ns": t1,
+            "note": "measured once, before the first benchmark's warm-up, its model loaded"
+            if watts is not None else "the meter's readings did not cover the idle window",
+        }
+
+    def begin(self) -> Window:
+        self.start()
+        self._measure_idle()
+        if self.sampler is not None:  # a reading before the window opens, so it is covered
+            self.sampler.wait_past(time.perf_counter_ns(), timeout_s=max(5.0, 5 * self.interval_s))
+        reset = memory.reset_peak()
+        return Window(time.perf_counter_ns(), reset)
+
+    def memory_now(self) -> int | None:
+        """Accelerator memory in use now (a fresh reading), for model-load deltas."""
+        sampler = self.sampler
+        if sampler is None or sampler.meter is None:
+            return None
+        sampler.wait_past(time.perf_counter_ns(), timeout_s=max(2.0, 5 * self.interval_s))
+        return sampler.latest_memory()
+
+    def finish(
+        self, window: Window, records: list[dict[str, Any]], *, vision: bool
+    ) -> dict[str, Any]:
+        """The benchmark's `energy` (None without a meter) and `memory` summary blocks."""
+        sampler = self.sampler
+        end_ns = time.perf_counter_ns()
+        energy = None
+        accel_peak = None
+        if sampler is not None and sampler.meter is not None:
+            meter = sampler.meter
+            sampler.wait_past(end_ns, timeout_s=max(2.0, 5 * meter.resolution_s))
+            readings = sampler.window(window.begin_ns, end_ns)
+            idle_w = self.idle.get("power_w") if self.idle else None
+            energy = attribute(readings, records, resolution_s=meter.resolution_s,
+                               idle_power_w=idle_w, vision=vision)
+            energy["meter"] = meter.name
+            mem = [r.memory_bytes for r in readings if r.memory_bytes is not None
+                   and window.begin_ns <= r.t_ns <= end_ns]
+            accel_peak = max(mem) if mem else None
+        rss_peak, rss_samples = (
+            sampler.rss_peak(window.begin_ns, end_ns) if sampler else (None, 0)
+        )
+        info = sampler.meter.info() if sampler and sampler.meter else {}
+        memory_block = {
+            "rss_peak_sampled_bytes": rss_peak,
+            "rss_samples": rss_samples,
+            "rss_hwm_bytes": memory.peak_rss_bytes() if window.hwm_reset else None,
+            "accelerator_memory_peak_bytes": accel_peak,
+            "accelerator_memory_source": info.get("memory_source") if accel_peak else None,
+        }
+        return {"energy": energy, "memory": memory_block}
+
+    def to_json(self) -> dict[str, Any]:
+        sampler = self.sampler
+        meter = sampler.meter if sampler else None
+        return {
+            "requested": self.requested,
+            "meter": meter.name if meter else None,
+            "absent_reason": None if meter else (
+                self.absent_reason or "no benchmark ran, so no meter was opened"
+            ),
+            "info": meter.info() if meter else None,
+            "interval_s": self.interval_s,
+            "resolution_s": meter.resolution_s if meter else None,
+            "samples": len(sampler.readings) if sampler else 0,
+            "rss_samples": len(sampler.rss) if sampler else 0,
+            "idle": self.idle,
+            "cost": sampler.cost.to_json(meter) if sampler else None,
+            "errors": list(sampler.errors) if sampler else [],
+            "trace_file": self.trace_path.name if (meter and self.trace_path) else None,
+        }
+
+    def stop(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
