@@ -101,6 +101,7 @@ class Bench:
                     f"{self._handle.case.model} is a text-only model and dataset "
                     f"{chosen.name!r} has no text descriptions of its images"
                 )
+        bandwidth = session.bandwidth()
         plan = BenchmarkPlan(
             benchmark_id=benchmark_id,
             test=node.nodeid,
@@ -112,6 +113,8 @@ class Bench:
             seed=opts.seed,
             run_id=session.run_id,
             slo=spec,
+            bandwidth_gbs=bandwidth[0],
+            bandwidth_source=bandwidth[1],
         )
         entries: list[dict[str, Any]] = []
 
@@ -124,7 +127,8 @@ class Bench:
             with native_stderr_to(session.log_path, f"benchmark {benchmark_id}") as native:
                 progress = _progress_writer(request.config, native)
                 runner = Runner(
-                    self._handle.case, self._handle.model, plan, session.writer, progress
+                    self._handle.case, self._handle.model, plan, session.writer, progress,
+                    monitor=session.power(),
                 )
                 runner.run(sink)
         except (ConstraintError, DatasetError) as exc:

@@ -9,6 +9,7 @@ runs last), because two plugins registering the same option crash pytest at star
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,21 @@ THREADS = "--vlm-threads"
 CACHE_DIR = "--vlm-cache-dir"
 BACKEND_LOGS = "--vlm-backend-logs"
 IMAGE_SIZE = "--vlm-image-size"
+POWER_METER = "--vlm-power-meter"
+POWER_INTERVAL = "--vlm-power-interval-ms"
+IDLE_S = "--vlm-idle-s"
+BANDWIDTH = "--vlm-bandwidth-gbs"
 
-ALIASES = {DEVICE: "--device", MODELS: "--models", PRECISIONS: "--precisions"}
+ALIASES = {
+    DEVICE: "--device", MODELS: "--models", PRECISIONS: "--precisions",
+    POWER_METER: "--power-meter",
+}
 
 DEFAULT_SAMPLES = 8
 DEFAULT_WARMUP = 1
 DEFAULT_OUT_DIR = ".vlmbench"
+DEFAULT_POWER_INTERVAL_MS = 100
+DEFAULT_IDLE_S = 3.0
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
@@ -52,6 +62,22 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+
+
+def _float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:
+    """An argparse `type=` for finite numbers > minimum (strict) or >= minimum."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def _comma_list(text: str) -> list[str]:
@@ -86,6 +112,18 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
                 "(default ~/.cache/pytest-vlmbench)"),
     IMAGE_SIZE: ("vlm_image_size", _positive_int, "string",
                  "long edge, in pixels, images are resized to before a request (default 448)"),
+    POWER_METER: ("vlm_power_meter", str, "string",
+                  "power meter: auto (the device profile's, if it works here), none, nvml, "
+                  "tegrastats, ina3221, rapl, or a registered third-party meter"),
+    POWER_INTERVAL: ("vlm_power_interval_ms", _positive_int, "string",
+                     f"power and memory sampling interval in ms (default "
+                     f"{DEFAULT_POWER_INTERVAL_MS}; tegrastats' --interval)"),
+    IDLE_S: ("vlm_idle_s", _float_at_least(0.0, strict=False), "string",
+             f"seconds of idle power measured before the first benchmark (default "
+             f"{DEFAULT_IDLE_S:g}; 0 turns the idle baseline off)"),
+    BANDWIDTH: ("vlm_bandwidth_gbs", _float_at_least(0.0, strict=True), "string",
+                "peak memory bandwidth in GB/s for the decode roofline (default: the device "
+                "profile's; CPUs have none)"),
 }
 
 
@@ -132,6 +170,10 @@ class Options:
     cache_dir: Path
     image_size: int
     backend_logs: bool
+    power_meter: str = "auto"
+    power_interval_s: float = DEFAULT_POWER_INTERVAL_MS / 1000
+    idle_s: float = DEFAULT_IDLE_S
+    bandwidth_gbs: float | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -181,4 +223,8 @@ class Options:
             image_size=get(IMAGE_SIZE) or 448,  # type: ignore[arg-type]
             backend_logs=bool(logs) if logs is not None
             else bool(config.getini("vlm_backend_logs")),
+            power_meter=str(get(POWER_METER) or "auto").lower(),
+            power_interval_s=(get(POWER_INTERVAL) or DEFAULT_POWER_INTERVAL_MS) / 1000,  # type: ignore[operator]
+            idle_s=DEFAULT_IDLE_S if get(IDLE_S) is None else get(IDLE_S),  # type: ignore[arg-type]
+            bandwidth_gbs=get(BANDWIDTH),  # type: ignore[arg-type]
         )

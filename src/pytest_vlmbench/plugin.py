@@ -16,6 +16,7 @@ from pytest_vlmbench.catalog import CatalogError
 from pytest_vlmbench.devices import DeviceError
 from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
 from pytest_vlmbench.options import Options, register, register_aliases
+from pytest_vlmbench.power import MeterUnavailable, known_names
 from pytest_vlmbench.runner import ModelCase
 from pytest_vlmbench.session import VlmSession
 from pytest_vlmbench.stash import SESSION_KEY
@@ -53,6 +54,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         return  # pytest-xdist workers run no benchmarks yet (see pytest_generate_tests)
     options = Options.from_config(config)
+    if options.power_meter not in known_names():
+        raise pytest.UsageError(
+            f"pytest-vlmbench: unknown power meter {options.power_meter!r}; known: "
+            f"{', '.join(known_names())}"
+        )
     resolved = None
     if options.device != "auto":  # an explicit device is checked now: a usage error
         try:
@@ -134,12 +140,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.sort(key=rank)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Open an explicitly named power meter now: one that cannot run is a usage error
+    before any model loads (`auto` is resolved at the first benchmark instead)."""
+    vlm = session.config.stash.get(SESSION_KEY, None)
+    if vlm is None or vlm.options.power_meter == "auto" or session.config.option.collectonly:
+        return
+    try:
+        vlm.power().start()
+    except (MeterUnavailable, DeviceError) as exc:
+        raise pytest.UsageError(
+            f"pytest-vlmbench: --power-meter={vlm.options.power_meter}: {exc}"
+        ) from None
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, Any, Any]:
     vlm = session.config.stash.get(SESSION_KEY, None)
     if vlm is not None:
         vlm.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     return (yield)
+
+
+def power_line(vlm: VlmSession) -> str:
+    """One line: which meter measured, at what cost; or, once, why there is none."""
+    p = vlm.document_power()
+    if p["meter"] is None:
+        return (f"power: no meter ({p['requested']}): {p['absent_reason']}; "
+                "energy figures are absent, not zero")
+    cost = p.get("cost") or {}
+    idle = (p.get("idle") or {}).get("power_w")
+    parts = [
+        f"power: {p['meter']} every {1000 * p['interval_s']:.0f} ms, {p['samples']} readings",
+        f"idle {idle:.2f} W" if idle is not None else "no idle baseline",
+    ]
+    if cost.get("cpu_fraction") is not None:
+        parts.append(f"sampling cost {100 * cost['cpu_fraction']:.2f}% of one core")
+    return "; ".join(parts)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -165,6 +202,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     )
     if loads:
         tr.write_line(f"model loads: {loads}")
+    tr.write_line(power_line(vlm))
     tr.write_line(f"results: {vlm.results_path}")
     tr.write_line(f"records: {vlm.records_path}")
     if vlm.log_path is not None and vlm.log_path.exists():

@@ -20,7 +20,9 @@ from pytest_vlmbench import memory
 from pytest_vlmbench.backends import LoadedModel, Request
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep, Sample, dataset_hash
 from pytest_vlmbench.datasets.images import prepare_image
+from pytest_vlmbench.power.monitor import PowerMonitor, Window
 from pytest_vlmbench.records import RecordWriter
+from pytest_vlmbench.roofline import roofline
 from pytest_vlmbench.structured import ParseOutcome
 from pytest_vlmbench.summary import summarize, warmup_warning
 from pytest_vlmbench.tasks import Task
@@ -55,6 +57,8 @@ class BenchmarkPlan:
     seed: int
     run_id: str
     slo: dict[str, float] = field(default_factory=dict)
+    bandwidth_gbs: float | None = None  # peak memory bandwidth, for the roofline
+    bandwidth_source: str = "unknown"
 
 
 def _stream(dataset: Dataset, n: int) -> Iterator[tuple[Sample, int]]:
@@ -87,12 +91,15 @@ class Runner:
         plan: BenchmarkPlan,
         writer: RecordWriter,
         progress: Callable[[str], None] | None = None,
+        monitor: PowerMonitor | None = None,
     ) -> None:
         self.case = case
         self.model = model
         self.plan = plan
         self.writer = writer
         self.progress = progress
+        self.monitor = monitor
+        self._window: Window | None = None
         self.records: list[dict[str, Any]] = []
         self.input_mode = "image" if case.modality == "vision" else "text"
 
@@ -192,6 +199,8 @@ class Runner:
         try:
             constraint = self.model.prepare(plan.task)
             checker = plan.task.checker()
+            if self.monitor is not None:  # idle baseline (first time), memory peak reset
+                self._window = self.monitor.begin()
             seq = 0
             for phase, count in (("warmup", plan.warmup), ("measure", plan.samples)):
                 for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
@@ -232,6 +241,16 @@ class Runner:
             load_s=getattr(self.model, "timings_ns", {}).get("load", 0) / 1e9 or None,
             peak_rss=memory.peak_rss_bytes(),
         )
+        if self.monitor is not None and self._window is not None:
+            summary.update(self.monitor.finish(
+                self._window, self.records, vision=self.input_mode == "image"
+            ))
+        summary["roofline"] = roofline(
+            bandwidth_gbs=plan.bandwidth_gbs, bandwidth_source=plan.bandwidth_source,
+            bytes_per_token=getattr(self.model, "decode_bytes_per_token", None),
+            bytes_source=getattr(self.model, "decode_bytes_source", None),
+            achieved_tokens_per_s=summary["decode_tokens_per_s"],
+        )
         warnings = []
         note = warmup_warning(self.records)
         if note:
@@ -240,6 +259,7 @@ class Runner:
             warnings.append(f"{summary['failed']} of {summary['requests']} requests failed")
         return {
             "id": plan.benchmark_id,
+            "run_id": plan.run_id,
             "test": plan.test,
             "model": case.model,
             "backend": case.backend,

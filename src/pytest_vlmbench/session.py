@@ -29,6 +29,8 @@ from pytest_vlmbench.catalog import Catalog, CatalogError, ModelSpec, load_catal
 from pytest_vlmbench.devices import Detection, DeviceProfile
 from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
+from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
+from pytest_vlmbench.power.monitor import PowerMonitor
 from pytest_vlmbench.records import RecordWriter
 from pytest_vlmbench.results import KIND, SCHEMA_VERSION, write_atomic
 from pytest_vlmbench.runner import ModelCase
@@ -71,6 +73,10 @@ class ModelPool:
             device=self.session.device, cache_dir=opts.cache_dir, threads=opts.threads,
             seed=opts.seed, log_path=self.session.log_path,
         )
+        monitor = self.session.power()
+        monitor.start()
+        accel_before = monitor.memory_now()
+        hwm_reset = memory.reset_peak()
         rss_before = memory.rss_bytes()
         entry = self.loads.setdefault(case.id, {
             "model": case.model, "precision": case.precision, "backend": case.backend,
@@ -89,12 +95,18 @@ class ModelPool:
                 entry["error"] = message
                 raise BackendError(message) from None
         rss_after = memory.rss_bytes()
+        accel_after = monitor.memory_now()
         entry.update(
             count=entry["count"] + 1,
             load_s=model.timings_ns["load"] / 1e9,
             resolve_s=model.timings_ns["resolve"] / 1e9,
             rss_before_bytes=rss_before,
             rss_after_bytes=rss_after,
+            rss_delta_bytes=None if rss_before is None or rss_after is None
+            else rss_after - rss_before,
+            rss_peak_bytes=memory.peak_rss_bytes() if hwm_reset else None,
+            accelerator_memory_delta_bytes=None if accel_before is None or accel_after is None
+            else accel_after - accel_before,
             artifacts=model.artifacts,
             settings=model.settings,
         )
@@ -132,6 +144,10 @@ class VlmSession:
         self.log_path: Path | None = (
             None if options.backend_logs else self.results_path.parent / "backend.log"
         )
+        self.power_trace_path = self.results_path.with_name(
+            self.results_path.name.removesuffix(".json") + ".power.jsonl"
+        )
+        self._monitor: PowerMonitor | None = None
         self.writer = RecordWriter(self.records_path)
         self.pool = ModelPool(self)
         self.benchmarks: list[dict[str, Any]] = []
@@ -151,6 +167,28 @@ class VlmSession:
     @property
     def detection(self) -> Detection:
         return self._device()[1]
+
+    def power(self) -> PowerMonitor:
+        """The session's power/memory monitor (created, not started, on first use)."""
+        if self._monitor is None:
+            o = self.options
+            self._monitor = PowerMonitor(
+                o.power_meter, self.device.power_meter, o.power_interval_s, o.idle_s,
+                self.power_trace_path,
+            )
+        return self._monitor
+
+    def document_power(self) -> dict[str, Any]:
+        if self._monitor is not None:
+            return self._monitor.to_json()
+        return {"requested": self.options.power_meter, "meter": None,
+                "absent_reason": "no benchmark ran, so no meter was opened"}
+
+    def bandwidth(self) -> tuple[float | None, str]:
+        """Peak memory bandwidth for the roofline, and where it came from."""
+        if self.options.bandwidth_gbs is not None:
+            return self.options.bandwidth_gbs, "--vlm-bandwidth-gbs"
+        return self.device.bandwidth_gbs, f"device profile {self.device.name}"
 
     # -- the matrix ----------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -208,13 +246,18 @@ class VlmSession:
                 "device": o.device, "models": o.models, "precisions": o.precisions,
                 "samples": o.samples, "warmup": o.warmup, "seed": o.seed, "threads": o.threads,
                 "image_size": o.image_size, "catalog": str(o.catalog),
+                "power_meter": o.power_meter, "power_interval_s": o.power_interval_s,
+                "idle_s": o.idle_s, "bandwidth_gbs": o.bandwidth_gbs,
             },
             "environment": self._environment,
             "device": {
                 **self.device.to_json(), "detected": self.detection.profile,
                 "evidence": self.detection.evidence,
             },
-            "methods": METHODS,
+            "methods": {**METHODS, **ENERGY_METHODS},
+            "power": self.document_power(),
+            "power_trace_file": self.power_trace_path.name
+            if self._monitor is not None and self._monitor.meter_name else None,
             "loads": list(self.pool.loads.values()),
             "benchmarks": self.benchmarks,
             "records_file": self.records_path.name,
@@ -232,5 +275,7 @@ class VlmSession:
         try:
             self.pool.release()
         finally:
+            if self._monitor is not None:
+                self._monitor.stop()
             self.writer.close()
             self.write_results("interrupted" if interrupted else "complete")

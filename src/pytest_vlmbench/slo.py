@@ -26,7 +26,17 @@ METRICS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "min_requests_per_s": (("requests_per_s",), ">=", "requests/s"),
     "min_parse_rate": (("parse_rate",), ">=", ""),
     "min_success_rate": (("success_rate",), ">=", ""),
+    "max_energy_per_token_j": (("energy", "energy_per_token_j"), "<=", "J/token"),
+    "max_above_idle_energy_per_token_j": (
+        ("energy", "above_idle_energy_per_token_j"), "<=", "J/token"),
+    "max_energy_per_request_j": (("energy", "energy_per_request_j"), "<=", "J/request"),
+    "min_tokens_per_s_per_w": (("energy", "tokens_per_s_per_w"), ">=", "tokens/s/W"),
+    "max_avg_power_w": (("energy", "avg_power_w"), "<=", "W"),
+    "max_peak_power_w": (("energy", "peak_power_w"), "<=", "W"),
 }
+
+
+ENERGY_SLOS = frozenset(name for name, (path, _op, _u) in METRICS.items() if path[0] == "energy")
 
 
 class SLOError(Exception):
@@ -78,7 +88,12 @@ def breach_message(verdicts: list[dict[str, Any]], n: int) -> str | None:
             continue
         unit = METRICS[v["metric"]][2]
         suffix = f" {unit}" if unit else ""
-        shown = "not measured" if v["measured"] is None else f"{v['measured']:.4g}{suffix}"
+        if v["measured"] is not None:
+            shown = f"{v['measured']:.4g}{suffix}"
+        elif v["metric"] in ENERGY_SLOS:
+            shown = "not measured (no energy reading: see power in the results)"
+        else:
+            shown = "not measured"
         bad_op = ">" if v["op"] == "<=" else "<"
         parts.append(
             f"{v['metric']} = {shown} {bad_op} limit {v['limit']:.4g}{suffix}"

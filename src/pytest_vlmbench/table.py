@@ -15,7 +15,13 @@ def _pct(value: Any) -> str:
 
 
 HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s",
-           "decode tok/s", "stream tok/s", "parse", "success", "SLO")
+           "decode tok/s", "stream tok/s", "parse", "success", "J/token", "tok/s/W",
+           "% roofline", "SLO")
+
+
+def _get(summary: dict[str, Any], block: str, key: str) -> Any:
+    inner = summary.get(block)
+    return inner.get(key) if isinstance(inner, dict) else None
 
 
 def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -30,7 +36,10 @@ def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
             _num(s["ttft_s"]["median"], ".3f"), _num(s["decode_tokens_per_s"], ".1f"),
             _num(s["stream_tokens_per_s"], ".1f"),
-            _pct(s["parse_rate"]), _pct(s["success_rate"]), slo,
+            _pct(s["parse_rate"]), _pct(s["success_rate"]),
+            _num(_get(s, "energy", "energy_per_token_j"), ".4g"),
+            _num(_get(s, "energy", "tokens_per_s_per_w"), ".3g"),
+            _num(_get(s, "roofline", "percent_of_bound"), ".0f"), slo,
         ))
     return out
 

@@ -79,6 +79,10 @@ class LoadedModel(Protocol):
     settings: dict[str, Any]
     artifacts: list[dict[str, Any]]  # weight files: path, bytes, sha256, source
     timings_ns: dict[str, int]  # "resolve" (find/fetch/generate weights), "load"
+    # Optional, for the roofline: weight bytes one decode step reads, and how that was
+    # counted. Backends that cannot tell leave them out (read with getattr).
+    # decode_bytes_per_token: int | None
+    # decode_bytes_source: str
 
     def prepare(self, task: Task) -> Any:
         """Compile the task's constraint once (grammar, schema); raise on a bad one."""

@@ -192,6 +192,14 @@ class LlamaCppModel:
             ) from None
         load_ns = time.perf_counter_ns() - t1
         self.timings_ns = {"resolve": resolve_ns, "load": load_ns}
+        # For the roofline: llama.cpp's own count of the text model's weight bytes. A
+        # decode step reads all of them when the output layer is tied to the token
+        # embeddings (Gemma), one embedding row otherwise (then the bound is conservative).
+        self.decode_bytes_per_token: int | None = int(llama_cpp.llama_model_size(self._llm.model))
+        self.decode_bytes_source = (
+            "llama_model_size: every weight tensor of the text model (exact for tied "
+            "embeddings; counts the whole token embedding otherwise); KV cache not counted"
+        )
         self.settings = {
             **settings,
             "prompt_cache": self._prompt_cache,
