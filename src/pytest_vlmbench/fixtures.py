@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pytest_vlmbench import benchmark_bridge
 from pytest_vlmbench.backends import BackendError
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
@@ -140,6 +141,8 @@ class Bench:
         entry["slo"] = evaluate(spec, summary)
         entry["slo_passed"] = all(v["passed"] for v in entry["slo"]) if spec else None
         session.write_results("running")
+        if self._runs == 1:  # pytest-benchmark allows one pedantic call per test
+            benchmark_bridge.feed(request, entry, runner.records)
         for key in ("requests", "succeeded", "parse_rate", "decode_tokens_per_s"):
             request.node.user_properties.append((f"vlm_{key}", summary[key]))
         request.node.user_properties.append(("vlm_latency_p95_s", summary["latency_s"]["p95"]))

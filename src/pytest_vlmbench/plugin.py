@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import devices, table
+from pytest_vlmbench import benchmark_bridge, devices, table
 from pytest_vlmbench.catalog import CatalogError
 from pytest_vlmbench.devices import DeviceError
 from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
@@ -124,13 +124,18 @@ def _case_of(item: pytest.Item) -> ModelCase | None:
     return case if isinstance(case, ModelCase) else None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark looks for its fixture
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group benchmarks by matrix cell (stable) so each model is loaded once."""
+    """Group benchmarks by matrix cell (stable) so each model is loaded once; hand
+    pytest-benchmark our clock where it is active."""
     order: dict[ModelCase, int] = {}
+    bridge = benchmark_bridge.active(config) and config.stash.get(SESSION_KEY, None) is not None
     for item in items:
         case = _case_of(item)
         if case is not None and case not in order:
             order[case] = len(order)
+        if case is not None and bridge:
+            benchmark_bridge.prepare_item(item)
     if order:
 
         def rank(item: pytest.Item) -> int:
@@ -160,6 +165,24 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
     if vlm is not None:
         vlm.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
     return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_machine_info(
+    config: pytest.Config, machine_info: dict[str, Any]
+) -> None:
+    """pytest-benchmark compares machine info between saved runs: add the accelerator."""
+    vlm = config.stash.get(SESSION_KEY, None)
+    if vlm is None:
+        return
+    try:
+        device, detection = vlm.device, vlm.detection
+    except DeviceError:
+        return
+    machine_info["vlmbench"] = {
+        "device": device.name, "accelerator": device.accelerator,
+        "description": device.description, "detected": detection.evidence,
+    }
 
 
 def power_line(vlm: VlmSession) -> str:
