@@ -148,13 +148,15 @@ def create(name: str, interval_s: float) -> PowerMeter:
     return _load_class(table[name])(interval_s)
 
 
-def auto_candidates(profile_meter: str) -> list[str]:
+def auto_candidates(profile_meter: str, device: str = "") -> list[str]:
     """What `auto` tries, in order, for a device whose profile names `profile_meter`.
 
     On a Jetson the INA3221 sysfs files give finer time resolution than tegrastats'
-    lines, so they are tried first.
+    lines, so they are tried first; except on Thor, whose input rail (VIN) sits on a
+    separate INA238 that only tegrastats reads (the INA3221 rails would miss the
+    carrier board).
     """
-    if profile_meter == "tegrastats":
+    if profile_meter == "tegrastats" and device != "thor":
         return ["ina3221", "tegrastats"]
     return [profile_meter]
 
@@ -168,7 +170,8 @@ class Resolution:
     reason: str | None  # set when meter is None
 
 
-def resolve(requested: str, profile_meter: str, interval_s: float) -> Resolution:
+def resolve(requested: str, profile_meter: str, interval_s: float,
+            device: str = "") -> Resolution:
     """Open the meter the user asked for (`auto`: the device profile's, if it works).
 
     An explicitly named meter that cannot run raises MeterUnavailable (the user asked
@@ -181,7 +184,7 @@ def resolve(requested: str, profile_meter: str, interval_s: float) -> Resolution
         meter.open()
         return Resolution(meter, requested, None)
     reasons = []
-    for name in auto_candidates(profile_meter):
+    for name in auto_candidates(profile_meter, device):
         try:
             meter = create(name, interval_s)
             meter.open()

@@ -33,8 +33,9 @@ class PowerMonitor:
 
     def __init__(
         self, requested: str, profile_meter: str, interval_s: float, idle_s: float,
-        trace_path: Path | None,
+        trace_path: Path | None, device: str = "",
     ) -> None:
+        self.device = device
         self.requested = requested
         self.profile_meter = profile_meter
         self.interval_s = interval_s
@@ -53,7 +54,8 @@ class PowerMonitor:
         for an explicitly named meter; `auto` records why there is none."""
         if self.sampler is not None:
             return
-        self.resolution = resolve(self.requested, self.profile_meter, self.interval_s)
+        self.resolution = resolve(self.requested, self.profile_meter, self.interval_s,
+                                  self.device)
         meter = self.resolution.meter
         self.sampler = Sampler(meter, self.interval_s,
                                self.trace_path if meter is not None else None)
