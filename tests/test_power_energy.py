@@ -19,7 +19,7 @@ S = 1_000_000_000  # ns per second
 
 
 def _power_trace(f: Any, t_end_s: float, step_s: float) -> list[Reading]:
-    n = int(round(t_end_s / step_s))
+    n = round(t_end_s / step_s)
     return [Reading(t_ns=int(i * step_s * S), power_w=f(i * step_s)) for i in range(n + 1)]
 
 
@@ -44,7 +44,8 @@ def test_power_integration_error_under_half_a_percent(f: Any, integral: Any, t0:
                                                       t1: float) -> None:
     readings = _power_trace(f, 8.0, 0.1)  # 100 ms, as tegrastats' default here
     trace = Trace.of(readings)
-    assert trace is not None and not trace.counter
+    assert trace is not None
+    assert not trace.counter
     got = trace.energy_between(int(t0 * S), int(t1 * S))
     want = integral(t0, t1)
     assert got is not None
@@ -65,7 +66,8 @@ def test_counter_trace_uses_the_counter_and_interpolates() -> None:
     readings = [Reading(int(i * 0.1 * S), energy_j=1000.0 + 2.0 * i, power_w=999.0)
                 for i in range(21)]
     trace = Trace.of(readings)
-    assert trace is not None and trace.counter
+    assert trace is not None
+    assert trace.counter
     assert trace.energy_between(int(0.25 * S), int(1.75 * S)) == pytest.approx(30.0)
     assert trace.peak_power(0, 2 * S) == pytest.approx(20.0)
 
@@ -170,13 +172,16 @@ def test_sampler_collects_traces_and_costs(meter_cls: type[PowerMeter], tmp_path
     sampler.stop()
     sampler.stop()  # twice is fine
     window = sampler.window(t0, t1)
-    assert window[0].t_ns <= t0 and window[-1].t_ns >= t1
+    assert window[0].t_ns <= t0
+    assert window[-1].t_ns >= t1
     assert len(sampler.readings) >= 5
-    assert sampler.rss and sampler.rss_peak(0, t1 * 2)[0]
+    assert sampler.rss
+    assert sampler.rss_peak(0, t1 * 2)[0]
     lines = (tmp_path / "trace.jsonl").read_text().splitlines()
     assert sum('"kind":"meter"' in line for line in lines) == len(sampler.readings)
     cost = sampler.cost.to_json(meter)
-    assert cost["polls"] >= 5 and 0 <= cost["cpu_fraction"] < 1
+    assert cost["polls"] >= 5
+    assert 0 <= cost["cpu_fraction"] < 1
 
 
 def test_sampler_keeps_going_when_a_read_fails() -> None:
@@ -194,7 +199,8 @@ def test_sampler_keeps_going_when_a_read_fails() -> None:
     sampler.start()
     time.sleep(0.1)
     sampler.stop()
-    assert sampler.readings and sampler.errors[0] == "OSError: sensor busy"
+    assert sampler.readings
+    assert sampler.errors[0] == "OSError: sensor busy"
 
 
 def test_resolve_none_and_unknown() -> None:
@@ -209,10 +215,11 @@ def test_monitor_without_meter_gives_memory_only() -> None:
     blocks = monitor.finish(window, [], vision=False)
     monitor.stop()
     assert blocks["energy"] is None
-    assert blocks["memory"]["rss_peak_sampled_bytes"] is None or \
-        blocks["memory"]["rss_peak_sampled_bytes"] > 0
+    peak = blocks["memory"]["rss_peak_sampled_bytes"]
+    assert peak is None or peak > 0
     doc = monitor.to_json()
-    assert doc["meter"] is None and doc["absent_reason"] == "--power-meter=none"
+    assert doc["meter"] is None
+    assert doc["absent_reason"] == "--power-meter=none"
 
 
 def test_roofline() -> None:
@@ -222,4 +229,5 @@ def test_roofline() -> None:
     assert block["percent_of_bound"] == pytest.approx(50.0)
     absent = roofline(bandwidth_gbs=None, bandwidth_source="device profile cpu",
                       bytes_per_token=1, bytes_source="y", achieved_tokens_per_s=1.0)
-    assert absent["bound_tokens_per_s"] is None and "--vlm-bandwidth-gbs" in absent["absent"]
+    assert absent["bound_tokens_per_s"] is None
+    assert "--vlm-bandwidth-gbs" in absent["absent"]
