@@ -4,13 +4,18 @@
     vlmbench devices                      device profiles, and what this machine is
     vlmbench validate FILE...             check results files (and their records) against the schema
     vlmbench show FILE                    the summary table of a results file
+    vlmbench merge OUT INPUT... [--force] merge runs (devices, days) into one results file
+    vlmbench compare BASELINE CURRENT     regressions between two runs (see docs/compare.md)
 
 Exit status: 0 ok, 1 a file failed validation, 2 usage error (bad arguments, unreadable file).
+compare: 0 no regression, 1 a gated regression, 2 usage error or bad input, 3 nothing comparable.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +88,79 @@ def _show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from pytest_vlmbench.merge import merge_files  # only this subcommand needs it
+
+    out = Path(args.out)
+    try:
+        merged = merge_files(
+            [Path(p) for p in args.inputs], out, shared_run_id=args.shared_run_ids,
+            force=args.force,
+        )
+    except (ResultsError, OSError) as exc:
+        print(f"vlmbench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for note in merged.warnings:
+        print(f"vlmbench: warning: {note}", file=sys.stderr)
+    doc = merged.document
+    print(f"merged {len(merged.run_ids)} runs, {len(doc['benchmarks'])} benchmarks, "
+          f"{len(merged.records)} records -> {out}")
+    return EXIT_OK
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pytest_vlmbench import compare  # numpy is needed only by this subcommand
+
+    try:
+        rules = compare.parse_rules(args.fail_on) if args.fail_on else None
+        current = compare.load_run(args.current)
+        baseline = compare.load_run(args.baseline, exclude_run_id=current.run_id)
+        comparison = compare.compare_runs(
+            baseline, current, rules, alpha=args.alpha, min_samples=args.min_samples
+        )
+    except (ResultsError, compare.RuleError) as exc:
+        print(f"vlmbench: {exc}", file=sys.stderr)
+        return compare.EXIT_USAGE
+    if args.format == "json":
+        print(json.dumps(compare.to_json(comparison), indent=2, allow_nan=False))
+    elif args.format == "markdown":
+        print(compare.render_markdown(comparison))
+    else:
+        for line in compare.render_table(comparison):
+            print(line)
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    target = step_summary or args.summary_file
+    if target:
+        try:  # GitHub's step summary collects every step's output: append to it
+            with Path(target).open("a" if step_summary else "w", encoding="utf-8") as fh:
+                fh.write(compare.render_markdown(comparison) + "\n")
+        except OSError as exc:
+            print(f"vlmbench: cannot write the summary to {target} ({exc.strerror})",
+                  file=sys.stderr)
+            return compare.EXIT_USAGE
+    return comparison.exit_status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmbench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the summary table of a results file")
     p.add_argument("file")
     p.set_defaults(func=_show)
+    p = sub.add_parser("merge", help="merge results files (several runs) into one")
+    p.add_argument("out", metavar="OUT", help="the merged results file to write")
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="results files to merge")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    p.add_argument("--shared-run-ids", action="store_true",
+                   help="allow one run id in several inputs (pytest-xdist workers' partials)")
+    p.set_defaults(func=_merge)
+    p = sub.add_parser("compare", help="compare two runs and fail on a credible regression")
+    p.add_argument("baseline", metavar="BASELINE",
+                   help="results file, directory of saved runs (the newest), or 'latest'")
+    p.add_argument("current", metavar="CURRENT",
+                   help="results file, directory of saved runs (the newest), or 'latest'")
+    p.add_argument("--fail-on", action="append", metavar="SPEC",
+                   help="gate rule, e.g. p95_latency:+10%% or parse_rate:-0.01 (repeatable; "
+                   "replaces the default rules)")
+    p.add_argument("--alpha", type=_probability, default=0.01,
+                   help="significance level of the tests (default 0.01)")
+    p.add_argument("--min-samples", type=_at_least_one, default=5,
+                   help="fewer successful requests a side is inconclusive (default 5)")
+    p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    p.add_argument("--summary-file", metavar="PATH",
+                   help="write the markdown summary here (when $GITHUB_STEP_SUMMARY is unset)")
+    p.set_defaults(func=_compare)
     return parser
 
 

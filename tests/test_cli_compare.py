@@ -1,0 +1,198 @@
+"""Tests for `vlmbench compare`: exit statuses, bad input, formats and the step summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pytest_vlmbench import cli
+from pytest_vlmbench.compare import (
+    EXIT_NOTHING_COMPARABLE,
+    EXIT_OK,
+    EXIT_REGRESSION,
+    EXIT_USAGE,
+)
+from tests.test_compare import BASE16, REAL, Bench, latencies, write_run
+
+SLOW = latencies(16, 1.3, 0.03, seed=2)
+
+
+@pytest.fixture(autouse=True)
+def _no_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run inside GitHub Actions too: never append to the real step summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
+def pair(tmp_path: Path, base: Bench, cur: Bench) -> tuple[str, str]:
+    b = write_run(tmp_path, "base", [base], started_at="2026-11-23T10:00:00+00:00")
+    c = write_run(tmp_path, "cur", [cur], started_at="2026-11-23T11:00:00+00:00")
+    return str(b), str(c)
+
+
+def test_identical_runs_exit_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(BASE16))
+    assert cli.main(["compare", b, c]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "0 regressions / 1 benchmark compared" in out
+    assert "REGRESSED" not in out
+
+
+def test_regression_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
+    assert cli.main(["compare", b, c]) == EXIT_REGRESSION
+    out = capsys.readouterr().out
+    assert any(line.startswith("!!") and "p50_latency" in line for line in out.splitlines())
+
+
+def test_fail_on_replaces_the_default_rules(tmp_path: Path) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
+    assert cli.main(["compare", b, c, "--fail-on", "parse_rate:-0.01"]) == EXIT_OK
+    assert cli.main(["compare", b, c, "--fail-on", "parse_rate:-0.01",
+                     "--fail-on", "p95_latency:+20%"]) == EXIT_REGRESSION
+    assert cli.main(["compare", b, c, "--fail-on", "p95_latency:+50%"]) == EXIT_OK
+
+
+def test_alpha_and_min_samples(tmp_path: Path) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
+    assert cli.main(["compare", b, c, "--min-samples", "17"]) == EXIT_OK  # all inconclusive
+    assert cli.main(["compare", b, c, "--alpha", "1e-12"]) == EXIT_OK  # p ~ 1e-9 not enough
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", b, c, "--alpha", "2"])
+    assert info.value.code == EXIT_USAGE
+
+
+def test_only_pair_not_comparable_exits_3(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(BASE16, prompt_version="f" * 16))
+    assert cli.main(["compare", b, c]) == EXIT_NOTHING_COMPARABLE
+    assert "prompt_version changed" in capsys.readouterr().out
+
+
+def test_json_and_markdown_formats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
+    assert cli.main(["compare", b, c, "--format", "json"]) == EXIT_REGRESSION
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["exit_status"] == EXIT_REGRESSION
+    assert doc["baseline"]["run_id"] == "base"
+    assert cli.main(["compare", b, c, "--format", "markdown"]) == EXIT_REGRESSION
+    assert capsys.readouterr().out.startswith("### vlmbench compare: ")
+
+
+def test_markdown_is_appended_to_the_github_step_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
+    summary = tmp_path / "step_summary.md"
+    summary.write_text("## earlier step\n", encoding="utf-8")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    ignored = tmp_path / "ignored.md"
+    assert cli.main(["compare", b, c, "--summary-file", str(ignored)]) == EXIT_REGRESSION
+    text = summary.read_text(encoding="utf-8")
+    assert text.startswith("## earlier step\n### vlmbench compare: ")
+    assert "regressions / 1 benchmark (FAILED)" in text
+    assert "**:x: REGRESSED**" in text
+    assert not ignored.exists()
+    assert "### vlmbench" not in capsys.readouterr().out  # the terminal gets the table
+
+
+def test_summary_file_without_github(tmp_path: Path) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(BASE16))
+    out = tmp_path / "summary.md"
+    assert cli.main(["compare", b, c, "--summary-file", str(out)]) == EXIT_OK
+    assert out.read_text(encoding="utf-8").startswith(
+        "### vlmbench compare: 0 regressions / 1 benchmark (passed)")
+
+
+def test_directories_and_latest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / ".vlmbench"
+    runs.mkdir()
+    write_run(runs, "base", [Bench(BASE16)], started_at="2026-11-23T10:00:00+00:00")
+    write_run(runs, "cur", [Bench(SLOW)], started_at="2026-11-23T11:00:00+00:00")
+    monkeypatch.chdir(tmp_path)
+    # the baseline directory holds the current run too: it is skipped there
+    assert cli.main(["compare", ".vlmbench", "latest", "--format", "json"]) == EXIT_REGRESSION
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["baseline"]["run_id"], doc["current"]["run_id"]) == ("base", "cur")
+
+
+def _corrupt(tmp_path: Path) -> list[str]:
+    path = write_run(tmp_path, "x", [Bench(BASE16)])
+    path.write_text('{"kind": "pytest-vlmbench-results", "schema_version": 1,,}')
+    return [str(path)]
+
+
+def _truncated(tmp_path: Path) -> list[str]:
+    path = write_run(tmp_path, "x", [Bench(BASE16)])
+    path.write_text(path.read_text()[:500])
+    return [str(path)]
+
+
+def _foreign(tmp_path: Path) -> list[str]:
+    path = tmp_path / "package.json"
+    path.write_text('{"name": "left-pad", "version": "1.3.0"}')
+    return [str(path)]
+
+
+def _schema_99(tmp_path: Path) -> list[str]:
+    path = write_run(tmp_path, "x", [Bench(BASE16)])
+    doc = json.loads(path.read_text())
+    doc["schema_version"] = 99
+    path.write_text(json.dumps(doc))
+    return [str(path)]
+
+
+def _empty_dir(tmp_path: Path) -> list[str]:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return [str(empty)]
+
+
+def _no_records(tmp_path: Path) -> list[str]:
+    path = write_run(tmp_path, "x", [Bench(BASE16)])
+    (tmp_path / "results-x.records.jsonl").unlink()
+    return [str(path)]
+
+
+def _torn_records(tmp_path: Path) -> list[str]:
+    path = write_run(tmp_path, "x", [Bench(BASE16)])
+    records = tmp_path / "results-x.records.jsonl"
+    records.write_text(records.read_text()[:-30])
+    return [str(path)]
+
+
+def _missing(tmp_path: Path) -> list[str]:
+    return [str(tmp_path / "results-nope.json")]
+
+
+def _bad_rule(tmp_path: Path) -> list[str]:
+    return [str(REAL), "--fail-on", "p50_latency:-10%"]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (_corrupt, "not JSON (line 1"),
+    (_truncated, "truncated or not a results file?"),
+    (_foreign, "not a pytest-vlmbench results document (no kind="),
+    (_schema_99, "schema_version 99, this pytest-vlmbench reads 1"),
+    (_empty_dir, "no results-*.json in "),
+    (_no_records, "records file "),
+    (_torn_records, "not a JSON record"),
+    (_missing, "no such results file"),
+    (_bad_rule, "rule 'p50_latency:-10%': p50_latency gets worse as it rises"),
+])
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    make: Callable[[Path], list[str]], message: str,
+) -> None:
+    current, *rest = make(tmp_path)
+    for argv in (["compare", str(REAL), current, *rest], ["compare", current, str(REAL), *rest]):
+        assert cli.main(argv) == EXIT_USAGE
+        captured = capsys.readouterr()
+        lines = captured.err.splitlines()
+        assert len(lines) == 1, captured.err
+        assert lines[0].startswith("vlmbench: ")
+        assert message in lines[0]
+        assert captured.out == ""
