@@ -183,8 +183,9 @@ def test_caption(vlm_model, request):
     out.run.assert_outcomes(passed=1)
 
 
-def test_xdist_workers_skip_benchmarks_with_a_reason(project: Project) -> None:
-    """Under a pytest-xdist worker there is no session: benchmarks skip, plain tests run."""
+def test_worker_of_a_controller_without_the_plugin_skips_benchmarks(project: Project) -> None:
+    """A worker whose controller did not hand it a run id (the controller does not run
+    this plugin): benchmarks skip with the reason, plain tests run."""
     project.pytester.makeconftest(
         """
 import pytest
@@ -205,7 +206,7 @@ def test_plain():
     )
     out = project.run("-rs")
     out.run.assert_outcomes(passed=1, skipped=1)
-    out.run.stdout.fnmatch_lines(["*does not run benchmarks under pytest-xdist yet*"])
+    out.run.stdout.fnmatch_lines(["*not active in the pytest-xdist controller*"])
 
 
 def test_no_catalog_file_is_one_collection_error(pytester: pytest.Pytester) -> None:

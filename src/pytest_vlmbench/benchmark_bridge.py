@@ -49,8 +49,10 @@ def active(config: pytest.Config) -> bool:
 
 
 def prepare_item(item: pytest.Item) -> None:
-    """Give a benchmark item our clock and the `benchmark` fixture (so --benchmark-only
-    keeps it and the fixture exists when the run ends)."""
+    """Give a benchmark item our clock. The `benchmark` fixture is requested when the run
+    ends (a test that never runs a benchmark must not get an unused fixture, which
+    pytest-benchmark warns about), except under --benchmark-only, which skips tests that
+    do not ask for it at collection."""
     clock = ReplayClock()
     item.stash[_CLOCK_KEY] = clock
     user = item.get_closest_marker("benchmark")
@@ -58,7 +60,8 @@ def prepare_item(item: pytest.Item) -> None:
     kwargs["timer"] = clock
     item.add_marker(pytest.mark.benchmark(**kwargs), append=False)
     names = getattr(item, "fixturenames", None)
-    if isinstance(names, list) and "benchmark" not in names:
+    only = getattr(getattr(item.config, "_benchmarksession", None), "only", False)
+    if only and isinstance(names, list) and "benchmark" not in names:
         names.append("benchmark")
 
 

@@ -118,8 +118,18 @@ class Bench:
             bandwidth_source=bandwidth[1],
         )
         entries: list[dict[str, Any]] = []
+        fail_on = [str(rule) for m in node.iter_markers("vlm_fail_on") for rule in m.args]
+        if fail_on:
+            from pytest_vlmbench.compare import RuleError, parse_rules
+
+            try:
+                parse_rules(fail_on)
+            except RuleError as exc:
+                pytest.fail(f"{node.nodeid}: @pytest.mark.vlm_fail_on: {exc}", pytrace=False)
 
         def sink(entry: dict[str, Any]) -> None:
+            if fail_on:
+                entry["fail_on"] = fail_on
             entries.append(entry)
             session.add_benchmark(entry)
 
@@ -138,6 +148,12 @@ class Bench:
             pytest.fail(failure, pytrace=False)
         entry = entries[0]
         summary = entry["summary"]
+        regression = None
+        if session.gate is not None:
+            props, regression = session.gate.check(
+                session.document("running"), session.results_path, entry, runner.records
+            )
+            request.node.user_properties.extend(props)
         entry["slo"] = evaluate(spec, summary)
         entry["slo_passed"] = all(v["passed"] for v in entry["slo"]) if spec else None
         session.write_results("running")
@@ -153,8 +169,8 @@ class Bench:
                 pytrace=False,
             )
         message = breach_message(entry["slo"], summary["requests"])
-        if message:
-            pytest.fail(message, pytrace=False)
+        if message or regression:
+            pytest.fail("\n".join(m for m in (message, regression) if m), pytrace=False)
         return entry
 
 

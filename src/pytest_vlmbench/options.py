@@ -27,6 +27,9 @@ CATALOG = "--vlm-catalog"
 THREADS = "--vlm-threads"
 CACHE_DIR = "--vlm-cache-dir"
 BACKEND_LOGS = "--vlm-backend-logs"
+GPU_PER_WORKER = "--vlm-gpu-per-worker"
+COMPARE = "--vlm-compare"
+FAIL_ON = "--vlm-fail-on"
 IMAGE_SIZE = "--vlm-image-size"
 POWER_METER = "--vlm-power-meter"
 POWER_INTERVAL = "--vlm-power-interval-ms"
@@ -138,6 +141,26 @@ def register(parser: pytest.Parser) -> None:
         f"{DEFAULT_OUT_DIR}/backend.log",
     )
     parser.addini("vlm_backend_logs", help="see --vlm-backend-logs", type="bool", default=False)
+    group.addoption(
+        GPU_PER_WORKER, dest="vlm_gpu_per_worker", action="store_true", default=None,
+        help="under pytest-xdist, give worker gwN the N-th visible GPU (sets "
+        "CUDA_VISIBLE_DEVICES in the worker)",
+    )
+    group.addoption(
+        COMPARE, dest="vlm_compare", default=None,
+        help="compare with a baseline: a results file, a directory of saved runs (the newest "
+        "finished one), or 'latest' (the newest in the output directory); a gated "
+        "regression fails its test",
+    )
+    parser.addini("vlm_compare", help="see --vlm-compare", type="string", default=None)
+    group.addoption(
+        FAIL_ON, dest="vlm_fail_on", action="append", default=None,
+        help="a gate rule for --vlm-compare, e.g. p95_latency:+10%%, tokens_per_s:-5%%, "
+        "parse_rate:-0.01 (repeatable or comma-separated; default: see docs/compare.md)",
+    )
+    parser.addini("vlm_fail_on", help="see --vlm-fail-on", type="linelist", default=[])
+    parser.addini("vlm_gpu_per_worker", help="see --vlm-gpu-per-worker", type="bool",
+                  default=False)
 
 
 def register_aliases(parser: pytest.Parser) -> list[str]:
@@ -174,6 +197,9 @@ class Options:
     power_interval_s: float = DEFAULT_POWER_INTERVAL_MS / 1000
     idle_s: float = DEFAULT_IDLE_S
     bandwidth_gbs: float | None = None
+    gpu_per_worker: bool = False
+    compare: str | None = None
+    fail_on: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -227,4 +253,12 @@ class Options:
             power_interval_s=(get(POWER_INTERVAL) or DEFAULT_POWER_INTERVAL_MS) / 1000,  # type: ignore[operator]
             idle_s=DEFAULT_IDLE_S if get(IDLE_S) is None else get(IDLE_S),  # type: ignore[arg-type]
             bandwidth_gbs=get(BANDWIDTH),  # type: ignore[arg-type]
+            gpu_per_worker=bool(config.getoption("vlm_gpu_per_worker")
+                                or config.getini("vlm_gpu_per_worker")),
+            compare=config.getoption("vlm_compare") or config.getini("vlm_compare") or None,
+            fail_on=tuple(
+                rule.strip()
+                for item in (config.getoption("vlm_fail_on") or config.getini("vlm_fail_on"))
+                for rule in str(item).split(",") if rule.strip()
+            ),
         )

@@ -6,12 +6,14 @@ imports nothing heavy: backends are imported when a model is loaded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_vlmbench import benchmark_bridge, devices, table
+from pytest_vlmbench import benchmark_bridge, devices, parallel, table
 from pytest_vlmbench.catalog import CatalogError
 from pytest_vlmbench.devices import DeviceError
 from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
@@ -48,17 +50,33 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "vlm_fail_on(*rules): gate rules for --vlm-compare on this benchmark, overriding the "
+        "session's for the metrics they name, e.g. vlm_fail_on('p95_latency:+5%')",
+    )
+    config.addinivalue_line(
+        "markers",
         "vlm_modality(name): run this benchmark only on models of this modality "
         "('vision' or 'text')",
     )
-    if hasattr(config, "workerinput"):
-        return  # pytest-xdist workers run no benchmarks yet (see pytest_generate_tests)
+    workerinput = getattr(config, "workerinput", None)
     options = Options.from_config(config)
     if options.power_meter not in known_names():
         raise pytest.UsageError(
             f"pytest-vlmbench: unknown power meter {options.power_meter!r}; known: "
             f"{', '.join(known_names())}"
         )
+    run_id = results_path = None
+    if workerinput is not None:
+        if parallel.RUN_ID_KEY not in workerinput:  # a controller without our hook
+            return
+        run_id = workerinput[parallel.RUN_ID_KEY]
+        results_path = Path(workerinput[parallel.WORKER_DIR_KEY]) / (
+            f"results-{run_id}.{workerinput['workerid']}.json"
+        )
+        if workerinput.get(parallel.GPU_PER_WORKER_KEY):
+            os.environ["CUDA_VISIBLE_DEVICES"] = parallel.assign_gpu(
+                workerinput["workerid"], os.environ
+            )
     resolved = None
     if options.device != "auto":  # an explicit device is checked now: a usage error
         try:
@@ -66,7 +84,8 @@ def pytest_configure(config: pytest.Config) -> None:
         except DeviceError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     config.stash[SESSION_KEY] = VlmSession(
-        config, options, resolved, config.stash.get(_TAKEN_KEY, [])
+        config, options, resolved, config.stash.get(_TAKEN_KEY, []),
+        run_id=run_id, results_path=results_path,
     )
 
 
@@ -91,8 +110,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "vlm_model" not in metafunc.fixturenames:
         return
     session = metafunc.config.stash.get(SESSION_KEY, None)
-    if session is None:  # an xdist worker: results would not reach the controller yet
-        reason = "pytest-vlmbench does not run benchmarks under pytest-xdist yet; run without -n"
+    if session is None:  # a worker of a controller that did not load this plugin
+        reason = "pytest-vlmbench is not active in the pytest-xdist controller"
         metafunc.parametrize(
             "vlm_model", [pytest.param(None, id="xdist", marks=pytest.mark.skip(reason=reason))],
             indirect=True,
@@ -146,10 +165,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Open an explicitly named power meter now: one that cannot run is a usage error
-    before any model loads (`auto` is resolved at the first benchmark instead)."""
+    """Load the baseline and open an explicitly named power meter now: either failing is
+    a usage error before any model loads (`auto` is resolved at the first benchmark)."""
     vlm = session.config.stash.get(SESSION_KEY, None)
-    if vlm is None or vlm.options.power_meter == "auto" or session.config.option.collectonly:
+    if vlm is None or session.config.option.collectonly:
+        return
+    if vlm.options.compare and not hasattr(session.config, "workerinput"):
+        from pytest_vlmbench.gate import Gate, GateError  # numpy: only when comparing
+
+        try:
+            vlm.gate = Gate(vlm.options.compare, vlm.results_path.parent,
+                            list(vlm.options.fail_on), vlm.run_id)
+        except GateError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
+    if vlm.options.power_meter == "auto":
         return
     try:
         vlm.power().start()
@@ -159,11 +188,29 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         ) from None
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """pytest-xdist controller: tell each worker the run id and where to write."""
+    vlm = node.config.stash.get(SESSION_KEY, None)
+    if vlm is not None:
+        node.workerinput.update(parallel.worker_inputs(
+            vlm.run_id, vlm.results_path, vlm.options.gpu_per_worker
+        ))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[None, Any, Any]:
     vlm = session.config.stash.get(SESSION_KEY, None)
     if vlm is not None:
-        vlm.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if session.config.pluginmanager.has_plugin("dsession"):  # the xdist controller
+            vlm.merge_workers(interrupted)
+        else:
+            vlm.finish(interrupted=interrupted)
+        if vlm.gate is not None and vlm.has_results():
+            comparison = vlm.gate.finish(vlm.results_path)
+            if comparison is not None and comparison.gated and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return (yield)
 
 
@@ -185,9 +232,8 @@ def pytest_benchmark_update_machine_info(
     }
 
 
-def power_line(vlm: VlmSession) -> str:
+def power_line(p: dict[str, Any]) -> str:
     """One line: which meter measured, at what cost; or, once, why there is none."""
-    p = vlm.document_power()
     if p["meter"] is None:
         return (f"power: no meter ({p['requested']}): {p['absent_reason']}; "
                 "energy figures are absent, not zero")
@@ -202,9 +248,28 @@ def power_line(vlm: VlmSession) -> str:
     return "; ".join(parts)
 
 
+def _write_comparison(tr: Any, vlm: VlmSession) -> None:
+    gate = vlm.gate
+    if gate is None:
+        return
+    if gate.comparison is None:
+        tr.write_line(f"comparison with the baseline failed: {gate.error}", red=True)
+        return
+
+    from pytest_vlmbench.compare import render_table
+
+    c = gate.comparison
+    tr.write_line(f"compared with {gate.baseline.path}: {c.headline}",
+                  red=bool(c.gated), green=not c.gated)
+    for line in render_table(c):
+        tr.write_line(line)
+    if gate.summary_path is not None:
+        tr.write_line(f"comparison summary: {gate.summary_path}")
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     vlm = config.stash.get(SESSION_KEY, None)
-    if vlm is None or not vlm.has_results():
+    if vlm is None or not (vlm.has_results() or vlm.merge_error):
         return
     tr = terminalreporter
     tr.section("pytest-vlmbench")
@@ -218,14 +283,28 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for b in vlm.benchmarks:
         for warning in b["warnings"]:
             tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
+    merged = vlm.merged
+    load_entries = merged["loads"] if merged else list(vlm.pool.loads.values())
     loads = ", ".join(
         f"{e['model']}-{e['precision']} x{e['count']} ({e['load_s']:.2f} s)"
         if e.get("error") is None else f"{e['model']}-{e['precision']} FAILED"
-        for e in vlm.pool.loads.values()
+        for e in load_entries
     )
     if loads:
         tr.write_line(f"model loads: {loads}")
-    tr.write_line(power_line(vlm))
+    if vlm.merge_error:
+        tr.write_line(f"merging the pytest-xdist workers' results failed: {vlm.merge_error}",
+                      red=True)
+    for warning in vlm.merge_warnings:
+        tr.write_line(f"warning: {warning}", yellow=True)
+    if merged:
+        workers = len(merged.get("runs", []))
+        tr.write_line(f"merged {len(vlm.benchmarks)} benchmarks from {workers} pytest-xdist "
+                      "workers (concurrent workers on one device distort each other's "
+                      "latencies)")
+    tr.write_line(power_line(merged["power"] if merged and "power" in merged
+                             else vlm.document_power()))
+    _write_comparison(tr, vlm)
     tr.write_line(f"results: {vlm.results_path}")
     tr.write_line(f"records: {vlm.records_path}")
     if vlm.log_path is not None and vlm.log_path.exists():

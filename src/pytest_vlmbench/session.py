@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,9 +32,12 @@ from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
 from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
 from pytest_vlmbench.power.monitor import PowerMonitor
 from pytest_vlmbench.records import RecordWriter
-from pytest_vlmbench.results import KIND, SCHEMA_VERSION, write_atomic
+from pytest_vlmbench.results import KIND, SCHEMA_VERSION, ResultsError, write_atomic
 from pytest_vlmbench.runner import ModelCase
 from pytest_vlmbench.summary import METHODS
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.gate import Gate
 
 
 @dataclass
@@ -128,6 +131,7 @@ class VlmSession:
     def __init__(
         self, config: pytest.Config, options: Options,
         resolved: tuple[DeviceProfile, Detection] | None, taken_aliases: list[str],
+        *, run_id: str | None = None, results_path: Path | None = None,
     ) -> None:
         self.config = config
         self.options = options
@@ -135,9 +139,11 @@ class VlmSession:
         self.taken_aliases = taken_aliases
         now = datetime.now(UTC)
         self.started_at = now.isoformat(timespec="seconds")
-        self.run_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        self.run_id = run_id or f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         out_dir = config.rootpath / DEFAULT_OUT_DIR
-        self.results_path = options.out or out_dir / f"results-{self.run_id}.json"
+        self.results_path = (
+            results_path or options.out or out_dir / f"results-{self.run_id}.json"
+        )
         self.records_path = self.results_path.with_name(
             self.results_path.name.removesuffix(".json") + ".records.jsonl"
         )
@@ -151,6 +157,10 @@ class VlmSession:
         self.writer = RecordWriter(self.records_path)
         self.pool = ModelPool(self)
         self.benchmarks: list[dict[str, Any]] = []
+        self.merged: dict[str, Any] | None = None
+        self.gate: Gate | None = None  # --vlm-compare
+        self.merge_error: str | None = None
+        self.merge_warnings: list[str] = []  # the xdist controller's merged document
         self._catalog: Catalog | None = None
         self._environment: dict[str, Any] | None = None
 
@@ -174,7 +184,7 @@ class VlmSession:
             o = self.options
             self._monitor = PowerMonitor(
                 o.power_meter, self.device.power_meter, o.power_interval_s, o.idle_s,
-                self.power_trace_path,
+                self.power_trace_path, self.device.name,
             )
         return self._monitor
 
@@ -265,11 +275,31 @@ class VlmSession:
 
     def has_results(self) -> bool:
         """Whether anything benchmark-related happened: a benchmark or a load attempt."""
-        return bool(self.benchmarks or self.pool.loads)
+        return bool(self.benchmarks or self.pool.loads or self.merged)
 
     def write_results(self, status: str) -> None:
         if self.has_results():
             write_atomic(self.results_path, self.document(status))
+
+    def merge_workers(self, interrupted: bool) -> None:
+        """pytest-xdist controller: merge the workers' partial documents into ours."""
+        from pytest_vlmbench.parallel import merge_partials, worker_dir
+
+        directory = worker_dir(self.results_path, self.run_id)
+        try:
+            result = merge_partials(directory, self.results_path,
+                                    environment.redact_argv(list(sys.argv)))
+        except ResultsError as exc:  # MergeError too: keep the partials, say why
+            self.merge_error = f"{exc} (the workers' results are kept in {directory})"
+            return
+        if result is None:
+            return
+        merged, self.merge_warnings = result
+        self.benchmarks = merged["benchmarks"]
+        self.records_path = self.results_path.with_name(
+            self.results_path.name.removesuffix(".json") + ".records.jsonl"
+        )
+        self.merged = merged
 
     def finish(self, interrupted: bool) -> None:
         try:

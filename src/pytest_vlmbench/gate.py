@@ -1,0 +1,119 @@
+"""The regression gate inside pytest: `--vlm-compare=BASELINE` and `--vlm-fail-on`.
+
+The baseline is loaded at session start, so a missing, corrupt or foreign baseline is
+a usage error before any model loads. Each benchmark is compared with its baseline
+entry as soon as it finishes: the verdicts become JUnit XML properties
+(`record_property`), and a gated regression fails that test with one line. At the end
+the whole run is compared (new, vanished and not-comparable benchmarks included): the
+table goes to the terminal summary, the markdown to $GITHUB_STEP_SUMMARY when set and
+beside the results file otherwise. The verdicts are the same both times: the
+comparison is deterministic (seeded bootstrap).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pytest_vlmbench.compare import (
+    DEFAULT_ALPHA,
+    Comparison,
+    MetricResult,
+    Rule,
+    Run,
+    compare_runs,
+    load_run,
+    parse_rules,
+    render_markdown,
+)
+from pytest_vlmbench.results import ResultsError
+
+
+class GateError(Exception):
+    """A baseline or rule that cannot be used: a usage error."""
+
+
+class Gate:
+    """The baseline, the rules, and what was compared."""
+
+    def __init__(self, spec: str, default_dir: Path, rules: list[str], run_id: str,
+                 alpha: float = DEFAULT_ALPHA) -> None:
+        try:
+            self.baseline: Run = load_run(spec, default_dir, exclude_run_id=run_id)
+            self.rules: dict[str, Rule] | None = parse_rules(rules) if rules else None
+        except (ResultsError, ValueError) as exc:
+            raise GateError(f"--vlm-compare={spec}: {exc}") from None
+        self.alpha = alpha
+        self.comparison: Comparison | None = None
+        self.summary_path: Path | None = None
+        self.error: str | None = None
+
+    def check(self, document: dict[str, Any], results_path: Path, entry: dict[str, Any],
+              records: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], str | None]:
+        """Compare one benchmark now: JUnit properties, and a failure line if it regressed."""
+        doc = {**document, "benchmarks": [entry]}
+        current = Run(results_path, doc, {(entry["run_id"], entry["id"]): list(records)})
+        comparison = compare_runs(self.baseline, current, self.rules, alpha=self.alpha)
+        props: list[tuple[str, str]] = []
+        if comparison.not_comparable:
+            props.append(("vlm_compare", f"not comparable: {comparison.not_comparable[0].reason}"))
+            return props, None
+        if not comparison.pairs:
+            props.append(("vlm_compare", "new: no baseline entry"))
+            return props, None
+        pair = comparison.pairs[0]
+        for m in pair.metrics:
+            props.append((f"vlm_compare_{m.metric}", describe(m)))
+        regressed = [m for m in pair.metrics if m.gated and m.verdict == "regressed"]
+        if not regressed:
+            return props, None
+        return props, "regression against the baseline " + f"({self.baseline.path.name}): " + \
+            "; ".join(describe(m) for m in regressed)
+
+    def finish(self, results_path: Path) -> Comparison | None:
+        """Compare the whole run; write the markdown summary. None if it cannot be read."""
+        try:
+            current = load_run(results_path)
+            self.comparison = compare_runs(self.baseline, current, self.rules, alpha=self.alpha)
+        except (ResultsError, ValueError) as exc:
+            self.error = str(exc)
+            return None
+        markdown = render_markdown(self.comparison)
+        step = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step:
+            with Path(step).open("a", encoding="utf-8") as fh:
+                fh.write(markdown + "\n")
+            self.summary_path = Path(step)
+        else:
+            self.summary_path = results_path.with_name(
+                results_path.name.removesuffix(".json") + ".compare.md"
+            )
+            self.summary_path.write_text(markdown + "\n", encoding="utf-8")
+        return self.comparison
+
+
+def describe(m: MetricResult) -> str:
+    """`p50_latency regressed +23.1% (95% CI +18.0..+29.4%, p=0.0002, limit +10%)`."""
+    parts = [f"{m.metric} {m.verdict}"]
+    if m.effect is not None:
+        if m.effect_kind == "ratio":
+            parts.append(f"{100 * (m.effect - 1):+.1f}%")
+        else:
+            parts.append(f"{m.effect:+.4g}")
+    details = []
+    if m.ci is not None:
+        lo, hi = m.ci
+        if m.effect_kind == "ratio":
+            details.append(f"CI {100 * (lo - 1):+.1f}..{100 * (hi - 1):+.1f}%")
+        else:
+            details.append(f"CI {lo:+.4g}..{hi:+.4g}")
+    if m.p_value is not None:
+        details.append(f"p={m.p_value:.2g}")
+    if m.gated:
+        details.append(f"limit {m.rule.limit}")
+    if m.note:
+        details.append(m.note)
+    if details:
+        parts.append(f"({', '.join(details)})")
+    return " ".join(parts)
