@@ -40,8 +40,11 @@ class Gate:
     def __init__(self, spec: str, default_dir: Path, rules: list[str], run_id: str,
                  alpha: float = DEFAULT_ALPHA) -> None:
         try:
-            self.baseline: Run = load_run(spec, default_dir, exclude_run_id=run_id)
             self.rules: dict[str, Rule] | None = parse_rules(rules) if rules else None
+        except ValueError as exc:
+            raise GateError(f"--vlm-fail-on: {exc}") from None
+        try:
+            self.baseline: Run = load_run(spec, default_dir, exclude_run_id=run_id)
         except (ResultsError, ValueError) as exc:
             raise GateError(f"--vlm-compare={spec}: {exc}") from None
         self.alpha = alpha

@@ -60,6 +60,13 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     workerinput = getattr(config, "workerinput", None)
     options = Options.from_config(config)
+    if options.fail_on:  # a typo in a rule is a usage error even without --vlm-compare
+        from pytest_vlmbench.compare import RuleError, parse_rules
+
+        try:
+            parse_rules(options.fail_on)
+        except RuleError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: --vlm-fail-on: {exc}") from None
     if options.power_meter not in known_names():
         raise pytest.UsageError(
             f"pytest-vlmbench: unknown power meter {options.power_meter!r}; known: "
@@ -170,12 +177,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     vlm = session.config.stash.get(SESSION_KEY, None)
     if vlm is None or session.config.option.collectonly:
         return
-    if vlm.options.compare and not hasattr(session.config, "workerinput"):
+    worker = hasattr(session.config, "workerinput")
+    if vlm.options.compare:
         from pytest_vlmbench.gate import Gate, GateError  # numpy: only when comparing
 
+        # `latest` means the newest run in the output directory; a worker writes into
+        # workers-<run id>/ below it.
+        out_dir = vlm.results_path.parent.parent if worker else vlm.results_path.parent
         try:
-            vlm.gate = Gate(vlm.options.compare, vlm.results_path.parent,
-                            list(vlm.options.fail_on), vlm.run_id)
+            vlm.gate = Gate(vlm.options.compare, out_dir, list(vlm.options.fail_on),
+                            vlm.run_id)
         except GateError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     if vlm.options.power_meter == "auto":
@@ -207,7 +218,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
             vlm.merge_workers(interrupted)
         else:
             vlm.finish(interrupted=interrupted)
-        if vlm.gate is not None and vlm.has_results():
+        worker = hasattr(session.config, "workerinput")
+        if vlm.gate is not None and vlm.has_results() and not worker:
             comparison = vlm.gate.finish(vlm.results_path)
             if comparison is not None and comparison.gated and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
