@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pytest_vlmbench import devices, table
 from pytest_vlmbench.catalog import CatalogError, load_catalog
+from pytest_vlmbench.options import int_at_least
 from pytest_vlmbench.records import read_records
 from pytest_vlmbench.results import ResultsError, load, records_path, validate_record
 
@@ -118,16 +119,6 @@ def _probability(text: str) -> float:
     return value
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
-    return value
-
-
 def _compare(args: argparse.Namespace) -> int:
     from pytest_vlmbench import compare  # numpy is needed only by this subcommand
 
@@ -192,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "replaces the default rules)")
     p.add_argument("--alpha", type=_probability, default=0.01,
                    help="significance level of the tests (default 0.01)")
-    p.add_argument("--min-samples", type=_at_least_one, default=5,
+    p.add_argument("--min-samples", type=int_at_least(1), default=5,
                    help="fewer successful requests a side is inconclusive (default 5)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--summary-file", metavar="PATH",

@@ -27,8 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 from pytest_vlmbench import noise
 from pytest_vlmbench.noise import Effect, Statistic
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import ResultsError, load, records_path, validate_record
+from pytest_vlmbench.results import ResultsError, load, load_with_records
 
 EXIT_OK = 0
 """No gated metric regressed."""
@@ -237,22 +236,9 @@ def load_run(spec: str | Path, default_dir: str | Path = DEFAULT_DIR, *,
         path, notes = _newest(Path(spec), exclude_run_id)
     else:
         path = Path(spec)
-    doc = load(path)
-    rpath = records_path(path, doc)
-    if not rpath.is_file():
-        raise ResultsError(
-            f"{path}: records file {rpath} is missing; a comparison needs the per-request "
-            "records (keep the .records.jsonl next to the results file)"
-        )
-    try:
-        records = read_records(rpath)
-    except ValueError as exc:
-        raise ResultsError(f"{exc}: torn or corrupt records file") from None
-    except OSError as exc:
-        raise ResultsError(f"{rpath}: cannot read ({exc.strerror})") from None
+    doc, records = load_with_records(path, "a comparison")
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for i, record in enumerate(records, 1):
-        validate_record(record, f"{rpath}:{i}")
+    for record in records:
         grouped.setdefault((record["run_id"], record["benchmark"]), []).append(record)
     return Run(path, doc, grouped, notes)
 

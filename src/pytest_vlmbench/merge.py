@@ -16,10 +16,8 @@ document never names a records file that is not there.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench import __version__, environment
-from pytest_vlmbench.records import read_records
 from pytest_vlmbench.results import (
     KIND,
     SCHEMA_VERSION,
     ResultsError,
-    load,
+    load_with_records,
     records_path,
     validate,
-    validate_record,
     write_atomic,
+    write_text_atomic,
 )
 
 Document = dict[str, Any]
@@ -83,21 +80,10 @@ def new_run_id(now: datetime | None = None) -> str:
 def read_input(path: Path) -> LoadedInput:
     """A document and its records, both validated; a missing records file is an error
     because merging without it would silently lose the run's ground truth."""
-    doc = load(path)
-    rpath = records_path(path, doc)
-    if not rpath.is_file():
-        raise MergeError(
-            f"{path}: its records file {rpath} is missing; refusing to merge a run "
-            "without its records"
-        )
     try:
-        records = read_records(rpath)
-    except ValueError as exc:
+        doc, records = load_with_records(path, "a merge")
+    except ResultsError as exc:
         raise MergeError(str(exc)) from None
-    except OSError as exc:
-        raise MergeError(f"{rpath}: cannot read ({exc.strerror})") from None
-    for i, record in enumerate(records, 1):
-        validate_record(record, f"{rpath} (record {i})")
     return path, doc, records
 
 
@@ -310,17 +296,10 @@ def merge_loaded(
 
 
 def _write_records_atomic(path: Path, records: list[Record]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(
+        json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+        for record in records
+    ))
 
 
 def write_merged(merged: Merged, out: Path) -> None:

@@ -48,7 +48,7 @@ DEFAULT_POWER_INTERVAL_MS = 100
 DEFAULT_IDLE_S = 3.0
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse `type=` for whole numbers >= minimum, with a message naming the bound."""
 
     def parse(text: str) -> int:
@@ -63,8 +63,8 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+_positive_int = int_at_least(1)
+_non_negative_int = int_at_least(0)
 
 
 def _float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:

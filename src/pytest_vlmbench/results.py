@@ -18,6 +18,8 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from pytest_vlmbench.records import read_records
+
 SCHEMA_VERSION = 1
 KIND = "pytest-vlmbench-results"
 
@@ -73,25 +75,30 @@ def validate_record(record: Any, source: str = "record") -> None:
         raise ResultsError(f"{source}: not a valid record {error}")
 
 
-def write_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Validate, then write via a temporary file in the same directory and rename."""
-    validate(doc, str(path))
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file in the same directory, fsync, then rename: a reader
+    sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            try:
-                text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
-            except ValueError as exc:  # NaN or infinity somewhere: not JSON
-                raise ResultsError(f"{path}: cannot write results: {exc}") from None
             fh.write(text)
-            fh.write("\n")
             fh.flush()
             os.fsync(fh.fileno())
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Validate, then write atomically."""
+    validate(doc, str(path))
+    try:
+        text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:  # NaN or infinity somewhere: not JSON
+        raise ResultsError(f"{path}: cannot write results: {exc}") from None
+    write_text_atomic(path, text + "\n")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -118,3 +125,25 @@ def load(path: Path) -> dict[str, Any]:
 def records_path(results_path: Path, doc: dict[str, Any]) -> Path:
     """Where a document's records live (stored relative to the document)."""
     return results_path.parent / str(doc["records_file"])
+
+
+def load_with_records(path: Path, needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A document and its records, every one validated. A missing records file is an
+    error (`needed_for` says what needs it): comparing or merging without the records
+    would silently lose the run's ground truth."""
+    doc = load(path)
+    rpath = records_path(path, doc)
+    if not rpath.is_file():
+        raise ResultsError(
+            f"{path}: records file {rpath} is missing; {needed_for} needs the per-request "
+            "records (keep the .records.jsonl next to the results file)"
+        )
+    try:
+        records = read_records(rpath)
+    except ValueError as exc:
+        raise ResultsError(f"{exc}: torn or corrupt records file") from None
+    except OSError as exc:
+        raise ResultsError(f"{rpath}: cannot read ({exc.strerror})") from None
+    for i, record in enumerate(records, 1):
+        validate_record(record, f"{rpath}:{i}")
+    return doc, records

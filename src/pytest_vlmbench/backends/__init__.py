@@ -9,13 +9,12 @@ module is deferred until a model of that backend is loaded, so `import torch` or
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
+from pytest_vlmbench import registry
 from pytest_vlmbench.catalog import ModelSpec
 from pytest_vlmbench.datasets import PreparedImage
 from pytest_vlmbench.devices import DeviceProfile
@@ -103,17 +102,13 @@ BackendFactory = Callable[[], Backend]
 
 
 def _resolve(target: str) -> BackendFactory:
-    module_name, _, attr = target.partition(":")
-    factory: BackendFactory = getattr(importlib.import_module(module_name), attr)
+    factory: BackendFactory = registry.load(target)
     return factory
 
 
 def available() -> dict[str, str]:
     """Backend names -> import targets, built-ins first, then installed entry points."""
-    names = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
+    return registry.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def get_backend(name: str) -> Backend:

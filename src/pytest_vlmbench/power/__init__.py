@@ -13,14 +13,14 @@ group (a name -> a `PowerMeter` subclass).
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
+
+from pytest_vlmbench import registry
 
 ENTRY_POINT_GROUP = "pytest_vlmbench.power_meters"
 DEFAULT_INTERVAL_S = 0.1
@@ -119,8 +119,7 @@ class PowerMeter:
 
 
 def _load_class(target: str) -> type[PowerMeter]:
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    cls = registry.load(target)
     if not (isinstance(cls, type) and issubclass(cls, PowerMeter)):
         raise MeterUnavailable(f"{target} is not a pytest_vlmbench.power.PowerMeter subclass")
     return cls
@@ -128,10 +127,7 @@ def _load_class(target: str) -> type[PowerMeter]:
 
 def registered() -> dict[str, str]:
     """Every meter name -> its "module:class", built-ins first, then entry points."""
-    names = dict(BUILTIN)
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        names.setdefault(ep.name, ep.value)
-    return names
+    return registry.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def known_names() -> list[str]:
