@@ -78,8 +78,22 @@ def test_window_not_covered_is_absent_not_extrapolated() -> None:
     assert trace.energy_between(0, 2 * S) is None
     assert trace.energy_between(S, 3 * S) is None
     assert Trace.of([]) is None
-    # mixed readings (some without power): nothing usable
-    assert Trace.of([Reading(0, power_w=1.0), Reading(S)]) is None
+    assert Trace.of([Reading(0), Reading(S)]) is None  # nothing measured at all
+
+
+def test_a_failed_read_is_left_out_not_mixed_with_the_other_kind() -> None:
+    # a true 100 W counter, an instant power field reading 150 W, one failed counter read
+    readings = [Reading(int(i * 0.1 * S), energy_j=10.0 * i, power_w=150.0) for i in range(51)]
+    readings[20] = Reading(readings[20].t_ns, energy_j=None, power_w=None)
+    trace = Trace.of(readings)
+    assert trace is not None
+    assert trace.counter
+    assert trace.dropped == 1
+    assert trace.energy_between(S // 2, int(4.5 * S)) == pytest.approx(400.0)
+    records = [_record(0, 0.5, 4.5, 100)]
+    block = attribute(readings, records, resolution_s=0.1, idle_power_w=None, vision=False)
+    assert block["energy_j"] == pytest.approx(400.0)
+    assert any("1 readings without energy" in w for w in block["warnings"])
 
 
 def test_rails_energy_per_rail() -> None:
@@ -201,6 +215,39 @@ def test_sampler_keeps_going_when_a_read_fails() -> None:
     sampler.stop()
     assert sampler.readings
     assert sampler.errors[0] == "OSError: sensor busy"
+
+
+def test_a_meter_that_stops_is_reported_and_nobody_waits_for_it() -> None:
+    class Dying(PowerMeter):
+        name = "dying"
+        streaming = True
+
+        def stream(self, emit: Any, stop: threading.Event) -> None:
+            emit(Reading(time.perf_counter_ns(), power_w=1.0))  # then the process "exits"
+
+    sampler = Sampler(Dying(0.01), 0.01)
+    sampler.start()
+    time.sleep(0.05)
+    t0 = time.monotonic()
+    assert not sampler.wait_past(time.perf_counter_ns() + S, timeout_s=5)
+    assert time.monotonic() - t0 < 1  # returned at once, not after the timeout
+    sampler.stop()
+    assert sampler.dead == "dying stopped giving readings"
+    assert sampler.errors == ["dying stopped giving readings"]
+
+
+def test_process_peak_survives_a_reset() -> None:
+    from pytest_vlmbench import memory
+
+    block = bytearray(64 * 2**20)
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    peak = memory.peak_rss_bytes()
+    del block
+    if not memory.reset_peak():
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert memory.peak_rss_bytes() >= peak  # the lifetime peak is kept
+    assert memory.hwm_since_reset() < peak  # the mark itself starts again
 
 
 def test_resolve_none_and_unknown() -> None:

@@ -22,8 +22,22 @@ def rss_bytes() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+_peak_seen = 0  # the largest high-water mark read so far, resets included
+
+
 def peak_rss_bytes() -> int | None:
-    """High-water mark of the process's resident set size (VmHWM)."""
+    """High-water mark of the process's resident set size over its whole life: the
+    kernel's VmHWM, or the largest mark seen before a `reset_peak` if that was higher."""
+    global _peak_seen
+    hwm = hwm_since_reset()
+    if hwm is None:
+        return None
+    _peak_seen = max(_peak_seen, hwm)
+    return _peak_seen
+
+
+def hwm_since_reset() -> int | None:
+    """The kernel's high-water mark (VmHWM): since the last `reset_peak`, if any."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -38,7 +52,9 @@ def peak_rss_bytes() -> int | None:
 
 def reset_peak() -> bool:
     """Reset the kernel's RSS high-water mark (Linux: write 5 to /proc/self/clear_refs), so
-    the next `peak_rss_bytes` is the peak since now; False where that is not allowed."""
+    `hwm_since_reset` is the peak since now (`peak_rss_bytes` keeps the lifetime peak);
+    False where that is not allowed."""
+    peak_rss_bytes()  # remember the mark before it goes
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:

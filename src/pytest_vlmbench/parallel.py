@@ -83,10 +83,12 @@ def merge_partials(directory: Path, out: Path,
     from pytest_vlmbench.merge import merge_files
 
     partials = partial_documents(directory)
-    if not partials:
-        return None
-    merged = merge_files(partials, out, shared_run_id=True, force=True, command=command)
-    for trace in directory.glob("*.power.jsonl"):  # runs[].power_trace_file names them
-        trace.replace(out.parent / trace.name)
-    shutil.rmtree(directory, ignore_errors=True)
-    return merged.document, list(merged.warnings)
+    result = None
+    if partials:
+        merged = merge_files(partials, out, shared_run_id=True, force=True, command=command)
+        result = merged.document, list(merged.warnings)
+    if directory.is_dir():
+        for trace in directory.glob("*.power.jsonl"):  # runs[].power_trace_file names them
+            trace.replace(out.parent / trace.name)
+        shutil.rmtree(directory, ignore_errors=True)
+    return result

@@ -191,8 +191,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     if vlm.options.power_meter == "auto":
         return
+    controller = session.config.pluginmanager.has_plugin("dsession")
     try:
-        vlm.power().start()
+        monitor = vlm.power()
+        if controller:
+            monitor.trace_path = None  # the xdist controller only checks the meter
+        monitor.start()
+        if controller:
+            monitor.stop()  # its workers measure
     except (MeterUnavailable, DeviceError) as exc:
         raise pytest.UsageError(
             f"pytest-vlmbench: --power-meter={vlm.options.power_meter}: {exc}"
@@ -216,6 +222,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if session.config.pluginmanager.has_plugin("dsession"):  # the xdist controller
             vlm.merge_workers(interrupted)
+            if vlm.merge_error and session.exitstatus == 0:  # a run whose results are lost
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         else:
             vlm.finish(interrupted=interrupted)
         worker = hasattr(session.config, "workerinput")

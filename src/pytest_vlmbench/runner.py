@@ -243,7 +243,8 @@ class Runner:
         )
         if self.monitor is not None and self._window is not None:
             summary.update(self.monitor.finish(
-                self._window, self.records, vision=self.input_mode == "image"
+                self._window, self.records, vision=self.input_mode == "image",
+                interrupted=status == "interrupted",
             ))
         summary["roofline"] = roofline(
             bandwidth_gbs=plan.bandwidth_gbs, bandwidth_source=plan.bandwidth_source,

@@ -107,7 +107,7 @@ class ModelPool:
             rss_after_bytes=rss_after,
             rss_delta_bytes=None if rss_before is None or rss_after is None
             else rss_after - rss_before,
-            rss_peak_bytes=memory.peak_rss_bytes() if hwm_reset else None,
+            rss_peak_bytes=memory.hwm_since_reset() if hwm_reset else None,
             accelerator_memory_delta_bytes=None if accel_before is None or accel_after is None
             else accel_after - accel_before,
             artifacts=model.artifacts,
@@ -186,6 +186,14 @@ class VlmSession:
                 o.power_meter, self.device.power_meter, o.power_interval_s, o.idle_s,
                 self.power_trace_path, self.device.name,
             )
+            worker = getattr(self.config, "workerinput", None)
+            per_gpu = o.gpu_per_worker and self.device.accelerator == "cuda"
+            if worker is not None and int(worker.get("workercount", 1)) > 1 and not per_gpu:
+                self._monitor.shared_note = (
+                    f"{worker['workercount']} pytest-xdist workers ran at once and this meter "
+                    "sees the whole board, package or GPU: energy includes the other workers' "
+                    "load (use --vlm-gpu-per-worker with NVML, or run without -n)"
+                )
         return self._monitor
 
     def document_power(self) -> dict[str, Any]:
@@ -287,6 +295,10 @@ class VlmSession:
 
         directory = worker_dir(self.results_path, self.run_id)
         try:
+            self.pool.release()  # the controller loads nothing, but close what it holds
+            if self._monitor is not None:
+                self._monitor.stop()
+            self.writer.close()
             result = merge_partials(directory, self.results_path,
                                     environment.redact_argv(list(sys.argv)))
         except ResultsError as exc:  # MergeError too: keep the partials, say why

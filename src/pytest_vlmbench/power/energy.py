@@ -59,6 +59,7 @@ class Trace:
         self.t = list(times_ns)
         self.v = list(values)
         self.counter = counter
+        self.dropped = 0  # readings left out for lack of this trace's quantity
         # cumulative energy (J) at each reading
         if counter:
             self.cum = [v - self.v[0] for v in self.v] if self.v else []
@@ -72,17 +73,20 @@ class Trace:
 
     @classmethod
     def of(cls, readings: Sequence[Reading]) -> Trace | None:
-        """Counter trace when every reading has energy_j, else power when all have power_w."""
-        if not readings:
+        """The counter trace when any reading has energy_j, else the power trace; readings
+        missing that quantity (a failed read) are left out, never mixed with the other
+        kind. `dropped` says how many."""
+        counter = any(r.energy_j is not None for r in readings)
+        points = [
+            (r.t_ns, r.energy_j if counter else r.power_w) for r in readings
+            if (r.energy_j if counter else r.power_w) is not None
+        ]
+        if not points:
             return None
-        times = [r.t_ns for r in readings]
-        energies = [r.energy_j for r in readings if r.energy_j is not None]
-        if len(energies) == len(readings):
-            return cls(times, energies, counter=True)
-        powers = [r.power_w for r in readings if r.power_w is not None]
-        if len(powers) == len(readings):
-            return cls(times, powers, counter=False)
-        return None
+        values = [float(v) for _, v in points if v is not None]
+        trace = cls([t for t, _ in points], values, counter=counter)
+        trace.dropped = len(readings) - len(points)
+        return trace
 
     def covers(self, t0: int, t1: int) -> bool:
         return bool(self.t) and self.t[0] <= t0 and self.t[-1] >= t1
@@ -175,6 +179,9 @@ def attribute(
         warnings.append("no timed requests" if not timed else "the meter gave no usable readings")
         return block
     block["method"] = "counter" if trace.counter else "power integration"
+    if trace.dropped:
+        warnings.append(f"{trace.dropped} readings without "
+                        f"{'energy' if trace.counter else 'power'} (failed reads) were left out")
     t0 = min(r["t_start_ns"] for r in timed)
     t1 = max(r["t_end_ns"] for r in timed)
     window_s = (t1 - t0) / 1e9

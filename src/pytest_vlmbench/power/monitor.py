@@ -44,6 +44,8 @@ class PowerMonitor:
         self.resolution: Resolution | None = None
         self.sampler: Sampler | None = None
         self.idle: dict[str, Any] | None = None
+        # Set under pytest-xdist when other workers draw on what this meter measures.
+        self.shared_note: str | None = None
 
     @property
     def started(self) -> bool:
@@ -106,21 +108,28 @@ class PowerMonitor:
         return sampler.latest_memory()
 
     def finish(
-        self, window: Window, records: list[dict[str, Any]], *, vision: bool
+        self, window: Window, records: list[dict[str, Any]], *, vision: bool,
+        interrupted: bool = False,
     ) -> dict[str, Any]:
-        """The benchmark's `energy` (None without a meter) and `memory` summary blocks."""
+        """The benchmark's `energy` (None without a meter) and `memory` summary blocks.
+        After Ctrl-C it does not wait for a closing reading: the entry must reach disk."""
         sampler = self.sampler
         end_ns = time.perf_counter_ns()
         energy = None
         accel_peak = None
         if sampler is not None and sampler.meter is not None:
             meter = sampler.meter
-            sampler.wait_past(end_ns, timeout_s=max(2.0, 5 * meter.resolution_s))
+            if not interrupted:
+                sampler.wait_past(end_ns, timeout_s=max(2.0, 5 * meter.resolution_s))
             readings = sampler.window(window.begin_ns, end_ns)
             idle_w = self.idle.get("power_w") if self.idle else None
             energy = attribute(readings, records, resolution_s=meter.resolution_s,
                                idle_power_w=idle_w, vision=vision)
             energy["meter"] = meter.name
+            if self.shared_note:
+                energy["warnings"].append(self.shared_note)
+            if sampler.dead:
+                energy["warnings"].append(f"the meter stopped: {sampler.dead}")
             mem = [r.memory_bytes for r in readings if r.memory_bytes is not None
                    and window.begin_ns <= r.t_ns <= end_ns]
             accel_peak = max(mem) if mem else None
@@ -131,7 +140,7 @@ class PowerMonitor:
         memory_block = {
             "rss_peak_sampled_bytes": rss_peak,
             "rss_samples": rss_samples,
-            "rss_hwm_bytes": memory.peak_rss_bytes() if window.hwm_reset else None,
+            "rss_hwm_bytes": memory.hwm_since_reset() if window.hwm_reset else None,
             "accelerator_memory_peak_bytes": accel_peak,
             "accelerator_memory_source": info.get("memory_source") if accel_peak else None,
         }
@@ -154,6 +163,8 @@ class PowerMonitor:
             "idle": self.idle,
             "cost": sampler.cost.to_json(meter) if sampler else None,
             "errors": list(sampler.errors) if sampler else [],
+            "stopped": sampler.dead if sampler else None,
+            "shared": self.shared_note,
             "trace_file": self.trace_path.name if (meter and self.trace_path) else None,
         }
 

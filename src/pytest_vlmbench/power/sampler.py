@@ -20,6 +20,8 @@ from typing import IO, Any
 from pytest_vlmbench import memory
 from pytest_vlmbench.power import PowerMeter, Reading
 
+DEAD_AFTER_FAILURES = 20  # consecutive failed polls before a meter is given up
+
 
 @dataclass
 class SamplerCost:
@@ -65,6 +67,8 @@ class Sampler:
         self._pending: list[dict[str, Any]] = []
         self._trace: IO[str] | None = None
         self._stream_cpu_ns = 0
+        self._failures = 0  # consecutive failed polls
+        self.dead: str | None = None  # why the meter stopped giving readings
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> None:
@@ -92,9 +96,10 @@ class Sampler:
         if self.cost.stopped_ns is None:
             self.cost.stopped_ns = time.perf_counter_ns()
         self._flush()
-        if self._trace is not None:
-            self._trace.close()
-            self._trace = None
+        with self._lock:
+            if self._trace is not None:
+                self._trace.close()
+                self._trace = None
 
     # -- the threads ---------------------------------------------------------------
     def _add(self, reading: Reading) -> None:
@@ -113,12 +118,17 @@ class Sampler:
                 with self._lock:
                     self.rss.append((t0, rss))
                     self._pending.append({"kind": "rss", "t_ns": t0, "rss_bytes": rss})
-            if self.meter is not None and not self.meter.streaming:
+            if self.meter is not None and not self.meter.streaming and self.dead is None:
                 try:
                     self._add(self.meter.read())
+                    self._failures = 0
                 except Exception as exc:  # a failing read is noted, sampling goes on
+                    self._failures += 1
                     if len(self.errors) < 10:
                         self.errors.append(f"{type(exc).__name__}: {exc}")
+                    if self._failures >= DEAD_AFTER_FAILURES:
+                        self._die(f"{self.meter.name}: {self._failures} reads in a row failed; "
+                                  f"the last: {type(exc).__name__}: {exc}")
             self._flush()
             self.cost.polls += 1
             self.cost.busy_ns += time.perf_counter_ns() - t0
@@ -134,18 +144,28 @@ class Sampler:
         assert self.meter is not None
         try:
             self.meter.stream(self._add, self._stop)
+            if not self._stop.is_set():
+                self._die(f"{self.meter.name} stopped giving readings")
         except Exception as exc:
-            self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._die(f"{type(exc).__name__}: {exc}")
         finally:
             self._stream_cpu_ns = time.thread_time_ns()
 
+    def _die(self, why: str) -> None:
+        """The meter will give no more readings: say why once, stop anyone waiting."""
+        with self._new:
+            if self.dead is None:
+                self.dead = why
+                self.errors.append(why)
+            self._new.notify_all()
+
     def _flush(self) -> None:
-        with self._lock:
+        with self._lock:  # under the lock: stop() may close the trace meanwhile
             pending, self._pending = self._pending, []
-        if self._trace is not None and pending:
-            self._trace.write("".join(json.dumps(p, separators=(",", ":")) + "\n"
-                                      for p in pending))
-            self._trace.flush()
+            if self._trace is not None and pending:
+                self._trace.write("".join(json.dumps(p, separators=(",", ":")) + "\n"
+                                          for p in pending))
+                self._trace.flush()
 
     # -- queries -------------------------------------------------------------------
     def wait_past(self, t_ns: int, timeout_s: float) -> bool:
@@ -156,7 +176,7 @@ class Sampler:
         with self._new:
             while not (self.readings and self.readings[-1].t_ns >= t_ns):
                 left = deadline - time.monotonic()
-                if left <= 0 or self._stop.is_set():
+                if left <= 0 or self._stop.is_set() or self.dead is not None:
                     return False
                 self._new.wait(left)
         return True

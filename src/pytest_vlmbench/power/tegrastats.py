@@ -199,6 +199,7 @@ class TegrastatsMeter(PowerMeter):
             proc = subprocess.Popen(
                 [path, "--interval", str(self.interval_ms)],
                 stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C reaches pytest, which stops it cleanly
                 stdout=subprocess.PIPE,
                 stderr=stderr,
                 text=True,
@@ -271,6 +272,13 @@ class TegrastatsMeter(PowerMeter):
                 return
             t_ns = time.perf_counter_ns()
             if not line:
+                if not stop.is_set() and self._proc is not None:  # ended, not closed by us
+                    code = proc.poll()
+                    said = self._stderr_tail()
+                    raise MeterUnavailable(
+                        f"tegrastats stopped printing (exit status {code})"
+                        + (f"; it said: {said}" if said else "")
+                    )
                 return
             self._handle(line, t_ns, emit)
 
