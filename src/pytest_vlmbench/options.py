@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vlmbench.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
+from pytest_vlmbench.devices import PROFILES
+
 DEVICE = "--vlm-device"
 MODELS = "--vlm-models"
 PRECISIONS = "--vlm-precisions"
@@ -28,6 +31,7 @@ THREADS = "--vlm-threads"
 CACHE_DIR = "--vlm-cache-dir"
 BACKEND_LOGS = "--vlm-backend-logs"
 GPU_PER_WORKER = "--vlm-gpu-per-worker"
+CPU_FALLBACK = "--vlm-cpu-fallback"
 COMPARE = "--vlm-compare"
 FAIL_ON = "--vlm-fail-on"
 IMAGE_SIZE = "--vlm-image-size"
@@ -93,8 +97,8 @@ def _comma_list(text: str) -> list[str]:
 # option -> (dest, type, ini type, help)
 _SPEC: dict[str, tuple[str, object, str, str]] = {
     DEVICE: ("vlm_device", str, "string",
-             "device profile: auto (default), cpu, orin, orin-nano, thor, gb10, t4, l4, a100, "
-             "h100, h200"),
+             f"device profile: auto (default: detect this machine), {', '.join(PROFILES)}; "
+             "cpu is allowed on any machine (a deliberate CPU run, GPUs hidden)"),
     MODELS: ("vlm_models", _comma_list, "string",
              "comma-separated model ids from the catalog (default: its default entries)"),
     PRECISIONS: ("vlm_precisions", _comma_list, "string",
@@ -161,6 +165,14 @@ def register(parser: pytest.Parser) -> None:
     parser.addini("vlm_fail_on", help="see --vlm-fail-on", type="linelist", default=[])
     parser.addini("vlm_gpu_per_worker", help="see --vlm-gpu-per-worker", type="bool",
                   default=False)
+    group.addoption(
+        CPU_FALLBACK, dest="vlm_cpu_fallback", action="store_true", default=None,
+        help="when a backend, as built here, cannot use the device's GPU (e.g. llama-cpp-"
+        "python built without CUDA), run its models on the CPU, labelled device "
+        f"{CPU_FALLBACK_PROFILE}, instead of failing their tests",
+    )
+    parser.addini("vlm_cpu_fallback", help="see --vlm-cpu-fallback", type="bool",
+                  default=False)
 
 
 def register_aliases(parser: pytest.Parser) -> list[str]:
@@ -198,6 +210,7 @@ class Options:
     idle_s: float = DEFAULT_IDLE_S
     bandwidth_gbs: float | None = None
     gpu_per_worker: bool = False
+    cpu_fallback: bool = False
     compare: str | None = None
     fail_on: tuple[str, ...] = ()
 
@@ -255,6 +268,8 @@ class Options:
             bandwidth_gbs=get(BANDWIDTH),  # type: ignore[arg-type]
             gpu_per_worker=bool(config.getoption("vlm_gpu_per_worker")
                                 or config.getini("vlm_gpu_per_worker")),
+            cpu_fallback=bool(config.getoption("vlm_cpu_fallback")
+                              or config.getini("vlm_cpu_fallback")),
             compare=config.getoption("vlm_compare") or config.getini("vlm_compare") or None,
             fail_on=tuple(
                 rule.strip()

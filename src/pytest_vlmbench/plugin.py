@@ -26,6 +26,8 @@ from pytest_vlmbench.stash import SESSION_KEY
 __all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
 
 _TAKEN_KEY = pytest.StashKey[list[str]]()
+# CUDA_VISIBLE_DEVICES before a deliberate --device=cpu run hid the GPUs (None: unset).
+_CUDA_ENV_KEY = pytest.StashKey[str | None]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -90,10 +92,27 @@ def pytest_configure(config: pytest.Config) -> None:
             resolved = devices.resolve(options.device)
         except DeviceError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
+        if resolved[0].name == "cpu" and resolved[1].profile != "cpu":
+            # A deliberate CPU run on a GPU machine: with the GPUs visible, a GPU build of
+            # llama.cpp still offloads large prompt batches to them (op_offload) at
+            # n_gpu_layers=0. Hidden before any backend initialises CUDA; put back in
+            # pytest_unconfigure.
+            config.stash[_CUDA_ENV_KEY] = os.environ.get("CUDA_VISIBLE_DEVICES")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
     config.stash[SESSION_KEY] = VlmSession(
         config, options, resolved, config.stash.get(_TAKEN_KEY, []),
         run_id=run_id, results_path=results_path,
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _CUDA_ENV_KEY in config.stash:
+        previous = config.stash[_CUDA_ENV_KEY]
+        del config.stash[_CUDA_ENV_KEY]
+        if previous is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = previous
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -108,7 +127,7 @@ def pytest_collection(session: pytest.Session) -> None:
     if vlm is None or not (vlm.options.catalog.exists() or vlm.options.models):
         return
     try:
-        vlm.matrix()
+        vlm.matrix(check_backends=False)  # the catalog only: no backend is imported
     except CatalogError as exc:
         raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
 
@@ -169,6 +188,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             return -1 if case is None else order[case]
 
         items.sort(key=rank)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """When the test function returns (or fails), hand all of its `vlm_bench.run()`s to
+    pytest-benchmark at once: its fixture takes a single pedantic() call per test."""
+    try:
+        return (yield)
+    finally:
+        benchmark_bridge.flush(item)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -249,6 +278,7 @@ def pytest_benchmark_update_machine_info(
     machine_info["vlmbench"] = {
         "device": device.name, "accelerator": device.accelerator,
         "description": device.description, "detected": detection.evidence,
+        "cpu_fallback": sorted(vlm.fallbacks),  # backends that ran on the CPU instead
     }
 
 
@@ -297,6 +327,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         f"device {vlm.device.name} ({vlm.detection.evidence}); "
         f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up"
     )
+    for backend, reason in vlm.fallbacks.items():
+        tr.write_line(f"warning: {backend} models ran on the CPU, labelled "
+                      f"{devices.CPU_FALLBACK} (--vlm-cpu-fallback): {reason}", yellow=True)
     if vlm.benchmarks:
         for line in table.render(vlm.benchmarks):
             tr.write_line(line)

@@ -23,10 +23,11 @@ from pytest_vlmbench.backends import (
     LoadContext,
     LoadedModel,
     available,
+    device_problem,
     get_backend,
 )
 from pytest_vlmbench.catalog import Catalog, CatalogError, ModelSpec, load_catalog
-from pytest_vlmbench.devices import Detection, DeviceProfile
+from pytest_vlmbench.devices import CPU_FALLBACK, Detection, DeviceProfile
 from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
 from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
@@ -72,8 +73,25 @@ class ModelPool:
             raise BackendError(self._failed[case])
         spec = self.session.catalog().get(case.model)
         opts = self.session.options
+        device = self.session.profile_for(case)
+        entry = self.loads.setdefault(case.id, {
+            "model": case.model, "precision": case.precision, "backend": case.backend,
+            "device": case.device, "count": 0, "error": None,
+        })
+        # A backend that cannot use the device's GPU would run on the CPU under the GPU's
+        # label (and roofline): refused here, before anything loads, unless
+        # --vlm-cpu-fallback relabelled this case (then `device` is the CPU fallback).
+        problem = self.session.device_problem(spec.backend, device)
+        if problem is not None:
+            message = (f"{problem}; or pass --vlm-cpu-fallback to run on the CPU, labelled "
+                       f"{CPU_FALLBACK}")
+            self._failed[case] = entry["error"] = message
+            raise BackendError(message)
+        if case.device == CPU_FALLBACK:
+            entry["cpu_fallback"] = {"from": self.session.device.name,
+                                     "reason": self.session.fallbacks.get(spec.backend)}
         ctx = LoadContext(
-            device=self.session.device, cache_dir=opts.cache_dir, threads=opts.threads,
+            device=device, cache_dir=opts.cache_dir, threads=opts.threads,
             seed=opts.seed, log_path=self.session.log_path,
         )
         monitor = self.session.power()
@@ -81,10 +99,6 @@ class ModelPool:
         accel_before = monitor.memory_now()
         hwm_reset = memory.reset_peak()
         rss_before = memory.rss_bytes()
-        entry = self.loads.setdefault(case.id, {
-            "model": case.model, "precision": case.precision, "backend": case.backend,
-            "device": case.device, "count": 0, "error": None,
-        })
         with native_stderr_to(self.session.log_path, f"load {case.id}") as capture:
             try:
                 model = get_backend(spec.backend).load(spec, case.precision, ctx)
@@ -116,6 +130,10 @@ class ModelPool:
         handle = LoadedHandle(case, spec, model)
         self._current = (case, handle)
         return handle
+
+    def current_case(self) -> ModelCase | None:
+        """The matrix cell of the model loaded now, if any."""
+        return None if self._current is None else self._current[0]
 
     def release(self) -> None:
         if self._current is not None:
@@ -163,6 +181,8 @@ class VlmSession:
         self.merge_warnings: list[str] = []  # the xdist controller's merged document
         self._catalog: Catalog | None = None
         self._environment: dict[str, Any] | None = None
+        self._device_problems: dict[tuple[str, str], str | None] = {}
+        self.fallbacks: dict[str, str] = {}  # backend -> why --vlm-cpu-fallback moved it
 
     # -- the device (detected lazily: a session that runs no benchmark never looks) --
     def _device(self) -> tuple[DeviceProfile, Detection]:
@@ -177,6 +197,44 @@ class VlmSession:
     @property
     def detection(self) -> Detection:
         return self._device()[1]
+
+    def device_problem(self, backend: str, device: DeviceProfile | None = None) -> str | None:
+        """Why `backend`, as installed, cannot use `device`'s accelerator (the session's
+        device by default); None when it can, when the device has none, or when the
+        backend cannot even be imported (its load then says why). Asked once per backend;
+        importing the backend happens here, so only for a device with an accelerator."""
+        device = device or self.device
+        if device.accelerator == "cpu":
+            return None
+        key = (backend, device.name)
+        if key not in self._device_problems:
+            try:
+                instance = get_backend(backend)
+            except BackendError:
+                return None
+            with native_stderr_to(self.log_path, f"device check {backend} on {device.name}"):
+                try:
+                    problem = device_problem(instance, device)
+                except Exception as exc:  # a broken check is a load failure, said once
+                    problem = (f"backend {backend!r} could not check whether it can use "
+                               f"device {device.name}: {type(exc).__name__}: {exc}")
+            self._device_problems[key] = problem
+        return self._device_problems[key]
+
+    def device_for(self, backend: str) -> DeviceProfile:
+        """The profile `backend`'s models run on: the session's device, or, with
+        --vlm-cpu-fallback, the CPU fallback when the backend cannot use its GPU."""
+        if not self.options.cpu_fallback:
+            return self.device
+        problem = self.device_problem(backend)
+        if problem is None:
+            return self.device
+        self.fallbacks[backend] = problem
+        return devices.cpu_fallback(self.device)
+
+    def profile_for(self, case: ModelCase) -> DeviceProfile:
+        """The profile a matrix cell was labelled with."""
+        return devices.cpu_fallback(self.device) if case.device == CPU_FALLBACK else self.device
 
     def power(self) -> PowerMonitor:
         """The session's power/memory monitor (created, not started, on first use)."""
@@ -206,7 +264,9 @@ class VlmSession:
         """Peak memory bandwidth for the roofline, and where it came from."""
         if self.options.bandwidth_gbs is not None:
             return self.options.bandwidth_gbs, "--vlm-bandwidth-gbs"
-        return self.device.bandwidth_gbs, f"device profile {self.device.name}"
+        case = self.pool.current_case()  # the benchmark's model: it may have fallen back
+        device = self.device if case is None else self.profile_for(case)
+        return device.bandwidth_gbs, f"device profile {device.name} ({device.bandwidth_source})"
 
     # -- the matrix ----------------------------------------------------------------
     def catalog(self) -> Catalog:
@@ -214,8 +274,13 @@ class VlmSession:
             self._catalog = load_catalog(self.options.catalog, backends=frozenset(available()))
         return self._catalog
 
-    def matrix(self) -> list[MatrixCell]:
-        """The (model, precision) cells for this device; CatalogError if it cannot be built."""
+    def matrix(self, *, check_backends: bool = True) -> list[MatrixCell]:
+        """The (model, precision) cells for this device; CatalogError if it cannot be built.
+
+        With --vlm-cpu-fallback a cell whose backend cannot use the device's GPU is
+        labelled cpu-fallback (its test id too); that asks the backend, so imports it:
+        `check_backends=False` (validating the catalog) leaves that out.
+        """
         catalog = self.catalog()
         ids = self.options.models or catalog.defaults()
         if not ids:
@@ -228,23 +293,48 @@ class VlmSession:
                 spec = catalog.get(model_id)
             except CatalogError as exc:
                 raise CatalogError(f"--vlm-models: {exc}") from None
-            for precision in self.options.precisions or list(spec.precisions):
-                case = ModelCase(model_id, precision, self.device.name, spec.backend, spec.modality)
+            for precision in self.options.precisions or spec.run_precisions():
+                device = self.device_for(spec.backend) if check_backends else self.device
+                case = ModelCase(model_id, precision, device.name, spec.backend, spec.modality)
                 skip = None
                 if precision not in spec.precisions:
                     skip = (
                         f"{model_id} has no {precision} variant in {catalog.path.name} "
                         f"(it has {', '.join(spec.precisions)})"
                     )
-                elif not self.device.supports(precision):
-                    skip = f"device {self.device.name} does not support {precision}"
+                elif not device.supports(precision):
+                    skip = f"device {device.name} does not support {precision}"
                 cells.append(MatrixCell(case, skip))
         return cells
 
     # -- results -------------------------------------------------------------------
     def add_benchmark(self, entry: dict[str, Any]) -> None:
+        if entry.get("device") == CPU_FALLBACK:
+            entry["warnings"].append(self._fallback_warning(str(entry.get("backend"))))
         self.benchmarks.append(entry)
         self.write_results("running")
+
+    def _fallback_warning(self, backend: str) -> str:
+        note = (f"ran on the CPU, not on {self.device.name}'s GPU (--vlm-cpu-fallback): "
+                f"{self.fallbacks.get(backend, 'the backend cannot use the GPU')}")
+        meter = self._monitor.meter_name if self._monitor is not None else None
+        if meter == "nvml":
+            note += "; energy figures are the GPU's (NVML), not the CPU's that did the work"
+        return note
+
+    def document_device(self) -> dict[str, Any]:
+        """The results document's `device`: the session's profile, what was detected and
+        why, NVML's readings of that GPU, and which backends fell back to the CPU."""
+        detection = self.detection
+        return {
+            **self.device.to_json(), "detected": detection.profile,
+            "evidence": detection.evidence,
+            "nvml": None if detection.gpu is None else detection.gpu.to_json(),
+            "cpu_fallback": None if not self.fallbacks else {
+                "profile": devices.cpu_fallback(self.device).to_json(),
+                "backends": dict(self.fallbacks),
+            },
+        }
 
     def document(self, status: str) -> dict[str, Any]:
         if self._environment is None:
@@ -266,12 +356,10 @@ class VlmSession:
                 "image_size": o.image_size, "catalog": str(o.catalog),
                 "power_meter": o.power_meter, "power_interval_s": o.power_interval_s,
                 "idle_s": o.idle_s, "bandwidth_gbs": o.bandwidth_gbs,
+                "cpu_fallback": o.cpu_fallback,
             },
             "environment": self._environment,
-            "device": {
-                **self.device.to_json(), "detected": self.detection.profile,
-                "evidence": self.detection.evidence,
-            },
+            "device": self.document_device(),
             "methods": {**METHODS, **ENERGY_METHODS},
             "power": self.document_power(),
             "power_trace_file": self.power_trace_path.name

@@ -95,6 +95,17 @@ class LoadedModel(Protocol):
 class Backend(Protocol):
     name: str
 
+    def check_device(self, device: DeviceProfile) -> str | None:
+        """Why this backend, as installed here, cannot run on `device`'s accelerator, in
+        one line that names the build and how to get one that can; None when it can (a
+        device without an accelerator always can).
+
+        Checked before every load: a GPU profile whose backend silently runs on the CPU
+        would label CPU numbers as GPU numbers and compute the roofline against the
+        GPU's bandwidth (seen: llama-cpp-python built without CUDA on an H100).
+        """
+        ...
+
     def load(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> LoadedModel: ...
 
 
@@ -109,6 +120,18 @@ def _resolve(target: str) -> BackendFactory:
 def available() -> dict[str, str]:
     """Backend names -> import targets, built-ins first, then installed entry points."""
     return registry.names(BUILTIN, ENTRY_POINT_GROUP)
+
+
+def device_problem(backend: Backend, device: DeviceProfile) -> str | None:
+    """`backend.check_device(device)`, for backends written before it was declared too
+    (they are taken at their word: None)."""
+    if device.accelerator == "cpu":
+        return None
+    check = getattr(backend, "check_device", None)
+    if check is None:
+        return None
+    problem: str | None = check(device)
+    return problem
 
 
 def get_backend(name: str) -> Backend:
