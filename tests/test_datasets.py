@@ -15,10 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
+from pytest_vlmbench import options
 from pytest_vlmbench.datasets import (
     ENTRY_POINT_GROUP,
     Dataset,
     DatasetError,
+    DatasetNotes,
     FolderDataset,
     ImageError,
     ImagePrep,
@@ -27,12 +29,15 @@ from pytest_vlmbench.datasets import (
     UnknownDatasetError,
     available_datasets,
     dataset_hash,
+    dataset_notes,
     get_dataset,
     prepare_image,
     register_dataset,
     unregister_dataset,
 )
+from pytest_vlmbench.datasets.images import DEFAULT_EXTENSIONS
 from pytest_vlmbench.datasets.synthetic import COLOURS, POSITIONS, SHAPES
+from tests.conftest import Project
 
 FIXTURE_IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"
 ROCKET = "rocket-exif-orientation-6.jpg"
@@ -257,7 +262,9 @@ def test_listing_is_recursive_case_insensitive_and_skips_hidden(photo_folder: Pa
     assert "sub/LOUD.JPG" not in [
         s.id for s in FolderDataset(photo_folder, recursive=False).samples()
     ]
-    with pytest.raises(DatasetError, match=r"looked for \.jpeg\)"):
+    with pytest.raises(
+        DatasetError, match=r"looked for \.jpeg; found 7 other files, e\.g\. PROVENANCE\.md\)"
+    ):
         FolderDataset(photo_folder, extensions=(".JPEG",))
 
 
@@ -277,7 +284,9 @@ def test_file_instead_of_folder_is_a_clear_error(tmp_path: Path) -> None:
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no photos here")
     with pytest.raises(
-        DatasetError, match=r"no images found \(looked for \.bmp, \.jpeg, \.jpg, \.png, \.webp\)"
+        DatasetError,
+        match=r"no images found \(looked for \.bmp, \.gif, \.jpeg, \.jpg, \.pbm, \.pgm, \.png, "
+        r"\.pnm, \.ppm, \.tif, \.tiff, \.webp; found 1 other file, e\.g\. readme\.txt\)",
     ):
         FolderDataset(tmp_path)
 
@@ -311,6 +320,129 @@ def test_folder_fingerprint_follows_content_not_location(
     shutil.copytree(FIXTURE_IMAGES, renamed)
     (renamed / "coffee.jpg").rename(renamed / "coffee2.jpg")
     assert FolderDataset(renamed).fingerprint() != original
+
+
+# Every format of DEFAULT_EXTENSIONS, written by Pillow itself: (file name, Pillow
+# format, mode). The GIF is animated; its first frame is red, its second blue.
+FORMATS = [
+    ("a.bmp", "BMP", "RGB"),
+    ("b.gif", "GIF", "P"),
+    ("c.jpeg", "JPEG", "RGB"),
+    ("d.jpg", "JPEG", "L"),
+    ("e.pbm", "PPM", "1"),
+    ("f.pgm", "PPM", "L"),
+    ("g.png", "PNG", "RGBA"),
+    ("h.pnm", "PPM", "RGB"),
+    ("i.ppm", "PPM", "RGB"),
+    ("j.tif", "TIFF", "CMYK"),
+    ("k.tiff", "TIFF", "I;16"),
+    ("l.webp", "WEBP", "RGBA"),
+]
+RED, BLUE = (255, 0, 0), (0, 0, 255)
+
+
+def _write_every_format(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, fmt, mode in FORMATS:
+        if fmt == "GIF":
+            frames = [Image.new("RGB", (24, 16), colour).convert("P") for colour in (RED, BLUE)]
+            frames[0].save(folder / name, format="GIF", save_all=True,
+                           append_images=frames[1:], duration=100, loop=0)
+        else:
+            Image.new("RGB", (24, 16), RED).convert(mode).save(folder / name, format=fmt)
+
+
+def test_every_default_extension_is_a_format_pillow_opens() -> None:
+    Image.init()
+    registered = Image.registered_extensions()
+    assert sorted({name.rsplit(".", 1)[1] for name, _, _ in FORMATS}) == sorted(
+        ext.lstrip(".") for ext in DEFAULT_EXTENSIONS
+    )
+    for ext in DEFAULT_EXTENSIONS:
+        assert registered.get(ext) in Image.OPEN, ext
+
+
+def test_folder_reads_every_pillow_format_and_a_gif_as_its_first_frame(tmp_path: Path) -> None:
+    folder = tmp_path / "formats"
+    _write_every_format(folder)
+    with Image.open(folder / "b.gif") as gif:
+        assert getattr(gif, "n_frames", 1) == 2  # really animated
+    dataset = FolderDataset(folder)
+    assert [s.id for s in dataset.samples()] == [name for name, _, _ in FORMATS]
+    assert dataset.skipped == ()
+    assert dataset.notes() == []
+    for sample in dataset.samples():
+        prepared = prepare_image(sample, ImagePrep())
+        decoded = _decode(prepared.jpeg)
+        assert (decoded.mode, decoded.size) == ("RGB", (24, 16)), sample.id
+    gif = next(s for s in dataset.samples() if s.id == "b.gif")
+    pixel = _decode(prepare_image(gif, ImagePrep()).jpeg).getpixel((12, 8))
+    assert isinstance(pixel, tuple)
+    assert pixel[0] > 200
+    assert pixel[2] < 60  # red: the first frame, not the blue second one
+
+
+def test_files_of_other_extensions_are_skipped_with_one_note(photo_folder: Path) -> None:
+    (photo_folder / "notes.txt").write_text("x")
+    (photo_folder / "sub").mkdir()
+    (photo_folder / "sub" / "clip.mp4").write_bytes(b"x")
+    (photo_folder / ".DS_Store").write_bytes(b"x")  # hidden: skipped without a word
+    dataset = FolderDataset(photo_folder)
+    assert dataset.skipped == ("PROVENANCE.md", "notes.txt", "sub/clip.mp4")
+    assert dataset.notes() == [
+        f"folder {photo_folder}: skipped 3 files whose extension is not an image one: "
+        "PROVENANCE.md, notes.txt, sub/clip.mp4"
+    ]
+    assert dataset_notes(dataset) == dataset.notes()
+    assert isinstance(dataset, DatasetNotes)
+    (photo_folder / "z.csv").write_text("x")
+    (note,) = FolderDataset(photo_folder).notes()
+    assert note.endswith(": PROVENANCE.md, notes.txt, sub/clip.mp4 and 1 more")
+    assert FolderDataset(photo_folder, recursive=False).skipped == (
+        "PROVENANCE.md", "notes.txt", "z.csv"
+    )
+    # A dataset without notes (the Protocol is optional) has none.
+    assert dataset_notes(SyntheticScenes(1)) == []
+    assert not isinstance(SyntheticScenes(1), DatasetNotes)
+
+
+def test_folder_fingerprint_ignores_extensions_that_choose_the_same_files(
+    photo_folder: Path,
+) -> None:
+    default = FolderDataset(photo_folder)
+    jpeg_only = FolderDataset(photo_folder, extensions=(".jpg",))
+    assert [s.id for s in jpeg_only.samples()] == [s.id for s in default.samples()]
+    assert jpeg_only.fingerprint() == default.fingerprint()
+    Image.new("RGB", (8, 8)).save(photo_folder / "new.gif")
+    assert FolderDataset(photo_folder).fingerprint() != default.fingerprint()
+    assert FolderDataset(photo_folder, extensions=(".jpg",)).fingerprint() == default.fingerprint()
+
+
+def test_skipped_files_become_a_warning_of_the_benchmark(project: Project) -> None:
+    """The whole path: a real inner session on a folder of every format (and a stray
+    text file) prepares every image, and the note reaches the results and the terminal."""
+    images = project.pytester.path / "imgs"
+    _write_every_format(images)
+    (images / "README.txt").write_text("where these came from")
+    project.pytester.makepyfile(
+        test_bench=f"""
+from pytest_vlmbench.datasets.images import FolderDataset
+from tiny_tasks import CAPTION
+
+def test_folder(vlm_bench):
+    vlm_bench.run(CAPTION, FolderDataset({str(images)!r}))
+"""
+    )
+    out = project.run(f"{options.SAMPLES}={len(FORMATS)}", f"{options.WARMUP}=0",
+                      f"{options.THREADS}=1", f"{options.MODELS}=tiny-vision")
+    out.run.assert_outcomes(passed=1)
+    records = out.records()
+    assert sorted(r["sample_id"] for r in records) == [name for name, _, _ in FORMATS]
+    assert all(r["error"] is None for r in records), [r["error"] for r in records]
+    (entry,) = out.doc()["benchmarks"]
+    note = f"folder {images}: skipped 1 file whose extension is not an image one: README.txt"
+    assert entry["warnings"][0] == note  # first: it is known before the first request
+    out.run.stdout.fnmatch_lines([f"warning: *test_folder*: {note}"])
 
 
 # --- SyntheticScenes -------------------------------------------------------

@@ -356,11 +356,12 @@ def test_pytest_benchmark_gets_one_round_per_measured_request(project: Project) 
         assert stats["iterations"] == 1
         expected = [(r["t_end_ns"] - r["t_start_ns"]) / 1e9 for r in measured]
         assert stats["data"] == pytest.approx(expected, rel=0, abs=1e-9)
-        info = saved_bench["extra_info"]["vlmbench"]
+        (info,) = saved_bench["extra_info"]["vlmbench"]["runs"]
         assert info["model"] == entries[bench_id]["model"]
         assert info["benchmark"] == bench_id
         assert info["requests"] == SAMPLES
         assert info["run_id"] == first.doc()["run_id"]
+        assert info["rounds"] == [0, SAMPLES]
 
     second = project.run(*FAST, "--benchmark-compare", f"--benchmark-storage={storage}")
     second.run.assert_outcomes(passed=4)
@@ -384,6 +385,88 @@ def test_pytest_benchmark_gets_one_round_per_measured_request(project: Project) 
     assert sorted(line.split()[0] for line in failed) == sorted(
         name.split("::")[-1] for name in entries
     )
+
+
+TWO_RUNS = """
+from tiny_tasks import CAPTION, YES_NO
+
+def test_both(vlm_bench):
+    vlm_bench.run(CAPTION)
+    vlm_bench.run(YES_NO)
+"""
+
+
+def measured_latencies(records: list[dict[str, Any]], bench_id: str) -> list[float]:
+    mine = sorted((r for r in records if r["benchmark"] == bench_id), key=lambda r: r["seq"])
+    return [(r["t_end_ns"] - r["t_start_ns"]) / 1e9
+            for r in mine if r["phase"] == "measure" and r["error"] is None]
+
+
+def test_pytest_benchmark_gets_every_run_of_a_test(project: Project) -> None:
+    """pytest-benchmark allows one pedantic() call per test: both runs' latencies are its
+    rounds, in run order, and extra_info says which rounds are whose."""
+    write_tests(project, TWO_RUNS)
+    saved = project.pytester.path / "bench.json"
+    out = project.run(*TEXT_ONLY, f"--benchmark-json={saved}")
+    out.run.assert_outcomes(passed=1)
+    entries = out.doc()["benchmarks"]
+    assert [e["task"] for e in entries] == ["caption", "yes_no"]
+    (bench,) = json.loads(saved.read_text())["benchmarks"]  # one per test, named by the test
+    assert bench["fullname"] == entries[0]["id"] == entries[0]["test"]
+    runs = bench["extra_info"]["vlmbench"]["runs"]
+    assert [r["benchmark"] for r in runs] == [e["id"] for e in entries]
+    assert [r["task"] for r in runs] == ["caption", "yes_no"]
+    records = out.records()
+    expected: list[float] = []
+    for run in runs:
+        latencies = measured_latencies(records, run["benchmark"])
+        assert len(latencies) == SAMPLES
+        start, stop = run["rounds"]
+        assert (start, stop) == (len(expected), len(expected) + SAMPLES)
+        assert bench["stats"]["data"][start:stop] == pytest.approx(latencies, rel=0, abs=1e-9)
+        expected += latencies
+    stats = bench["stats"]
+    assert (stats["rounds"], stats["iterations"]) == (2 * SAMPLES, 1)
+    assert stats["data"] == pytest.approx(expected, rel=0, abs=1e-9)
+    assert stats["max"] == pytest.approx(max(expected), rel=0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fed", "plain"),
+    [
+        pytest.param((), True, "passed", id="default"),
+        pytest.param(("--benchmark-skip",), False, "passed", id="skip"),
+        pytest.param(("--benchmark-only",), True, "skipped", id="only"),
+        pytest.param(("--benchmark-skip", "--benchmark-only"), True, "skipped",
+                     id="only-overrides-skip"),
+        pytest.param(("--benchmark-disable",), False, "passed", id="disable"),
+    ],
+)
+def test_pytest_benchmark_options_are_honoured(
+    project: Project, flags: tuple[str, ...], fed: bool, plain: str
+) -> None:
+    """Its options are read through config.getoption, as any plugin may. Our benchmarks
+    always run (under --benchmark-skip too: requesting its fixture there would skip the
+    test); pytest-benchmark gets them unless it skips or is disabled. `-W error`: no
+    warning either way (an unused `benchmark` fixture would warn)."""
+    write_tests(project, TWO_RUNS + "\n\ndef test_plain():\n    pass\n")
+    saved = project.pytester.path / "bench.json"
+    # Skipping, pytest-benchmark warns that it has nothing to save: no JSON asked for then.
+    skipping = flags == ("--benchmark-skip",)
+    json_opt = () if skipping else (f"--benchmark-json={saved}",)
+    out = project.run(*TEXT_ONLY, *json_opt, "-W", "error", *flags)
+    outcomes = {"passed": 1, "skipped": 0}
+    outcomes[plain] += 1
+    out.run.assert_outcomes(**outcomes)
+    assert out.run.ret == pytest.ExitCode.OK
+    entries = out.doc()["benchmarks"]
+    assert len(entries) == 2  # both runs of test_both, always
+    if fed:
+        (bench,) = json.loads(saved.read_text())["benchmarks"]
+        assert bench["fullname"] == entries[0]["test"]
+        assert bench["stats"]["rounds"] == 2 * SAMPLES
+    else:
+        assert not saved.exists()  # nothing reached pytest-benchmark
 
 
 # --------------------------------------------------------------------------- pytest-xdist

@@ -31,6 +31,7 @@ __all__ = [
     "PREP_VERSION",
     "Dataset",
     "DatasetError",
+    "DatasetNotes",
     "FolderDataset",
     "ImageError",
     "ImagePrep",
@@ -40,6 +41,7 @@ __all__ = [
     "UnknownDatasetError",
     "available_datasets",
     "dataset_hash",
+    "dataset_notes",
     "get_dataset",
     "prepare_image",
     "register_dataset",
@@ -127,6 +129,27 @@ class Dataset(Protocol):
     def fingerprint(self) -> str:
         """Return a sha256 hex digest of the content, stable across runs and machines."""
         ...
+
+
+@runtime_checkable
+class DatasetNotes(Protocol):
+    """Optional for a dataset: things a user should know about how it was built.
+
+    `FolderDataset` says which files it skipped for their extension. Each note becomes
+    a warning of every benchmark that uses the dataset (in the results file and the
+    terminal summary), not a Python warning: under ``filterwarnings = error`` a stray
+    README in a photo folder must not fail a benchmark. A separate Protocol, so that
+    datasets without notes still satisfy `Dataset`.
+    """
+
+    def notes(self) -> list[str]:
+        """One line per note; empty when there is nothing to say."""
+        ...
+
+
+def dataset_notes(dataset: Dataset) -> list[str]:
+    """The dataset's notes (`DatasetNotes`), or none."""
+    return list(dataset.notes()) if isinstance(dataset, DatasetNotes) else []
 
 
 def dataset_hash(dataset: Dataset, prep: ImagePrep) -> str:

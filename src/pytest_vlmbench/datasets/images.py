@@ -4,6 +4,10 @@ Preparation mirrors what serving pipelines do to a user's photo (honour the
 camera's EXIF orientation, drop alpha, shrink, re-encode as JPEG), so a
 benchmark measures the image a model would really get. Pillow is imported
 inside the functions that need it, to keep ``import pytest_vlmbench`` cheap.
+
+Any format Pillow decodes is accepted; of a multi-frame file (animated GIF, animated
+WebP, APNG, multi-page TIFF) only the first frame is used, the one Pillow opens on and
+the one a chat UI shows as the thumbnail.
 """
 
 from __future__ import annotations
@@ -22,7 +26,15 @@ from pytest_vlmbench.datasets import DatasetError, ImageError, ImagePrep, Prepar
 if TYPE_CHECKING:
     from PIL import Image
 
-DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Formats a stock Pillow wheel reads (GIF: first frame). HEIC/AVIF need plugins; pass
+# extensions= for those, or for any other format a Pillow plugin adds.
+DEFAULT_EXTENSIONS = (
+    ".bmp", ".gif", ".jpeg", ".jpg", ".pbm", ".pgm", ".png", ".pnm", ".ppm", ".tif", ".tiff",
+    ".webp",
+)
+
+# How many skipped names the one-line note spells out.
+_NAMED_SKIPS = 3
 
 # Flattening transparent pixels on white matches what a browser or a chat UI
 # shows; black (Pillow's plain convert("RGB")) turns logos into dark blobs.
@@ -32,7 +44,8 @@ _FLATTEN_ON = (255, 255, 255)
 def prepare_image(sample: Sample, prep: ImagePrep) -> PreparedImage:
     """Return the JPEG a model sees for ``sample``, or raise `ImageError` saying why not.
 
-    Deterministic for a given Pillow/libjpeg build (no optimize pass, no
+    A multi-frame image (animated GIF or WebP, APNG, multi-page TIFF) gives its first
+    frame. Deterministic for a given Pillow/libjpeg build (no optimize pass, no
     progressive scan, no metadata), so the hash identifies the pixels sent.
     """
     raw = _load_raw(sample)
@@ -127,6 +140,12 @@ def _fit_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
 class FolderDataset:
     """Photos from a folder (recursively), optionally a seeded sample of them.
 
+    Files are chosen by extension (`DEFAULT_EXTENSIONS`: JPEG, PNG, GIF, BMP, TIFF,
+    WebP and the Netpbm formats; GIF and other animations give their first frame).
+    Files with other extensions are skipped, and said so: `skipped` holds them and
+    `notes()` gives the one line that goes into each benchmark's warnings. Hidden
+    files and folders (``.cache/``, macOS ``._photo.jpg``) are skipped silently.
+
     Unreadable files are kept as samples on purpose: the runner records an
     error for each and carries on, so one bad photo does not hide the rest.
 
@@ -153,7 +172,8 @@ class FolderDataset:
         self.seed = seed
         self.extensions = tuple(sorted({ext.lower() for ext in extensions}))
         self.recursive = recursive
-        self._ids = _select(_list_images(self.path, self.extensions, recursive), limit, seed)
+        found, self.skipped = _list_images(self.path, self.extensions, recursive)
+        self._ids = _select(found, limit, seed)
         self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
@@ -161,6 +181,17 @@ class FolderDataset:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    def notes(self) -> list[str]:
+        """One line naming the files skipped for their extension, if any (`DatasetNotes`)."""
+        if not self.skipped:
+            return []
+        count = len(self.skipped)
+        named = ", ".join(self.skipped[:_NAMED_SKIPS])
+        more = f" and {count - _NAMED_SKIPS} more" if count > _NAMED_SKIPS else ""
+        files = "file" if count == 1 else "files"
+        return [f"folder {self.path}: skipped {count} {files} whose extension is not an "
+                f"image one: {named}{more}"]
 
     def samples(self) -> Iterator[Sample]:
         """Yield one sample per selected file, sorted by relative path."""
@@ -177,7 +208,10 @@ class FolderDataset:
     def fingerprint(self) -> str:
         """Hash ids, file contents and selection parameters, not the folder's location.
 
-        The same photos copied to another machine give the same fingerprint.
+        The same photos copied to another machine give the same fingerprint. The
+        extension list is not hashed: it only chooses files, and the chosen ones are
+        (so a folder of JPEGs stays the same dataset when a format is added to the
+        defaults, and a GIF that joins the selection changes the hash).
         """
         if self._fingerprint is None:
             digest = hashlib.sha256()
@@ -185,7 +219,6 @@ class FolderDataset:
                 "dataset": self.name,
                 "limit": self.limit,
                 "seed": self.seed,
-                "extensions": list(self.extensions),
                 "recursive": self.recursive,
             }
             digest.update(json.dumps(params, sort_keys=True).encode())
@@ -204,24 +237,34 @@ def _file_digest(file: Path) -> str:
         return f"unreadable:{type(exc).__name__}"
 
 
-def _list_images(root: Path, extensions: tuple[str, ...], recursive: bool) -> list[str]:
-    """Relative POSIX paths of image files under ``root``, sorted; errors name the folder."""
+def _list_images(
+    root: Path, extensions: tuple[str, ...], recursive: bool
+) -> tuple[list[str], tuple[str, ...]]:
+    """Relative POSIX paths under ``root`` of the image files and of the other (skipped)
+    files, both sorted; errors name the folder."""
     if not root.exists():
         raise DatasetError(f"{root}: image folder not found")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     candidates = root.rglob("*") if recursive else root.iterdir()
     ids: list[str] = []
+    skipped: list[str] = []
     for file in candidates:
         relative = file.relative_to(root)
         # Hidden files include macOS "._photo.jpg" resource forks, which are not images.
-        if any(part.startswith(".") for part in relative.parts):
+        if any(part.startswith(".") for part in relative.parts) or not file.is_file():
             continue
-        if file.suffix.lower() in extensions and file.is_file():
-            ids.append(relative.as_posix())
+        (ids if file.suffix.lower() in extensions else skipped).append(relative.as_posix())
+    skipped.sort()
     if not ids:
-        raise DatasetError(f"{root}: no images found (looked for {', '.join(extensions)})")
-    return sorted(ids)
+        others = ""
+        if skipped:
+            files = "file" if len(skipped) == 1 else "files"
+            others = f"; found {len(skipped)} other {files}, e.g. {skipped[0]}"
+        raise DatasetError(
+            f"{root}: no images found (looked for {', '.join(extensions)}{others})"
+        )
+    return sorted(ids), tuple(skipped)
 
 
 def _select(ids: list[str], limit: int | None, seed: int) -> list[str]:
