@@ -13,6 +13,7 @@ import pytest
 
 from pytest_vlmbench import gguf_synth, options
 from pytest_vlmbench.results import validate_record
+from pytest_vlmbench.summary import stage_violations
 from tests.conftest import Outcome
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,12 +31,20 @@ def test_default_suite_runs_both_embedded_models(
         "benchmarks/", "-p", "no:cacheprovider", f"--vlm-out={out}",
         f"{options.SAMPLES}=2", f"{options.WARMUP}=1",
     )
-    run.assert_outcomes(passed=4)
+    run.assert_outcomes(passed=6)
     outcome = Outcome(run, out)
     doc = outcome.doc()
-    assert {(b["model"], b["task"]) for b in doc["benchmarks"]} == {
-        (m, t) for m in ("gemma3-270m", "tiny-vlm") for t in ("caption_brief", "photo_score")
+    # The precision axis: gemma3-270m at q4_k_m (PyPI) and q8_0 (requantised by llama.cpp).
+    assert {(b["model"], b["precision"], b["task"]) for b in doc["benchmarks"]} == {
+        (m, p, t) for m, p in (("gemma3-270m", "q4_k_m"), ("gemma3-270m", "q8_0"),
+                               ("tiny-vlm", "q4_k_m"))
+        for t in ("caption_brief", "photo_score")
     }
+    bytes_per_token = {
+        b["precision"]: b["summary"]["roofline"]["bytes_per_token"]
+        for b in doc["benchmarks"] if b["model"] == "gemma3-270m"
+    }
+    assert bytes_per_token["q8_0"] > 1.5 * bytes_per_token["q4_k_m"]
     for bench in doc["benchmarks"]:
         s = bench["summary"]
         assert s["succeeded"] == 2
@@ -45,11 +54,23 @@ def test_default_suite_runs_both_embedded_models(
         assert s["completion_tokens_mean"] > 1
         assert s["stages_s"]["prefill"]["median"] > 0
         assert s["stages_s"]["decode"]["median"] > 0
+        assert s["prompt_tokens_per_s"] > 0
+        assert not [w for w in bench["warnings"] if "stage timings" in w]
         if bench["task"] == "photo_score":
             assert s["parse_rate"] == 1.0
+            # Grammar-constrained sampling is named, not hidden in the latency.
+            assert s["stages_s"]["sample"]["median"] > 0
     records = outcome.records()
     for record in records:
         validate_record(record)
+        # Stages are disjoint: they add up to no more than the latency, and nothing
+        # after the first token is counted before it (summary.stage_violations).
+        assert stage_violations(record) == [], record
+        latency = record["t_end_ns"] - record["t_start_ns"]
+        ttft = record["t_first_token_ns"] - record["t_start_ns"]
+        stages = record["stages_ns"]
+        assert sum(stages.values()) <= latency
+        assert stages["prefill"] + stages.get("image_encode", 0) <= ttft
     # The tiny VLM goes through llama.cpp's multimodal path: 64 image tokens per request,
     # an image-encode stage, and prompts longer than the text model's by those tokens.
     vlm = [r for r in records if r["model"] == "tiny-vlm"]
@@ -63,3 +84,5 @@ def test_default_suite_runs_both_embedded_models(
     fresh = gguf_synth.write_gemma3_projector(tmp_path / "p.gguf", text_embd=640, seed=0)
     assert projector["sha256"] == gguf_synth.sha256_file(fresh)
     assert all(e["count"] == 1 for e in doc["loads"])
+    (q8_load,) = [e for e in doc["loads"] if e["precision"] == "q8_0"]
+    assert q8_load["artifacts"][0]["source"].startswith("quantized:q8_0:")

@@ -17,6 +17,7 @@ import pytest
 from pytest_vlmbench import options
 from pytest_vlmbench.records import read_records
 from pytest_vlmbench.results import load, validate_record
+from pytest_vlmbench.summary import stage_violations
 from tests.conftest import Project, recompute_latency_p95, write_png
 
 RUN_BOTH_TASKS = """
@@ -58,6 +59,20 @@ def test_real_run_writes_a_valid_document_and_every_record(project: Project) -> 
     vision = [r for r in records if r["model"] == "tiny-vision"]
     assert all(r["counts"]["image_tokens"] == 16 and "image_encode" in r["stages_ns"]
                for r in vision)
+    # Stage invariants on real llama.cpp runs (text and vision path, free and constrained):
+    # disjoint stages within the latency, prompt stages within the TTFT, and the
+    # image tokens counted in the prefill.
+    for record in records:
+        assert stage_violations(record) == [], record
+        stages = record["stages_ns"]
+        assert {"template", "prefill", "decode", "sample", "detokenize"} <= set(stages)
+        assert record["counts"]["prefill_tokens"] >= record["prompt_tokens"] > 0
+    for record in vision:
+        assert record["counts"]["prefill_tokens"] >= 16 + 1
+    for bench in doc["benchmarks"]:
+        assert bench["summary"]["prompt_tokens_per_s"] > 0
+        assert "unattributed" in bench["summary"]["stages_s"]
+        assert not [w for w in bench["warnings"] if "stage timings" in w]
     assert all(r["images"] and r["prepare_ns"] > 0 for r in vision)
     yes_no = [r for r in records if r["task"] == "yes_no"]
     assert {r["parse"] for r in yes_no} == {"valid"}

@@ -177,7 +177,9 @@ def test_means_over_successful_requests(worked: list[dict[str, Any]]) -> None:
 def test_stage_distributions(worked: list[dict[str, Any]]) -> None:
     stages = summarize(worked, checks_output=True, load_s=None, peak_rss=None)["stages_s"]
     # image_encode appeared only in the warm-up record.
-    assert set(stages) == {"prefill", "decode", "prepare"}
+    assert set(stages) == {"prefill", "decode", "prepare", "unattributed"}
+    # What the stages leave of each successful request's latency.
+    assert stages["unattributed"]["n"] == 3
     assert stages["prefill"]["n"] == 3
     assert stages["prefill"]["mean"] == pytest.approx((0.15 + 0.45 + 0.4) / 3)
     assert stages["prefill"]["median"] == pytest.approx(0.4)

@@ -1,79 +1,66 @@
-"""Does the regression gate work? False alarms on unchanged runs, detections of a slowdown.
+"""Does the regression gate tell the machine's drift from a real slowdown? Measured.
 
-Measures the `vlmbench compare` gate (docs/compare.md) on real llama.cpp runs of the
-default suite's caption task on gemma3-270m, each run a fresh pytest process writing
-to a temporary directory (`.vlmbench/` is left alone):
+Two phases, so that the runs (slow: spaced minutes apart) can be re-judged by a newer
+gate without running them again:
 
-- A/A: the same configuration run R times in a row; every consecutive pair (run i as
-  baseline, run i+1 as current; with --all-pairs every i < j) is compared. A gate that
-  fires here is a false alarm.
-- A/B: K rounds of A (the same configuration) then B, a deliberate slowdown
-  (`--vlm-threads` set to --slow-threads, by default 1: half of a 2-core machine); each
-  A -> B is compared. A gate that fires here is a detection. The measured effect (p50
-  latency and decode-rate ratios, B / A) says how big the slowdown was.
+1. collect: the default suite (`pytest benchmarks/`, default sample count) run once per
+   letter of --schedule, each a fresh pytest process, starts spaced at least --spacing-s
+   apart (default 300 s). "A" is the unchanged configuration; "B" is a real slowdown,
+   `--vlm-threads=1` (half of a 2-core machine). Results go to DIR/run-NN-A.json etc.;
+   DIR/runs.json lists them with wall time, load average and the runs' own busy flags.
+2. evaluate: every comparison a CI gate would make, each through `vlmbench compare ...
+   --format json` (the real CLI, default rules, --alpha):
+   - A/A, several-run baseline: each A run against the --baseline-runs most recent
+     earlier A runs (at least --min-baseline of them). A gate that fires is a false alarm.
+   - A/B, several-run baseline: each B run against the most recent earlier A runs. A gate
+     that fires is a detection.
+   - the same two with a ONE-run baseline (the previous A run), for contrast: that mode
+     cannot estimate the drift and gates timing only beyond threshold + drift allowance.
+   Printed: false-alarm and detection rates with 95% Clopper-Pearson intervals, which
+   metric fired where, the measured slowdown (B / A), and per benchmark and gated metric
+   the minimum detectable change that compare reports for a several-run baseline.
 
-Every comparison uses the default rules plus `p95_latency:+10%`, at --alpha. Printed:
-the false-alarm and detection rates with their counts and 95% Clopper-Pearson
-intervals, per-metric verdict counts, and the median effects.
+    .venv/bin/python tools/gate_experiment.py collect DIR [--schedule AAAAABAABAABAAAA]
+        [--spacing-s 300] [--pytest-arg ARG ...]
+    .venv/bin/python tools/gate_experiment.py evaluate DIR [--baseline-runs 5]
+        [--min-baseline 3] [--alpha 0.01] [--json PATH]
 
-    .venv/bin/python tools/gate_experiment.py [--rounds 6] [--ab-rounds 3] [--samples 10]
-        [--slow-threads 1] [--alpha 0.01] [--all-pairs] [--json [PATH]]
-
-A measurement, not a test: it always exits 0 (runs that fail are reported and skipped).
-Run it on an otherwise idle machine: anything else using the cores during one run shows
-up as an A/A "regression" (each run's wall time and the load average at its start are
-printed so that such runs can be spotted).
-Pass further pytest options with --pytest-arg (repeatable), e.g.
-`--pytest-arg=--vlm-power-meter=none`.
+A measurement, not a test: it exits 0 whatever the gate did (failed runs are reported
+and left out). Anything else using the cores during a run shows up in its busy flag.
+While a run is going, DIR/RUNNING exists; a run does not start while DIR/HOLD exists, so
+other work on the machine can wait for a gap (`while [ -f DIR/RUNNING ]; do sleep 5;
+done; touch DIR/HOLD; ...; rm DIR/HOLD`) instead of disturbing a run.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.compare import DEFAULT_RULE_SPECS
-
 ROOT = Path(__file__).resolve().parent.parent
-SUITE = "benchmarks/test_default_suite.py"
-RULES = (*DEFAULT_RULE_SPECS, "p95_latency:+10%")
-EFFECT_METRICS = ("p50_latency", "p95_latency", "tokens_per_s")
-VERDICT_ORDER = ("regressed", "improved", "unchanged", "inconclusive")
+SLOW_THREADS = 1
 
 
 @dataclass
-class Run:
-    """One pytest process: its results file, or why there is none."""
+class Comparison:
+    """One `vlmbench compare` call and what it said."""
 
-    label: str
-    results: Path
-    threads: int | None
-    wall_s: float = 0.0
-    load_at_start: float | None = None  # 1-minute load average when the run started
-    error: str | None = None
-
-
-@dataclass
-class Verdict:
-    """One `vlmbench compare` of two runs."""
-
-    experiment: str  # "A/A" or "A/B"
-    baseline: str
+    experiment: str
+    baselines: list[str]
     current: str
-    exit_status: int
-    gated: list[str] = field(default_factory=list)  # gated metrics that regressed
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> verdict data
+    exit_status: int = -1
+    gated: list[str] = field(default_factory=list)  # "benchmark metric" that fired
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -85,55 +72,84 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_suite(run: Run, args: argparse.Namespace) -> None:
-    """Run the caption benchmark once, in a fresh process; fills run.wall_s or run.error."""
-    cmd = [
-        sys.executable, "-m", "pytest", SUITE, "-k", args.test,
-        f"--vlm-models={args.model}", f"--vlm-samples={args.samples}",
-        f"--vlm-out={run.results}", "-p", "no:benchmark", "-p", "no:cacheprovider", "-q",
-    ]
-    if args.warmup is not None:
-        cmd.append(f"--vlm-warmup={args.warmup}")
-    if run.threads is not None:
-        cmd.append(f"--vlm-threads={run.threads}")
-    cmd += args.pytest_arg
-    if hasattr(os, "getloadavg"):
-        run.load_at_start = os.getloadavg()[0]
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    run.wall_s = time.perf_counter() - start
-    if proc.returncode != 0 or not run.results.exists():
-        tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
-        run.error = f"pytest exited {proc.returncode}:\n    " + "\n    ".join(tail)
+# --------------------------------------------------------------------------- collect
 
 
-def compare(experiment: str, base: Run, cur: Run, alpha: float) -> Verdict:
-    """`vlmbench compare BASE CUR --fail-on ... --format json`, as a CI step would run it."""
-    verdict = Verdict(experiment, base.label, cur.label, exit_status=-1)
-    if base.error or cur.error:
-        verdict.error = "a run failed"
-        return verdict
-    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare", str(base.results),
-           str(cur.results), "--alpha", str(alpha), "--format", "json"]
-    for rule in RULES:
-        cmd += ["--fail-on", rule]
+def collect(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = out / "runs.json"
+    runs: list[dict[str, Any]] = json.loads(index.read_text()) if index.exists() else []
+    next_start = time.monotonic()
+    for n, letter in enumerate(args.schedule.upper(), start=1):
+        if letter not in "AB":
+            raise SystemExit(f"--schedule: letters A and B only, got {letter!r}")
+        label = f"run-{n:02d}-{letter}"
+        results = out / f"{label}.json"
+        if results.exists():
+            log(f"{label}: already there, skipped")
+            continue
+        wait = next_start - time.monotonic()
+        if wait > 0:
+            log(f"{label}: waiting {wait:.0f} s (runs start {args.spacing_s:.0f} s apart)")
+            time.sleep(wait)
+        while (out / "HOLD").exists():  # someone asked for the cores (see --help)
+            time.sleep(5)
+        next_start = time.monotonic() + args.spacing_s
+        (out / "RUNNING").write_text(label)
+        cmd = [sys.executable, "-m", "pytest", "benchmarks/", f"--vlm-out={results}",
+               "-p", "no:benchmark", "-p", "no:cacheprovider", "-q", *args.pytest_arg]
+        if letter == "B":
+            cmd.append(f"--vlm-threads={SLOW_THREADS}")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        log(f"{label}: {' '.join(cmd[2:])}")
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=args.root, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - started
+        (out / "RUNNING").unlink(missing_ok=True)
+        error = None
+        if proc.returncode != 0 or not results.exists():
+            tail = (proc.stdout + proc.stderr).strip().splitlines()[-12:]
+            error = f"pytest exited {proc.returncode}: " + " | ".join(tail)
+        busy = []
+        if results.exists():
+            doc = json.loads(results.read_text())
+            busy = [f"{b['id'].split('::')[-1]}: {b['machine']['note']}"
+                    for b in doc["benchmarks"] if (b.get("machine") or {}).get("busy")]
+        runs.append({"label": label, "letter": letter, "results": results.name,
+                     "wall_s": wall, "loadavg_at_start": load, "error": error, "busy": busy,
+                     "started": time.strftime("%H:%M:%S")})
+        index.write_text(json.dumps(runs, indent=1) + "\n")
+        log(f"    {error or f'done in {wall:.0f} s'}" + (f"; busy: {busy}" if busy else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def compare(experiment: str, out: Path, baselines: list[dict[str, Any]],
+            current: dict[str, Any], args: argparse.Namespace) -> Comparison:
+    """`vlmbench compare BASE... CURRENT --format json`, as a CI step would run it."""
+    c = Comparison(experiment, [b["label"] for b in baselines], current["label"])
+    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare",
+           *[str(out / b["results"]) for b in baselines], str(out / current["results"]),
+           "--alpha", str(args.alpha), "--format", "json"]
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
-    verdict.exit_status = proc.returncode
+    c.exit_status = proc.returncode
     if proc.returncode not in (0, 1):
-        verdict.error = f"compare exited {proc.returncode}: {proc.stderr.strip()}"
-        return verdict
+        c.error = f"compare exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+        return c
     data = json.loads(proc.stdout)
-    verdict.gated = [g["metric"] for g in data["gated"]]
-    for pair in data["pairs"]:  # one benchmark per run here
+    c.gated = [f"{g['benchmark'].split('::')[-1]} {g['metric']}" for g in data["gated"]]
+    for pair in data["pairs"]:
+        label = pair["benchmark"]["id"].split("::")[-1]
+        c.flags += [f"{label}: {f}" for f in pair["flags"]]
         for m in pair["metrics"]:
-            verdict.metrics[m["metric"]] = {
-                k: m[k] for k in ("verdict", "gated", "effect", "effect_kind", "ci", "p_value",
-                                  "baseline", "current", "n_baseline", "n_current", "note")
-            }
+            c.metrics.append({"benchmark": label, **m})
     if not data["pairs"]:
-        verdict.error = f"nothing comparable: {data['headline']}"
-    return verdict
+        c.error = f"nothing comparable: {data['headline']}"
+    return c
 
 
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -155,161 +171,98 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     return lower, upper
 
 
-def rate_line(name: str, verdicts: list[Verdict]) -> str:
-    valid = [v for v in verdicts if v.error is None]
-    n, k = len(valid), sum(v.fired for v in valid)
+def rate_line(name: str, comparisons: list[Comparison]) -> str:
+    valid = [c for c in comparisons if c.error is None]
+    n, k = len(valid), sum(c.fired for c in valid)
     if n == 0:
         return f"{name}: no valid comparison"
     lo, hi = clopper_pearson(k, n)
-    skipped = f", {len(verdicts) - n} skipped" if len(verdicts) > n else ""
-    return f"{name}: {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}){skipped}"
+    skipped = f", {len(comparisons) - n} skipped" if len(comparisons) > n else ""
+    return f"{name}: fired in {k}/{n} = {k / n:.0%} (95% CI {lo:.0%}-{hi:.0%}){skipped}"
 
 
-def metric_table(verdicts: list[Verdict]) -> list[str]:
-    """Per metric: how many comparisons gave each verdict, and whether it is gated."""
-    valid = [v for v in verdicts if v.error is None]
-    metrics = list(dict.fromkeys(m for v in valid for m in v.metrics))
-    lines = [f"    {'metric':18} {'gated':>5}  " + "  ".join(f"{h:>12}" for h in VERDICT_ORDER)]
-    for metric in metrics:
-        seen = [v.metrics[metric] for v in valid if metric in v.metrics]
-        counts = [sum(s["verdict"] == verdict for s in seen) for verdict in VERDICT_ORDER]
-        gated = "yes" if any(s["gated"] for s in seen) else "no"
-        lines.append(f"    {metric:18} {gated:>5}  " + "  ".join(f"{c:>12}" for c in counts))
-    return lines
+def ratios(comparisons: list[Comparison], metric: str) -> list[float]:
+    """current / baseline of one metric across every benchmark of the comparisons."""
+    out = []
+    for c in comparisons:
+        for m in c.metrics:
+            if m["metric"] == metric and m.get("baseline") and m.get("current") is not None:
+                out.append(m["current"] / m["baseline"])
+    return out
 
 
-def effect_lines(verdicts: list[Verdict]) -> list[str]:
-    """Median (and range) of the point effect of the main metrics: current / baseline."""
-    lines = []
-    for metric in EFFECT_METRICS:
-        effects = [v.metrics[metric]["effect"] for v in verdicts
-                   if v.error is None and metric in v.metrics
-                   and v.metrics[metric]["effect"] is not None
-                   and v.metrics[metric]["effect_kind"] == "ratio"]
-        if effects:
-            lines.append(f"    {metric:14} median ratio {statistics.median(effects):.3f} "
-                         f"(min {min(effects):.3f}, max {max(effects):.3f}, n={len(effects)})")
-    return lines
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rounds", type=int, default=6, help="A/A runs (default 6)")
-    p.add_argument("--ab-rounds", type=int, default=3, help="A/B rounds (default 3)")
-    p.add_argument("--samples", type=int, default=10, help="--vlm-samples per run (default 10)")
-    p.add_argument("--warmup", type=int, default=None,
-                   help="--vlm-warmup per run (default: the plugin's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="--vlm-threads of A (default: the plugin's, every core)")
-    p.add_argument("--slow-threads", type=int, default=1,
-                   help="--vlm-threads of B, the slowdown (default 1)")
-    p.add_argument("--alpha", type=float, default=0.01, help="compare --alpha (default 0.01)")
-    p.add_argument("--all-pairs", action="store_true",
-                   help="A/A: compare every pair i < j, not only consecutive runs")
-    p.add_argument("--model", default="gemma3-270m", help="model id (default gemma3-270m)")
-    p.add_argument("--test", default="caption_brief", help="pytest -k (default caption_brief)")
-    p.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
-                   help="an extra pytest argument for every run (repeatable)")
-    p.add_argument("--keep", metavar="DIR", help="write the runs to DIR and keep them")
-    p.add_argument("--json", nargs="?", const="-", metavar="PATH",
-                   help="dump the per-comparison verdicts as JSON to PATH (alone: to stdout, "
-                   "and the report goes to stderr)")
-    args = p.parse_args(argv)
-    if args.rounds < 2 and args.ab_rounds < 1:
-        p.error("nothing to do: --rounds below 2 and --ab-rounds below 1")
-    return args
-
-
-def experiment(args: argparse.Namespace, out: Path) -> tuple[list[Run], list[Verdict]]:
-    runs: list[Run] = []
-
-    def execute(run: Run) -> Run:
-        log(f"run {run.label} (threads {run.threads or 'default'}) ...")
-        run_suite(run, args)
-        log(f"    {run.error or f'done in {run.wall_s:.0f} s'}")
-        runs.append(run)
-        return run
-
-    verdicts: list[Verdict] = []
-    aa = [execute(Run(f"aa{i + 1:02d}", out / f"aa{i + 1:02d}.json", args.threads))
-          for i in range(args.rounds)] if args.rounds >= 2 else []
-    pairs = (itertools.combinations(aa, 2) if args.all_pairs else itertools.pairwise(aa))
-    verdicts += [compare("A/A", a, b, args.alpha) for a, b in pairs]
-    for k in range(args.ab_rounds):
-        a = execute(Run(f"ab{k + 1:02d}-A", out / f"ab{k + 1:02d}-A.json", args.threads))
-        b = execute(Run(f"ab{k + 1:02d}-B", out / f"ab{k + 1:02d}-B.json", args.slow_threads))
-        verdicts.append(compare("A/B", a, b, args.alpha))
-    return runs, verdicts
-
-
-def report(args: argparse.Namespace, runs: list[Run], verdicts: list[Verdict]) -> list[str]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    aa = [v for v in verdicts if v.experiment == "A/A"]
-    ab = [v for v in verdicts if v.experiment == "A/B"]
-    lines = [
-        f"gate experiment: {args.model}, -k {args.test}, {args.samples} samples a run, "
-        f"warm-up {args.warmup if args.warmup is not None else 'default'}, {cores} cores",
-        f"rules: {', '.join(RULES)}; alpha {args.alpha}",
-        f"A: threads {args.threads or 'default'}; B: threads {args.slow_threads}",
-    ]
+def evaluate(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    runs = [r for r in json.loads((out / "runs.json").read_text())
+            if r["error"] is None and (out / r["results"]).exists()]
+    comparisons: list[Comparison] = []
+    seen_a: list[dict[str, Any]] = []
     for run in runs:
-        if run.error:
-            lines.append(f"run {run.label} failed: {run.error}")
-    lines.append("run wall times: " + ", ".join(
-        f"{r.label} {r.wall_s:.0f} s" + ("" if r.load_at_start is None
-                                          else f" (load {r.load_at_start:.1f})")
-        for r in runs))
-    lines += [f"{v.experiment} {v.baseline} -> {v.current} skipped: {v.error}"
-              for v in verdicts if v.error]
-    if aa:
-        pairing = "all pairs i < j" if args.all_pairs else "consecutive pairs"
-        lines += ["", rate_line(f"A/A false alarms ({args.rounds} runs, {pairing})", aa)]
-        if args.all_pairs:
-            lines.append("    (pairs share runs: not independent trials)")
-        lines += [f"    {v.baseline} -> {v.current}: gated {', '.join(v.gated)}"
-                  for v in aa if v.fired]
-        lines += ["  verdicts per metric:", *metric_table(aa)]
-        lines += ["  effects (current / baseline):", *effect_lines(aa)]
-    if ab:
-        lines += ["", rate_line(f"A/B detections ({args.ab_rounds} rounds, "
-                                f"threads {args.slow_threads} vs "
-                                f"{args.threads or 'default'})", ab)]
-        lines += [f"    {v.baseline} -> {v.current}: "
-                  f"{'gated ' + ', '.join(v.gated) if v.fired else 'not detected'}"
-                  for v in ab if v.error is None]
-        lines += ["  verdicts per metric:", *metric_table(ab)]
-        lines += ["  slowdown measured (B / A):", *effect_lines(ab)]
-    return lines
+        previous = seen_a[-args.baseline_runs:]
+        kind = "A/A" if run["letter"] == "A" else "A/B"
+        if len(previous) >= args.min_baseline:
+            log(f"{kind} {[b['label'] for b in previous]} -> {run['label']}")
+            comparisons.append(compare(f"{kind} several", out, previous, run, args))
+        if previous:
+            comparisons.append(compare(f"{kind} one", out, previous[-1:], run, args))
+        if run["letter"] == "A":
+            seen_a.append(run)
+    lines = [f"gate experiment over {len(runs)} runs in {out} "
+             f"(alpha {args.alpha}, several = the {args.baseline_runs} most recent earlier A "
+             f"runs, at least {args.min_baseline})"]
+    lines += [f"  {r['label']} at {r['started']}: {r['wall_s']:.0f} s, load "
+              f"{r['loadavg_at_start'] or 0:.1f}" + (f", BUSY {len(r['busy'])}" if r["busy"]
+                                                      else "") for r in runs]
+    for kind in ("A/A several", "A/B several", "A/A one", "A/B one"):
+        chosen = [c for c in comparisons if c.experiment == kind]
+        if not chosen:
+            continue
+        what = "false alarms" if kind.startswith("A/A") else "detections"
+        lines += ["", rate_line(f"{kind}-run baseline, {what}", chosen)]
+        for c in chosen:
+            if c.error:
+                lines.append(f"    {c.current}: skipped: {c.error}")
+            elif c.fired or kind.startswith("A/B"):
+                lines.append(f"    {'+'.join(c.baselines)} -> {c.current}: "
+                             + (f"gated {', '.join(c.gated)}" if c.fired else "not detected"))
+        for metric in ("p50_latency", "tokens_per_s"):
+            rs = ratios(chosen, metric)
+            if rs:
+                lines.append(f"    {metric} current/baseline: median {statistics.median(rs):.3f}"
+                             f", min {min(rs):.3f}, max {max(rs):.3f} (n={len(rs)})")
+    several = [c for c in comparisons if c.experiment == "A/A several" and c.error is None]
+    if several:
+        last = several[-1]
+        lines += ["", f"minimum detectable change, {len(last.baselines)}-run baseline "
+                      f"({'+'.join(last.baselines)}), per gated metric:"]
+        for m in last.metrics:
+            if m.get("gated") and m.get("mde") is not None:
+                lines.append(f"    {m['benchmark']:48} {m['metric']:16} {m['mde']}")
+    print("\n".join(lines))
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            [c.__dict__ for c in comparisons], indent=1, default=str) + "\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="vlmbench-gate-") as tmp:
-        out = Path(args.keep) if args.keep else Path(tmp)
-        out.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        runs, verdicts = experiment(args, out)
-        log(f"all runs done in {time.perf_counter() - started:.0f} s")
-    to_stdout = args.json == "-"
-    for line in report(args, runs, verdicts):
-        print(line, file=sys.stderr if to_stdout else sys.stdout)
-    if args.json:
-        data = {
-            "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "rules": list(RULES),
-            "runs": [{"label": r.label, "threads": r.threads, "wall_s": r.wall_s,
-                      "load_at_start": r.load_at_start, "error": r.error} for r in runs],
-            "comparisons": [{"experiment": v.experiment, "baseline": v.baseline,
-                             "current": v.current, "exit_status": v.exit_status,
-                             "fired": v.fired, "gated": v.gated, "error": v.error,
-                             "metrics": v.metrics} for v in verdicts],
-        }
-        text = json.dumps(data, indent=2)
-        if to_stdout:
-            print(text)
-        else:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
-    return 0
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="phase", required=True)
+    c = sub.add_parser("collect", help="run the suite on a schedule")
+    c.add_argument("dir")
+    c.add_argument("--schedule", default="AAAAABAABAABAAAA",
+                   help="A = unchanged, B = --vlm-threads=1; one run per letter")
+    c.add_argument("--spacing-s", type=float, default=300.0)
+    c.add_argument("--root", default=str(ROOT), help="the checkout whose benchmarks/ run")
+    c.add_argument("--pytest-arg", action="append", default=[], metavar="ARG")
+    e = sub.add_parser("evaluate", help="judge the collected runs with vlmbench compare")
+    e.add_argument("dir")
+    e.add_argument("--baseline-runs", type=int, default=5)
+    e.add_argument("--min-baseline", type=int, default=3)
+    e.add_argument("--alpha", type=float, default=0.01)
+    e.add_argument("--json", metavar="PATH")
+    args = p.parse_args(argv)
+    return collect(args) if args.phase == "collect" else evaluate(args)
 
 
 if __name__ == "__main__":

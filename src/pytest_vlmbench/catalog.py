@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SOURCE_KINDS = ("pypi", "path", "hf", "generated")
+SOURCE_KINDS = ("pypi", "path", "hf", "generated", "quantized")
 MODALITIES = ("text", "vision")
 CHAT_FORMATS = ("gemma", "model", "completion")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _ENTRY_KEYS = {
-    "id", "family", "backend", "modality", "precisions", "projector", "chat_format",
+    "id", "family", "backend", "modality", "precisions", "default_precisions", "projector",
+    "chat_format",
     "default", "description", "settings", "license",
 }
 
@@ -48,7 +49,22 @@ class WeightSource:
             )
         if kind == "hf" and value.count("/") < 2:
             raise CatalogError(f"{where}: 'hf:' source {text!r} must be hf:OWNER/REPO/FILE")
+        if kind == "quantized":
+            from pytest_vlmbench.quantize import FTYPES
+
+            quant, sep, inner = value.partition(":")
+            if not sep or quant not in FTYPES:
+                raise CatalogError(
+                    f"{where}: 'quantized:' source {text!r} must be quantized:TYPE:SOURCE with "
+                    f"TYPE one of {', '.join(FTYPES)}"
+                )
+            cls.parse(inner, where)
         return cls(kind, value)
+
+    @property
+    def inner(self) -> WeightSource:
+        """The source a `quantized:` source derives from."""
+        return WeightSource.parse(self.value.partition(":")[2], str(self))
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.value}"
@@ -70,6 +86,11 @@ class ModelSpec:
     description: str = ""
     license: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    default_precisions: tuple[str, ...] = ()
+    """What runs without --vlm-precisions; every precision when empty."""
+
+    def run_precisions(self) -> list[str]:
+        return list(self.default_precisions or self.precisions)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,6 +187,15 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
         raise CatalogError(f"{where}: field 'settings' must be a table")
+    chosen = raw.get("default_precisions", [])
+    if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
+        raise CatalogError(f"{where}: field 'default_precisions' must be a list of names")
+    unknown = [c for c in chosen if c.lower() not in precisions]
+    if unknown:
+        raise CatalogError(
+            f"{where}: field 'default_precisions' names {', '.join(map(repr, unknown))}, "
+            f"not in precisions ({', '.join(precisions)})"
+        )
     return ModelSpec(
         id=model_id,
         family=str(raw.get("family", model_id)),
@@ -179,6 +209,7 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
         description=str(raw.get("description", "")),
         license=str(raw.get("license", "")),
         settings=dict(settings),
+        default_precisions=tuple(c.lower() for c in chosen),
     )
 
 

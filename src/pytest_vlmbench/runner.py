@@ -16,15 +16,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_vlmbench import memory
+from pytest_vlmbench import machine_load, memory
 from pytest_vlmbench.backends import LoadedModel, Request
-from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep, Sample, dataset_hash
+from pytest_vlmbench.datasets import (
+    Dataset,
+    DatasetError,
+    ImagePrep,
+    Sample,
+    dataset_hash,
+    dataset_notes,
+)
 from pytest_vlmbench.datasets.images import prepare_image
 from pytest_vlmbench.power.monitor import PowerMonitor, Window
 from pytest_vlmbench.records import RecordWriter
 from pytest_vlmbench.roofline import roofline
 from pytest_vlmbench.structured import ParseOutcome
-from pytest_vlmbench.summary import summarize, warmup_warning
+from pytest_vlmbench.summary import stage_warning, summarize, warmup_warning
 from pytest_vlmbench.tasks import Task
 
 
@@ -100,6 +107,7 @@ class Runner:
         self.progress = progress
         self.monitor = monitor
         self._window: Window | None = None
+        self._cpu_before: machine_load.CpuTimes | None = None
         self.records: list[dict[str, Any]] = []
         self.input_mode = "image" if case.modality == "vision" else "text"
 
@@ -157,10 +165,14 @@ class Runner:
             system=plan.task.system, user=user, images=images, params=plan.task.params,
             seed=plan.seed, constraint=constraint,
         )
+        t_call = time.perf_counter_ns()
         try:
             response = self.model.generate(request)
         except Exception as exc:  # a failed request is a record, not the end of the run
-            record["error"] = _error("request", exc)
+            # Timed by us from the call to the error: it is in the wall time, the rate's
+            # denominator and the energy window (summary.METHODS["failures"]).
+            record.update(t_start_ns=t_call, t_end_ns=time.perf_counter_ns(),
+                          error=_error("request", exc))
             return record
         check = checker.check(response.text, response.finish_reason)
         record.update(
@@ -183,6 +195,8 @@ class Runner:
             return
         if record["error"] is not None:
             what = f"ERROR ({record['error']['stage']}): {record['error']['message']}"
+            if record["t_start_ns"] is not None and record["t_end_ns"] is not None:
+                what += f" after {(record['t_end_ns'] - record['t_start_ns']) / 1e9:.3f} s"
         else:
             lat = (record["t_end_ns"] - record["t_start_ns"]) / 1e9
             what = f"{lat:.3f} s, {record['completion_tokens']} tokens, {record['parse']}"
@@ -201,6 +215,7 @@ class Runner:
             checker = plan.task.checker()
             if self.monitor is not None:  # idle baseline (first time), memory peak reset
                 self._window = self.monitor.begin()
+            self._cpu_before = machine_load.read()
             seq = 0
             for phase, count in (("warmup", plan.warmup), ("measure", plan.samples)):
                 for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
@@ -252,10 +267,13 @@ class Runner:
             bytes_source=getattr(self.model, "decode_bytes_source", None),
             achieved_tokens_per_s=summary["decode_tokens_per_s"],
         )
-        warnings = []
-        note = warmup_warning(self.records)
-        if note:
-            warnings.append(note)
+        warnings = dataset_notes(plan.dataset)  # e.g. files a folder dataset skipped
+        machine = (machine_load.assess(self._cpu_before, machine_load.read())
+                   if self._cpu_before is not None else None)
+        for note in (warmup_warning(self.records), stage_warning(self.records),
+                     machine["note"] if machine and machine["busy"] else None):
+            if note:
+                warnings.append(note)
         if summary["failed"]:
             warnings.append(f"{summary['failed']} of {summary['requests']} requests failed")
         return {
@@ -285,5 +303,6 @@ class Runner:
             "records": {"file": self.writer.path.name, "measured": len(measured),
                         "warmup": len(self.records) - len(measured)},
             "settings": dict(getattr(self.model, "settings", {})),
+            "machine": machine,
             "started_at": started,
         }

@@ -22,6 +22,7 @@ METRICS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "max_ttft_p50_s": (("ttft_s", "median"), "<=", "s"),
     "max_ttft_p95_s": (("ttft_s", "p95"), "<=", "s"),
     "min_decode_tokens_per_s": (("decode_tokens_per_s",), ">=", "tokens/s"),
+    "min_prompt_tokens_per_s": (("prompt_tokens_per_s",), ">=", "tokens/s"),
     "min_stream_tokens_per_s": (("stream_tokens_per_s",), ">=", "tokens/s"),
     "min_requests_per_s": (("requests_per_s",), ">=", "requests/s"),
     "min_parse_rate": (("parse_rate",), ">=", ""),

@@ -15,7 +15,12 @@ document under `methods`:
   t_first_token), decode_tokens (counts) being the tokens sampled after the first, an
   end-of-generation token included (each cost a step in that window), or else
   completion_tokens - 1. It includes sampling (grammar!), detokenising and streaming;
-- requests_per_s: successful requests / (last end - first start) of the measured ones.
+- prompt_tokens_per_s: what llama-bench (pp) means: sum(counts.prefill_tokens) /
+  sum(stages_ns.prefill) over successful requests that report both;
+- requests_per_s: successful requests / (last end - first start) of the measured ones,
+  failed requests included in that window (the runner times every request);
+- stages: disjoint parts of a request's latency (STAGE_INVARIANTS); what they leave of
+  the latency is `unattributed`.
 """
 
 from __future__ import annotations
@@ -40,16 +45,70 @@ METHODS = {
     "stream_tokens_per_s": "sum(decode_tokens) / sum(t_end_ns - t_first_token_ns) over "
     "successful requests with decode_tokens >= 1; decode_tokens = counts.decode_tokens (tokens "
     "sampled after the first, end-of-generation included) or else completion_tokens - 1",
+    "prompt_tokens_per_s": "prompt-processing rate, as llama-bench pp: "
+    "sum(counts.prefill_tokens) / sum(stages_ns.prefill) over successful requests reporting "
+    "both (image tokens included: their embeddings are decoded like prompt tokens)",
     "success_rate": "requests without error / measured requests",
+    "failures": "a failed request is timed by the runner from the call to the error "
+    "(t_start_ns/t_end_ns of its record): it is inside wall_s, the energy window and "
+    "requests_per_s's denominator, counted in failed and success_rate, and its duration is "
+    "summarised apart in latency_failed_s, never mixed into latency_s; a sample that failed "
+    "before any request was sent (image preparation) has prepare_ns and no request times",
     "parse_rate": "valid outputs / measured requests (errors count as not valid); null when "
     "the task does not check its output",
-    "requests_per_s": "successful requests / (max t_end_ns - min t_start_ns) of measured requests",
+    "requests_per_s": "successful requests / (max t_end_ns - min t_start_ns) of measured "
+    "requests, failed ones included",
     "peak_rss_bytes": "process resident-set high-water mark (VmHWM) when the benchmark ended; "
     "includes every model loaded so far",
-    "stages": "prefill/decode: llama.cpp perf counters per request; image_encode: wall time of "
-    "the image chunk's evaluation minus the prompt-eval time llama.cpp accrued inside it; "
-    "prepare: image preparation, outside latency",
+    "stages": "disjoint parts of the latency, each timed between synchronised points: "
+    "template (chat template, tokenising, image preprocessing), image_encode (the projector), "
+    "prefill (prompt and image-token evaluation), decode (single-token evaluations after the "
+    "first sampled token), sample (sampler chain and grammar), detokenize; unattributed = "
+    "latency - sum(stages) (streaming, stop checks); prepare (image preparation) is outside "
+    "the latency. Invariants checked on every record: " + "; ".join(
+        f"{name}: {text}" for name, text in {
+            "stages_within_latency": "sum(stages) <= latency + tolerance",
+            "prompt_within_ttft": "template + image_encode + prefill <= TTFT + tolerance",
+            "stage_tolerance": "1 ms + 1% of the latency (clocks read at slightly different "
+            "points)",
+        }.items()),
 }
+
+STAGE_TOLERANCE_NS = 1_000_000
+STAGE_TOLERANCE_FRACTION = 0.01
+_PROMPT_STAGES = ("template", "image_encode", "prefill")
+
+
+def stage_violations(record: dict[str, Any]) -> list[str]:
+    """What breaks the stage invariants in one successful record (empty when none)."""
+    if record["error"] is not None or record["t_start_ns"] is None or record["t_end_ns"] is None:
+        return []
+    stages = record["stages_ns"]
+    latency = record["t_end_ns"] - record["t_start_ns"]
+    tolerance = STAGE_TOLERANCE_NS + STAGE_TOLERANCE_FRACTION * latency
+    out = []
+    total = sum(stages.values())
+    if total > latency + tolerance:
+        out.append(f"stages add up to {total / 1e6:.1f} ms, more than the latency "
+                   f"{latency / 1e6:.1f} ms")
+    if record["t_first_token_ns"] is not None:
+        ttft = record["t_first_token_ns"] - record["t_start_ns"]
+        prompt = sum(stages.get(name, 0) for name in _PROMPT_STAGES)
+        if prompt > ttft + tolerance:
+            out.append(f"template + image_encode + prefill = {prompt / 1e6:.1f} ms, more than "
+                       f"the TTFT {ttft / 1e6:.1f} ms")
+    return out
+
+
+def stage_warning(records: Sequence[dict[str, Any]]) -> str | None:
+    """One warning when a backend's stages break the invariants in any measured record."""
+    bad = [(r, v) for r in records if r["phase"] == "measure" for v in stage_violations(r)]
+    if not bad:
+        return None
+    first, why = bad[0]
+    n = len({id(r) for r, _ in bad})
+    return (f"stage timings of {n} request(s) break the invariants (first, "
+            f"{first['sample_id']}: {why}); the stage figures of this backend overlap")
 
 
 def _decode_tokens(record: dict[str, Any]) -> int:
@@ -104,6 +163,20 @@ def summarize(
         name: distribution([r["stages_ns"][name] / 1e9 for r in ok if name in r["stages_ns"]])
         for name in stage_names
     }
+    if stage_names:
+        stages["unattributed"] = distribution([
+            (r["t_end_ns"] - r["t_start_ns"] - sum(r["stages_ns"].values())) / 1e9 for r in ok
+        ])
+    prompt = [r for r in ok if r["stages_ns"].get("prefill") and "prefill_tokens" in r["counts"]]
+    prompt_ns = sum(r["stages_ns"]["prefill"] for r in prompt)
+    prompt_rate = (
+        sum(r["counts"]["prefill_tokens"] for r in prompt) / (prompt_ns / 1e9)
+        if prompt and len(prompt) == len(ok) and prompt_ns > 0 else None
+    )
+    failed_latency = [
+        (r["t_end_ns"] - r["t_start_ns"]) / 1e9 for r in measured
+        if r["error"] is not None and r["t_start_ns"] is not None and r["t_end_ns"] is not None
+    ]
     prepared = [r["prepare_ns"] / 1e9 for r in measured if r["prepare_ns"] is not None]
     if prepared:
         stages["prepare"] = distribution(prepared)
@@ -113,10 +186,12 @@ def summarize(
         "failed": n - len(ok),
         "success_rate": len(ok) / n if n else None,
         "latency_s": distribution(latency),
+        "latency_failed_s": distribution(failed_latency),
         "ttft_s": distribution(ttft),
         "decode_tokens_per_s": engine_rate if engine_rate is not None else stream_rate,
         "decode_source": "engine" if engine_rate is not None else "stream",
         "stream_tokens_per_s": stream_rate,
+        "prompt_tokens_per_s": prompt_rate,
         "stream_tokens_per_s_per_request": distribution(per_request_rate),
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "wall_s": wall_s,

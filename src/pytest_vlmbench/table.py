@@ -15,8 +15,12 @@ def _pct(value: Any) -> str:
 
 
 HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s",
-           "decode tok/s", "stream tok/s", "parse", "success", "J/token", "tok/s/W",
-           "% roofline", "SLO")
+           "pp tok/s", "decode tok/s", "stream tok/s", "MB/token", "parse", "success",
+           "J/token", "tok/s/W", "% roofline", "SLO")
+
+
+def _mb(value: Any) -> str:
+    return "-" if not value else f"{value / 1e6:.0f}"
 
 
 def _get(summary: dict[str, Any], block: str, key: str) -> Any:
@@ -34,8 +38,9 @@ def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             name if b["status"] == "complete" else f"{name} ({b['status']})",
             b["model"], b["precision"], str(s["requests"]),
             _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
-            _num(s["ttft_s"]["median"], ".3f"), _num(s["decode_tokens_per_s"], ".1f"),
-            _num(s["stream_tokens_per_s"], ".1f"),
+            _num(s["ttft_s"]["median"], ".3f"), _num(s.get("prompt_tokens_per_s"), ".0f"),
+            _num(s["decode_tokens_per_s"], ".1f"), _num(s["stream_tokens_per_s"], ".1f"),
+            _mb(_get(s, "roofline", "bytes_per_token")),
             _pct(s["parse_rate"]), _pct(s["success_rate"]),
             _num(_get(s, "energy", "energy_per_token_j"), ".4g"),
             _num(_get(s, "energy", "tokens_per_s_per_w"), ".3g"),

@@ -130,10 +130,24 @@ def _from_hf(value: str) -> Path:
         ) from None
 
 
+def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path:
+    from pytest_vlmbench.quantize import QuantizeError, derived_path, quantize
+
+    quant = source.value.partition(":")[0]
+    base = resolve(source.inner, catalog_dir=catalog_dir, cache_dir=cache_dir)
+    target = derived_path(cache_dir, base.path.name, base.sha256, quant)
+    try:
+        return quantize(base.path, target, quant)
+    except QuantizeError as exc:
+        raise WeightsError(f"{source}: {exc}") from None
+
+
 def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:
-    """Find, fetch or generate the file for `source`; hash it (cached)."""
+    """Find, fetch, generate or derive the file for `source`; hash it (cached)."""
     known_sha: str | None = None
-    if source.kind == "path":
+    if source.kind == "quantized":
+        path = _derive(source, catalog_dir=catalog_dir, cache_dir=cache_dir)
+    elif source.kind == "path":
         path = Path(source.value)
         if not path.is_absolute():
             path = catalog_dir / path

@@ -7,10 +7,14 @@ Choices that decide what the numbers mean (measured on 2 cores, see DESIGN.md):
 - Requests stream: time to first token is the first chunk with content.
 - Streaming chunks carry no token usage, so `_CountingLlama.generate` counts the tokens
   llama.cpp actually sampled (exact, and it costs one list append per token).
-- Prefill and decode stage times come from llama.cpp's own per-context perf counters,
-  reset before each request. On the vision path the image is encoded by
-  `mtmd_helper_eval_chunk_single`; its wall time minus the prompt-eval time llama.cpp
-  accrued inside it is the image-encode stage.
+- Stages are disjoint and timed on our clock: `_CountingLlama` synchronises the
+  context after every evaluation (llama.cpp accounts work only when it synchronises,
+  and a GPU decode returns before it is done), so template (rendering, tokenising,
+  image preprocessing), image_encode, prefill, decode, sample (the sampler chain,
+  grammar-constrained sampling included) and detokenize never hold each other's time.
+  On the vision path `mtmd_helper_eval_chunk_single` encodes the image and decodes its
+  embeddings; llama.cpp's prompt-eval counter, read between two synchronisations,
+  gives the decode part (prefill) and the rest of the chunk is the image encode.
 - Each request pays its full prompt (no prefix reuse across requests) unless the
   model's settings say `prompt_cache = true`, so per-request prefill is comparable.
 """
@@ -18,12 +22,15 @@ Choices that decide what the numbers mean (measured on 2 cores, see DESIGN.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench import gguf_synth
 from pytest_vlmbench.backends import BackendError, LoadContext, Request, Response
 from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench.devices import DeviceProfile
 from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.structured import ConstraintError
 from pytest_vlmbench.tasks import Task
@@ -39,11 +46,50 @@ _SETTING_KEYS = {
 }
 
 
+@dataclass
+class _Stages:
+    """One request's disjoint stage times (ns), timed on our clock with the context
+    synchronised at every boundary (see the module docstring)."""
+
+    first_eval_ns: int | None = None  # when the first evaluation of the prompt began
+    prefill_ns: int = 0
+    prefill_tokens: int = 0
+    image_encode_ns: int = 0
+    image_tokens: int = 0
+    decode_ns: int = 0
+    decode_evals: int = 0
+    sample_ns: int = 0
+    detokenize_ns: int = 0
+    sampled: int = 0  # tokens sampled so far (the first one ends the prefill)
+    before_eval_ns: int = 0  # sample/detokenize time spent before the first evaluation
+
+    def mark_eval_start(self, t_ns: int) -> None:
+        if self.first_eval_ns is None:
+            self.first_eval_ns = t_ns
+
+    def add_sample(self, dt: int) -> None:
+        self.sample_ns += dt
+        if self.first_eval_ns is None:
+            self.before_eval_ns += dt
+
+    def add_detokenize(self, dt: int) -> None:
+        self.detokenize_ns += dt
+        if self.first_eval_ns is None:
+            self.before_eval_ns += dt
+
+
 class _CountingLlama(llama_cpp.Llama):
-    """Llama that remembers the prompt length and the tokens it sampled per call."""
+    """Llama that times and counts what one request does, stage by stage.
+
+    llama.cpp accounts an evaluation only when the context synchronises, and on a GPU
+    `llama_decode` returns before the work is done; so every evaluation here is followed
+    by `llama_synchronize`, and the time of each stage is read on our own clock between
+    two synchronised points: it cannot leak into the next stage.
+    """
 
     last_prompt_tokens: int = 0
     last_sampled: list[int]
+    stages: _Stages | None = None  # set for the duration of one measured request
 
     def generate(  # type: ignore[override]  # same call, counted
         self, tokens: Any, *args: Any, **kwargs: Any
@@ -53,6 +99,49 @@ class _CountingLlama(llama_cpp.Llama):
         for token in super().generate(tokens, *args, **kwargs):
             sampled.append(token)
             yield token
+
+    def eval(self, tokens: Sequence[int]) -> None:
+        st = self.stages
+        if st is None:
+            super().eval(tokens)
+            return
+        t0 = time.perf_counter_ns()
+        st.mark_eval_start(t0)
+        super().eval(tokens)
+        llama_cpp.llama_synchronize(self.ctx)
+        dt = time.perf_counter_ns() - t0
+        if st.sampled == 0:  # still the prompt (llama-cpp-python re-evaluates its last token)
+            st.prefill_ns += dt
+            st.prefill_tokens += len(tokens)
+        else:
+            st.decode_ns += dt
+            st.decode_evals += 1
+
+    def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
+        # Building the sampler chain parses a grammar: sampling work, inside the request.
+        st = self.stages
+        t0 = time.perf_counter_ns()
+        sampler = super()._init_sampler(*args, **kwargs)
+        if st is not None:
+            st.add_sample(time.perf_counter_ns() - t0)
+        return sampler
+
+    def sample(self, *args: Any, **kwargs: Any) -> int:
+        st = self.stages
+        t0 = time.perf_counter_ns()
+        token: int = super().sample(*args, **kwargs)
+        if st is not None:
+            st.add_sample(time.perf_counter_ns() - t0)
+            st.sampled += 1
+        return token
+
+    def detokenize(self, *args: Any, **kwargs: Any) -> bytes:
+        st = self.stages
+        t0 = time.perf_counter_ns()
+        text: bytes = super().detokenize(*args, **kwargs)
+        if st is not None:
+            st.add_detokenize(time.perf_counter_ns() - t0)
+        return text
 
     def sampled_tokens(self) -> int:
         return len(getattr(self, "last_sampled", []))
@@ -65,24 +154,41 @@ class _CountingLlama(llama_cpp.Llama):
 
 
 class _TimedMtmd:
-    """Stands in for `llama_cpp.mtmd_cpp` inside the handler to time the image path."""
+    """Stands in for `llama_cpp.mtmd_cpp` inside the handler to time the image path.
+
+    `mtmd_helper_eval_chunk_single` encodes the image with the projector, then decodes
+    the image embeddings into the language model's context. The context is
+    synchronised after it, so llama.cpp's prompt-eval counter has accounted that
+    decode; its delta is the image tokens' prefill and the rest of the chunk's wall time
+    is the image encode. (Without the synchronisation the decode was accounted only at
+    the first sample, and both stages held the other's time.)
+    """
 
     def __init__(self, module: Any) -> None:
         self._module = module
-        self.image_ns = 0
-        self.image_tokens = 0
+        self.stages: _Stages | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
 
     def mtmd_helper_eval_chunk_single(self, mctx: Any, lctx: Any, chunk: Any, *rest: Any) -> Any:
+        st = self.stages
+        if st is None:
+            return self._module.mtmd_helper_eval_chunk_single(mctx, lctx, chunk, *rest)
+        llama_cpp.llama_synchronize(lctx)
         before = llama_cpp.llama_perf_context(lctx).t_p_eval_ms
         t0 = time.perf_counter_ns()
+        st.mark_eval_start(t0)
         result = self._module.mtmd_helper_eval_chunk_single(mctx, lctx, chunk, *rest)
+        llama_cpp.llama_synchronize(lctx)
         wall = time.perf_counter_ns() - t0
-        prefill_ms = llama_cpp.llama_perf_context(lctx).t_p_eval_ms - before
-        self.image_ns += max(0, wall - int(prefill_ms * 1e6))
-        self.image_tokens += int(self._module.mtmd_input_chunk_get_n_tokens(chunk))
+        decode_ns = min(wall, max(0, round(
+            (llama_cpp.llama_perf_context(lctx).t_p_eval_ms - before) * 1e6)))
+        n_tokens = int(self._module.mtmd_input_chunk_get_n_tokens(chunk))
+        st.image_encode_ns += wall - decode_ns
+        st.image_tokens += n_tokens
+        st.prefill_ns += decode_ns
+        st.prefill_tokens += n_tokens
         return result
 
 
@@ -274,11 +380,57 @@ class LlamaCppModel:
             messages.append({"role": "system", "content": request.system})
         if not self._prompt_cache:
             llm.reset()
+        st = _Stages()
+        llm.stages = st
         if self._handler is not None:
-            self._handler.timed.image_ns = 0
-            self._handler.timed.image_tokens = 0
+            self._handler.timed.stages = st
         llama_cpp.llama_perf_context_reset(llm.ctx)
+        try:
+            t_start, t_first, t_end, finish, parts = self._stream(llm, request, messages, common)
+        finally:
+            llm.stages = None
+            if self._handler is not None:
+                self._handler.timed.stages = None
 
+        # Disjoint stages: each is timed between synchronised points, and none of them
+        # holds another. What is left of the latency (Python streaming, stop checks) is
+        # not a stage; summary.py reports it as unattributed.
+        before = (st.first_eval_ns if st.first_eval_ns is not None else t_end) - t_start
+        stages = {
+            "template": max(0, before - st.before_eval_ns),
+            "prefill": st.prefill_ns,
+            "decode": st.decode_ns,
+            "sample": st.sample_ns,
+            "detokenize": st.detokenize_ns,
+        }
+        # decode_tokens: tokens sampled after the first one (an end-of-generation token
+        # included): each cost a decode step inside the window from first token to end.
+        counts = {
+            "prefill_tokens": st.prefill_tokens,
+            "decode_evals": st.decode_evals,
+            "decode_tokens": max(0, llm.sampled_tokens() - 1),
+        }
+        if self._handler is not None and request.images:
+            stages["image_encode"] = st.image_encode_ns
+            counts["image_tokens"] = st.image_tokens
+        response = Response(
+            text="".join(parts),
+            finish_reason=finish,
+            prompt_tokens=llm.last_prompt_tokens,
+            completion_tokens=llm.completion_tokens(),
+            t_start_ns=t_start,
+            t_first_token_ns=t_first,
+            t_end_ns=t_end,
+            stages_ns=stages,
+            counts=counts,
+        )
+        return response
+
+    def _stream(
+        self, llm: Any, request: Request, messages: list[dict[str, Any]],
+        common: dict[str, Any],
+    ) -> tuple[int, int | None, int, str | None, list[str]]:
+        """Send the request and drain the stream: (start, first content, end, finish, text)."""
         stream: Any
         t_start = time.perf_counter_ns()
         if request.images:
@@ -313,32 +465,7 @@ class LlamaCppModel:
                 parts.append(piece)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
-        t_end = time.perf_counter_ns()
-
-        perf = llama_cpp.llama_perf_context(llm.ctx)
-        stages = {"prefill": int(perf.t_p_eval_ms * 1e6), "decode": int(perf.t_eval_ms * 1e6)}
-        # Tokens sampled after the first one (an end-of-generation token included): each
-        # cost a decode step inside the window from first token to end.
-        counts = {
-            "prefill_tokens": int(perf.n_p_eval),
-            "decode_evals": int(perf.n_eval),
-            "decode_tokens": max(0, llm.sampled_tokens() - 1),
-        }
-        if self._handler is not None and request.images:
-            stages["image_encode"] = self._handler.timed.image_ns
-            counts["image_tokens"] = self._handler.timed.image_tokens
-        response = Response(
-            text="".join(parts),
-            finish_reason=finish,
-            prompt_tokens=llm.last_prompt_tokens,
-            completion_tokens=llm.completion_tokens(),
-            t_start_ns=t_start,
-            t_first_token_ns=t_first,
-            t_end_ns=t_end,
-            stages_ns=stages,
-            counts=counts,
-        )
-        return response
+        return t_start, t_first, time.perf_counter_ns(), finish, parts
 
     def close(self) -> None:
         self._llm.close()
@@ -346,6 +473,46 @@ class LlamaCppModel:
 
 class LlamaCppBackend:
     name = "llama_cpp"
+
+    # ggml backends that put work on a GPU, as their shared libraries are named.
+    _GPU_KINDS = ("cuda", "hip", "musa", "vulkan", "sycl", "metal", "opencl")
+
+    def check_device(self, device: DeviceProfile) -> str | None:
+        """Whether this llama-cpp-python can offload to the device's GPU.
+
+        A CPU-only build (the default of `pip install llama-cpp-python`) loads with
+        n_gpu_layers=-1 without complaint and runs every layer on the CPU; the only
+        trace was `gpu_offload_supported=false` in the settings.
+        """
+        if device.accelerator == "cpu" or llama_cpp.llama_supports_gpu_offload():
+            return None
+        version = llama_cpp.__version__
+        shipped = self._gpu_libraries()
+        if shipped:
+            return (
+                f"llama-cpp-python {version} is a GPU build ({', '.join(shipped)}) but "
+                "llama_supports_gpu_offload() is false: it found no usable GPU for device "
+                f"{device.name} (check the NVIDIA driver and that CUDA_VISIBLE_DEVICES "
+                "does not hide the GPU)"
+            )
+        return (
+            f"llama-cpp-python {version} was built without GPU offload "
+            f"(llama_supports_gpu_offload() is false) but device {device.name} has a "
+            f"{device.accelerator} GPU; rebuild it with CUDA: CMAKE_ARGS=-DGGML_CUDA=on pip "
+            "install --force-reinstall --no-deps --no-cache-dir --no-binary llama-cpp-python "
+            f"llama-cpp-python=={version} (tools/install.sh does this where nvcc and an NVIDIA "
+            "driver are present)"
+        )
+
+    @classmethod
+    def _gpu_libraries(cls) -> list[str]:
+        """The GPU backend libraries shipped in llama_cpp/lib (libggml-cuda.so, ...)."""
+        lib = Path(llama_cpp.__file__).parent / "lib"
+        return sorted(
+            path.name for path in lib.glob("*ggml-*")
+            if any(f"ggml-{kind}." in path.name for kind in cls._GPU_KINDS)
+            and path.suffix in (".so", ".dll", ".dylib")
+        )
 
     def load(self, spec: ModelSpec, precision: str, ctx: LoadContext) -> LlamaCppModel:
         if precision not in spec.precisions:

@@ -1,0 +1,126 @@
+"""How busy the machine was while a benchmark ran: the evidence behind a "busy" warning.
+
+Measured here (DESIGN.md): beside another job, a run was faster with 1 thread than
+with 2, the reverse of a quiet machine, and between runs the speed drifts 10-25%.
+Numbers taken on a busy machine describe the machine, not the model, so every
+benchmark records what else used the CPUs during its window:
+
+- other_cpu_fraction: CPU time used by everything but this process (all of
+  /proc/stat's busy jiffies minus our own user+system time, children included), as a
+  fraction of the window's wall time times the number of CPUs;
+- steal_fraction: time the hypervisor gave our virtual CPUs to someone else (steal
+  jiffies / all jiffies), the shared-cloud kind of busy;
+- loadavg_1m: the 1-minute load average at the end (it includes our own threads).
+
+`busy` is true when others took more than BUSY_OTHER_FRACTION of the CPUs or steal
+exceeded BUSY_STEAL_FRACTION. Where /proc/stat is missing (not Linux) the fractions
+are None and `busy` is None: unknown, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BUSY_OTHER_FRACTION = 0.10
+BUSY_STEAL_FRACTION = 0.05
+PROC_STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """One reading: all CPUs' jiffies (busy, steal, total), our own CPU seconds, the clock."""
+
+    busy_jiffies: int | None
+    steal_jiffies: int | None
+    total_jiffies: int | None
+    own_cpu_s: float
+    wall_ns: int
+
+
+def _proc_stat(path: Path) -> tuple[int, int, int] | None:
+    """(busy, steal, total) jiffies from the aggregate `cpu` line, or None."""
+    try:
+        first = path.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    try:
+        fields = [int(v) for v in first[1:]]
+    except ValueError:
+        return None
+    # user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    fields += [0] * (8 - len(fields))
+    user, nice, system, idle, iowait, irq, softirq, steal = fields[:8]
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
+def _own_cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def read(path: Path = PROC_STAT) -> CpuTimes:
+    stat = _proc_stat(path)
+    return CpuTimes(
+        busy_jiffies=stat[0] if stat else None,
+        steal_jiffies=stat[1] if stat else None,
+        total_jiffies=stat[2] if stat else None,
+        own_cpu_s=_own_cpu_s(),
+        wall_ns=time.perf_counter_ns(),
+    )
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    except OSError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def assess(before: CpuTimes, after: CpuTimes, *, cpus: int | None = None,
+           hz: int | None = None) -> dict[str, Any]:
+    """The benchmark entry's `machine` block for the window between two readings."""
+    wall_s = (after.wall_ns - before.wall_ns) / 1e9
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not available
+        load = None
+    block: dict[str, Any] = {
+        "busy": None, "note": None, "loadavg_1m": load, "other_cpu_fraction": None,
+        "steal_fraction": None, "window_s": wall_s,
+        "method": f"others' CPU time / (window x CPUs) from /proc/stat minus this process; "
+        f"busy above {BUSY_OTHER_FRACTION:.0%} others or {BUSY_STEAL_FRACTION:.0%} steal",
+    }
+    if (before.busy_jiffies is None or after.busy_jiffies is None or wall_s <= 0
+            or before.total_jiffies is None or after.total_jiffies is None
+            or before.steal_jiffies is None or after.steal_jiffies is None):
+        block["note"] = "no /proc/stat: how busy the machine was is unknown"
+        return block
+    ticks = hz or os.sysconf("SC_CLK_TCK")
+    n = cpus or _cpus()
+    # /proc/stat counts every CPU of the machine, not only those we may use.
+    machine_cpus = os.cpu_count() or n
+    busy_s = (after.busy_jiffies - before.busy_jiffies) / ticks
+    own_s = after.own_cpu_s - before.own_cpu_s
+    other = max(0.0, busy_s - own_s) / (wall_s * machine_cpus)
+    total = after.total_jiffies - before.total_jiffies
+    steal = (after.steal_jiffies - before.steal_jiffies) / total if total > 0 else 0.0
+    block["other_cpu_fraction"] = other
+    block["steal_fraction"] = steal
+    reasons = []
+    if other > BUSY_OTHER_FRACTION:
+        reasons.append(f"other processes used {other:.0%} of the CPUs")
+    if steal > BUSY_STEAL_FRACTION:
+        reasons.append(f"the hypervisor stole {steal:.0%} of CPU time")
+    block["busy"] = bool(reasons)
+    if reasons:
+        block["note"] = ("the machine was busy during this benchmark: " + " and ".join(reasons)
+                         + "; its timings describe a shared machine")
+    return block
