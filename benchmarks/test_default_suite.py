@@ -25,10 +25,14 @@ def test_caption_brief(vlm_bench: Any) -> None:
 
 
 @pytest.mark.vlm_slo(min_success_rate=1.0, min_parse_rate=1.0)
+@pytest.mark.vlm_one_precision
 def test_photo_score(vlm_bench: Any) -> None:
     """Photo scoring as JSON (score 1-10, caption, at most 8 tags).
 
     Generation is constrained by a GBNF grammar that encodes the task's JSON schema, so
     every answer must parse and validate; anything less is a bug worth a red test.
+    Most of its time is grammar-constrained sampling (the `sample` stage), which the
+    weights' precision does not change, so it runs at one precision per model and the
+    suite stays within a few minutes; the precision axis is caption_brief's.
     """
     vlm_bench.run(PHOTO_SCORE_GBNF)

@@ -57,6 +57,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
+        "vlm_one_precision: run this benchmark at one precision per model (the first of the "
+        "model's selected precisions), for figures that precision does not change",
+    )
+    config.addinivalue_line(
+        "markers",
         "vlm_modality(name): run this benchmark only on models of this modality "
         "('vision' or 'text')",
     )
@@ -148,6 +153,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cells = session.matrix()
     except CatalogError as exc:  # no catalog file at all: one message, no traceback
         raise pytest.Collector.CollectError(f"pytest-vlmbench: {exc}") from None
+    one_precision = metafunc.definition.get_closest_marker("vlm_one_precision") is not None
+    first: dict[str, str] = {}  # model -> the precision it runs at under vlm_one_precision
     params = []
     for cell in cells:
         marks = []
@@ -155,6 +162,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if skip is None and wanted and cell.case.modality not in wanted:
             needed = "/".join(sorted(wanted))
             skip = f"needs a {needed} model; {cell.case.model} is {cell.case.modality}"
+        if skip is None and one_precision:
+            chosen = first.setdefault(cell.case.model, cell.case.precision)
+            if chosen != cell.case.precision:
+                skip = (f"@pytest.mark.vlm_one_precision: {cell.case.model} runs this benchmark "
+                        f"at {chosen} only")
         if skip is not None:
             marks.append(pytest.mark.skip(reason=skip))
         params.append(pytest.param(cell.case, id=cell.case.id, marks=marks))
@@ -215,7 +227,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         out_dir = vlm.results_path.parent.parent if worker else vlm.results_path.parent
         try:
             vlm.gate = Gate(vlm.options.compare, out_dir, list(vlm.options.fail_on),
-                            vlm.run_id)
+                            vlm.run_id, baseline_runs=vlm.options.baseline_runs,
+                            drift_allowance=vlm.options.drift_allowance)
         except GateError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     if vlm.options.power_meter == "auto":
