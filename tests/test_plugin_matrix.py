@@ -215,3 +215,55 @@ def test_no_catalog_file_is_one_collection_error(pytester: pytest.Pytester) -> N
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*pytest-vlmbench: *models.toml: model catalog not found*"])
     assert "Traceback" not in result.stdout.str()
+
+
+TWO_PRECISIONS = """
+[[model]]
+id = "tiny-text"
+backend = "llama_cpp"
+modality = "text"
+chat_format = "model"
+default = true
+default_precisions = ["fp32", "f16"]
+
+[model.precisions]
+fp32 = "generated:llama-tiny"
+f16 = "quantized:f16:generated:llama-tiny"
+q8_0 = "quantized:q8_0:generated:llama-tiny"
+"""
+
+ONE_PRECISION_BENCH = """
+import pytest
+
+def test_axis(vlm_model):
+    pass
+
+@pytest.mark.vlm_one_precision
+def test_once(vlm_model):
+    pass
+"""
+
+
+def test_default_precisions_and_one_precision_marker(project: Project) -> None:
+    (project.pytester.path / "models.toml").write_text(TWO_PRECISIONS)
+    project.pytester.makepyfile(test_bench=ONE_PRECISION_BENCH)
+    out = project.run("-rs", "-v")
+    # default_precisions: fp32 and f16, not q8_0; test_once runs at fp32 only.
+    out.run.assert_outcomes(passed=3, skipped=1)
+    for line in ("*test_axis[[]tiny-text-fp32-cpu[]] PASSED*",
+                 "*test_axis[[]tiny-text-f16-cpu[]] PASSED*",
+                 "*test_once[[]tiny-text-fp32-cpu[]] PASSED*",
+                 "*vlm_one_precision: tiny-text runs this benchmark at fp32 only*"):
+        out.run.stdout.fnmatch_lines([line])
+    # An explicit --vlm-precisions wins over the catalog's default_precisions.
+    again = project.run(f"{options.PRECISIONS}=q8_0")
+    again.run.assert_outcomes(passed=2)
+
+
+def test_default_precisions_must_name_known_precisions(project: Project) -> None:
+    (project.pytester.path / "models.toml").write_text(
+        TWO_PRECISIONS.replace('["fp32", "f16"]', '["fp32", "q4_kk"]'))
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run()
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(["*default_precisions*'q4_kk'*not in precisions*"])
