@@ -17,7 +17,7 @@ from pytest_vlmbench.compare import (
 )
 from tests.test_compare import BASE16, REAL, Bench, latencies, write_run
 
-SLOW = latencies(16, 1.3, 0.03, seed=2)
+SLOW = latencies(16, 1.6, 0.03, seed=2)  # beyond +10% plus the drift allowance of one run
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +47,104 @@ def test_regression_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert any(line.startswith("!!") and "p50_latency" in line for line in out.splitlines())
 
 
-def test_fail_on_replaces_the_default_rules(tmp_path: Path) -> None:
+def test_fail_on_edits_the_default_rules(tmp_path: Path) -> None:
     b, c = pair(tmp_path, Bench(BASE16), Bench(SLOW))
-    assert cli.main(["compare", b, c, "--fail-on", "parse_rate:-0.01"]) == EXIT_OK
-    assert cli.main(["compare", b, c, "--fail-on", "parse_rate:-0.01",
+    # a rule for another metric keeps the default p50 and tokens/s gates
+    assert cli.main(["compare", b, c, "--fail-on", "parse_rate:-0.01"]) == EXIT_REGRESSION
+    assert cli.main(["compare", b, c, "--fail-on", "none,parse_rate:-0.01"]) == EXIT_OK
+    assert cli.main(["compare", b, c, "--fail-on", "none",
                      "--fail-on", "p95_latency:+20%"]) == EXIT_REGRESSION
-    assert cli.main(["compare", b, c, "--fail-on", "p95_latency:+50%"]) == EXIT_OK
+    assert cli.main(["compare", b, c, "--fail-on", "p50_latency:+50%,tokens_per_s:-50%",
+                     "--fail-on", "p95_latency:+50%"]) == EXIT_OK  # 60% < 50% + 25%
+    assert cli.main(["compare", b, c, "--fail-on", "p50_latency:off",
+                     "--fail-on", "tokens_per_s:off"]) == EXIT_OK
+
+
+def test_drift_allowance_of_one_baseline_run(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    b, c = pair(tmp_path, Bench(BASE16), Bench(latencies(16, 1.3, 0.03, seed=2)))
+    assert cli.main(["compare", b, c]) == EXIT_OK  # +30% < +10% + 25%
+    out = capsys.readouterr().out
+    assert "within the drift allowance of one baseline run (+25%)" in out
+    assert "one baseline run: give several (--baseline-runs)" in out
+    assert cli.main(["compare", b, c, "--drift-allowance", "0"]) == EXIT_REGRESSION
+    assert cli.main(["compare", b, c, "--drift-allowance", "15%"]) == EXIT_REGRESSION
+    assert cli.main(["compare", b, c, "--drift-allowance", "0.2"]) == EXIT_OK
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        cli.main(["compare", b, c, "--drift-allowance=-5%"])
+    assert info.value.code == EXIT_USAGE
+    assert "expected a fraction >= 0" in capsys.readouterr().err
+
+
+def _runs(tmp_path: Path, centers: list[float], current: float) -> list[str]:
+    """Baseline runs whose medians sit at `centers` (the machine drifting between runs),
+    then a current run; paths in that order."""
+    paths = [write_run(tmp_path, f"b{i}", [Bench(latencies(16, m, 0.03, seed=10 + i))],
+                       started_at=f"2026-11-23T1{i}:00:00+00:00")
+             for i, m in enumerate(centers)]
+    cur = write_run(tmp_path, "cur", [Bench(latencies(16, current, 0.03, seed=99))],
+                    started_at="2026-11-24T00:00:00+00:00")
+    return [str(p) for p in [*paths, cur]]
+
+
+DRIFTING = [1.0, 1.18, 0.92, 1.1, 0.97]  # between-run CV ~10%, as measured on this machine
+
+
+def test_several_baseline_files_judge_timing_run_by_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = _runs(tmp_path, DRIFTING, 1.2)  # +17% over the runs' centre: within the drift
+    assert cli.main(["compare", *runs[-2:]]) == EXIT_OK  # one run: within +10% + 25% too
+    capsys.readouterr()
+    assert cli.main(["compare", *runs, "--format", "json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in doc["baseline"]["runs"]] == ["b4", "b3", "b2", "b1", "b0"]
+    p50 = next(m for m in doc["pairs"][0]["metrics"] if m["metric"] == "p50_latency")
+    assert (p50["mode"], p50["test"], p50["baseline_runs"]) == ("runs", "run-level t", 5)
+    assert p50["run_level"]["k"] == 5
+    assert 0.05 < p50["run_level"]["cv"] < 0.15
+    assert p50["request_p_value"] < 1e-6  # per request, the shift is "significant"...
+    assert p50["verdict"] == "unchanged"  # ... but not beyond the machine's drift
+    assert p50["mde"] > 0.2
+    # with the drift allowance off, one run gates on the same +17%: what run level avoids
+    assert cli.main(["compare", runs[0], runs[-1], "--drift-allowance", "0"]) == EXIT_REGRESSION
+
+
+def test_several_baseline_runs_catch_a_slowdown_beyond_the_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = _runs(tmp_path, DRIFTING, 2.0)
+    assert cli.main(["compare", *runs]) == EXIT_REGRESSION
+    out = capsys.readouterr().out
+    assert any(line.startswith("!!") and "p50_latency" in line and "5 runs, drift CV" in line
+               for line in out.splitlines())
+    assert cli.main(["compare", *runs, "--baseline-runs", "1"]) == EXIT_REGRESSION
+    assert "one baseline run" in capsys.readouterr().out
+
+
+def test_a_baseline_directory_gives_its_newest_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    runs = _runs(saved, DRIFTING, 1.0)
+    assert cli.main(["compare", str(saved), runs[-1], "--baseline-runs", "3",
+                     "--format", "json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert [r["run_id"] for r in doc["baseline"]["runs"]] == ["b4", "b3", "b2"]
+    p50 = next(m for m in doc["pairs"][0]["metrics"] if m["metric"] == "p50_latency")
+    assert p50["run_level"]["k"] == 3
+    # two degrees of freedom: t(0.995, 2) = 9.92, so only a change of ~2.7x is detectable
+    assert p50["mde"] > 1.0
+    assert any("3 newest finished runs in" in n and "2 older left out" in n
+               for n in doc["notes"])
+
+
+def test_compare_needs_a_baseline_and_a_current(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["compare", str(REAL)]) == EXIT_USAGE
+    assert "needs a BASELINE and a CURRENT" in capsys.readouterr().err
 
 
 def test_alpha_and_min_samples(tmp_path: Path) -> None:

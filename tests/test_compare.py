@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_vlmbench import compare, results
+from pytest_vlmbench import compare, noise, results
 from pytest_vlmbench.compare import (
     DEFAULT_RULES,
     EXIT_NOTHING_COMPARABLE,
@@ -63,7 +64,8 @@ class Bench:
     status: str = "complete"
     fail_on: list[str] | None = None
     energy_j: Sequence[float] | None = None
-    started_at: str = "2026-11-23T10:00:00+00:00"
+    started_at: str | None = None
+    """The entry's start; None: the document's."""
     engine: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -87,7 +89,8 @@ def make_records(run_id: str, b: Bench) -> list[dict[str, Any]]:
             completion_tokens=None if failed else 48, output=None if failed else "{}",
             parse="no_output" if failed else parse,
             stages_ns={"prefill": first - start, "decode": end - first} if b.engine else {},
-            counts={"decode_evals": 47, "decode_tokens": 47} if b.engine else {},
+            counts={"prefill_tokens": 62, "decode_evals": 47, "decode_tokens": 47}
+            if b.engine else {},
             error={"stage": "request", "type": "RuntimeError", "message": "boom"}
             if failed else None,
         )
@@ -96,7 +99,7 @@ def make_records(run_id: str, b: Bench) -> list[dict[str, Any]]:
 
 
 def make_entry(template: dict[str, Any], run_id: str, b: Bench,
-               records: list[dict[str, Any]]) -> dict[str, Any]:
+               records: list[dict[str, Any]], started_at: str) -> dict[str, Any]:
     entry = copy.deepcopy(template)
     measured = [r for r in records if r["phase"] == "measure"]
     summary = summarize(records, checks_output=True, load_s=0.5, peak_rss=10**8)
@@ -114,15 +117,19 @@ def make_entry(template: dict[str, Any], run_id: str, b: Bench,
         error="backend crashed" if b.status == "error" else None, summary=summary,
         records={"file": f"results-{run_id}.records.jsonl", "measured": len(measured),
                  "warmup": 1},
-        started_at=b.started_at, **b.extra,
+        started_at=b.started_at or started_at, **b.extra,
     )
     if b.fail_on is not None:
         entry["fail_on"] = b.fail_on
     return entry
 
 
+COMMIT = "d6d94d61f33541a3993a6fb257478697b437d8f3"  # the real run's environment.git
+
+
 def write_run(directory: Path, run_id: str, benches: Sequence[Bench], *,
-              started_at: str = "2026-11-23T10:00:00+00:00", status: str = "complete") -> Path:
+              started_at: str = "2026-11-23T10:00:00+00:00", status: str = "complete",
+              commit: str | None = COMMIT) -> Path:
     """A valid results document and its records file; returns the document's path."""
     real = json.loads(REAL.read_text())
     records: list[dict[str, Any]] = []
@@ -130,9 +137,12 @@ def write_run(directory: Path, run_id: str, benches: Sequence[Bench], *,
     for b in benches:
         recs = make_records(b.run_id or run_id, b)
         records.extend(recs)
-        entries.append(make_entry(real["benchmarks"][0], run_id, b, recs))
+        entries.append(make_entry(real["benchmarks"][0], run_id, b, recs, started_at))
+    environment = {k: v for k, v in real["environment"].items() if k != "git"}
+    if commit is not None:
+        environment["git"] = {"commit": commit, "dirty": False}
     doc = {**real, "run_id": run_id, "started_at": started_at, "finished_at": started_at,
-           "status": status, "benchmarks": entries,
+           "status": status, "benchmarks": entries, "environment": environment,
            "records_file": f"results-{run_id}.records.jsonl"}
     path = directory / f"results-{run_id}.json"
     results.write_atomic(path, doc)
@@ -143,9 +153,12 @@ def write_run(directory: Path, run_id: str, benches: Sequence[Bench], *,
 
 def run_pair(tmp_path: Path, base: Sequence[Bench], cur: Sequence[Bench],
              rules: Sequence[str] | None = None, **kwargs: Any) -> Comparison:
+    """One baseline run against a current run. The per-request mechanics are tested
+    without the drift allowance of one baseline run (drift_allowance=0) unless given."""
     b = write_run(tmp_path, "base", base)
     c = write_run(tmp_path, "cur", cur, started_at="2026-11-23T11:00:00+00:00")
     parsed = parse_rules(rules) if rules is not None else None
+    kwargs.setdefault("drift_allowance", 0.0)
     return compare_runs(load_run(b), load_run(c), parsed, **kwargs)
 
 
@@ -268,7 +281,8 @@ def test_failures_lower_success_rate_and_leave_latency_alone(tmp_path: Path) -> 
 
 def test_a_regression_without_a_rule_does_not_gate(tmp_path: Path) -> None:
     slow = latencies(16, 1.3, 0.03, seed=2)
-    comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)], rules=["parse_rate:-0.01"])
+    comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)],
+                          rules=["none,parse_rate:-0.01"])
     m = result(comparison, "p50_latency")
     assert m.verdict == "regressed"
     assert not m.gated
@@ -277,12 +291,29 @@ def test_a_regression_without_a_rule_does_not_gate(tmp_path: Path) -> None:
     assert any("regressed (not gated)" in line for line in render_table(comparison))
 
 
-def test_rules_replace_the_defaults(tmp_path: Path) -> None:
+def test_rules_override_only_the_defaults_they_name(tmp_path: Path) -> None:
     slow = latencies(16, 1.3, 0.03, seed=2)
     comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)], rules=["p95_latency:+50%"])
     gated = {m.metric for m in comparison.pairs[0].metrics if m.gated}
-    assert gated == {"p95_latency"}
-    assert comparison.exit_status == EXIT_OK
+    assert gated == {"p95_latency", *DEFAULT_RULES}
+    assert result(comparison, "p95_latency").verdict == "unchanged"  # +30% < +50%
+    assert comparison.exit_status == EXIT_REGRESSION  # the default p50 gate is still there
+
+
+def test_none_clears_the_defaults_and_off_drops_one(tmp_path: Path) -> None:
+    slow = latencies(16, 1.3, 0.03, seed=2)
+    only_p95 = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)],
+                        rules=["none,p95_latency:+50%"])
+    assert {m.metric for m in only_p95.pairs[0].metrics if m.gated} == {"p95_latency"}
+    assert only_p95.exit_status == EXIT_OK
+    no_timing = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)],
+                         rules=["p50_latency:off", "tokens_per_s:off"])
+    gated = {m.metric for m in no_timing.pairs[0].metrics if m.gated}
+    assert gated == {"parse_rate", "success_rate", "energy_per_token"}
+    assert no_timing.exit_status == EXIT_OK
+    nothing = run_pair(tmp_path, [Bench(BASE16)], [Bench(slow)], rules=["none"])
+    assert not any(m.gated for m in nothing.pairs[0].metrics)
+    assert result(nothing, "p50_latency").verdict == "regressed"  # still judged, not gated
 
 
 def test_benchmark_fail_on_overrides_the_rules_it_names(tmp_path: Path) -> None:
@@ -451,11 +482,38 @@ def test_rule_errors_name_the_rule(spec: str, message: str) -> None:
 
 def test_parse_rules_splits_commas_and_later_rules_win() -> None:
     rules = parse_rules(["p50_latency:+10%,parse_rate:-0.01", "p50_latency:+20%"])
-    assert set(rules) == {"p50_latency", "parse_rate"}
+    assert set(rules) == set(DEFAULT_RULES)
     assert rules["p50_latency"].threshold == pytest.approx(0.2)
+    assert rules["parse_rate"].threshold == pytest.approx(0.01)
+    assert rules["success_rate"] == DEFAULT_RULES["success_rate"]
+
+
+@pytest.mark.parametrize(("specs", "expected"), [
+    ([], set(DEFAULT_RULES)),
+    (["p95_latency:+10%"], {*DEFAULT_RULES, "p95_latency"}),
+    (["none"], set()),
+    (["NONE", "p95_latency:+10%"], {"p95_latency"}),
+    (["p95_latency:+10%,none"], set()),
+    (["none,p95_latency:+10%", "parse_rate:-0.01"], {"p95_latency", "parse_rate"}),
+    (["p50_latency:off", "energy_per_token:OFF"], set(DEFAULT_RULES) - {
+        "p50_latency", "energy_per_token"}),
+    (["p95_latency:off"], set(DEFAULT_RULES)),  # dropping an absent rule: nothing to do
+    (["p50_latency:off", "p50_latency:+5%"], set(DEFAULT_RULES)),
+])
+def test_parse_rules_edits_the_defaults(specs: list[str], expected: set[str]) -> None:
+    assert set(parse_rules(specs)) == expected
+
+
+def test_parse_rules_on_another_base() -> None:
+    base = parse_rules(["none,p95_latency:+10%"])
+    assert set(parse_rules(["tokens_per_s:-5%"], base=base)) == {"p95_latency", "tokens_per_s"}
+    assert parse_rules(["p95_latency:off"], base=base) == {}
+    with pytest.raises(RuleError, match=r"^rule 'latency:off': unknown metric 'latency'"):
+        parse_rules(["latency:off"])
 
 
 def test_default_rules() -> None:
+    assert "prompt_tokens_per_s" in compare.METRICS  # displayed, never gated by default
     assert {r.text for r in DEFAULT_RULES.values()} == {
         "p50_latency:+10%", "tokens_per_s:-10%", "parse_rate:-0.05", "success_rate:-0.01",
         "energy_per_token:+10%",
@@ -467,8 +525,9 @@ def test_default_rules() -> None:
 
 def test_load_run_groups_records_by_run_and_benchmark() -> None:
     run = load_run(REAL)
-    assert set(run.records) == {(run.run_id, b["id"]) for b in run.doc["benchmarks"]}
-    assert sum(len(v) for v in run.records.values()) == 8  # 2 x (1 warm-up + 3 measured)
+    assert set(run.columns) == {(run.run_id, b["id"]) for b in run.doc["benchmarks"]}
+    assert sum(c.records for c in run.columns.values()) == 8  # 2 x (1 warm-up + 3 measured)
+    assert sum(c.measured for c in run.columns.values()) == 6
 
 
 def test_a_directory_gives_its_newest_finished_run(tmp_path: Path) -> None:
@@ -552,3 +611,328 @@ def test_comparison_is_deterministic(tmp_path: Path) -> None:
     first = to_json(run_pair(tmp_path, [Bench(latencies(8, 1.0, 0.6, seed=3))], cur))
     second = to_json(run_pair(tmp_path, [Bench(latencies(8, 1.0, 0.6, seed=3))], cur))
     assert first == second
+
+
+# ----------------------------------------------------------------------------- several runs
+
+
+DRIFT = [1.0, 1.18, 0.92, 1.1, 0.97]  # five baseline runs' centres: this machine's drift
+
+
+def baseline_dir(directory: Path, centers: Sequence[float], *, n: int = 16,
+                 **bench: Any) -> Path:
+    """Baseline runs b0, b1, ... (b0 the oldest) whose latencies centre on `centers`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, center in enumerate(centers):
+        write_run(directory, f"b{i}", [Bench(latencies(n, center, 0.03, seed=20 + i), **bench)],
+                  started_at=f"2026-11-23T1{i}:00:00+00:00")
+    return directory
+
+
+def current_run(directory: Path, center: float, **bench: Any) -> compare.Run:
+    path = write_run(directory, "cur", [Bench(latencies(16, center, 0.03, seed=99), **bench)],
+                     started_at="2026-11-24T00:00:00+00:00")
+    return load_run(path)
+
+
+def test_run_level_judges_timing_against_the_between_run_drift(tmp_path: Path) -> None:
+    base = compare.load_baseline(baseline_dir(tmp_path / "base", DRIFT))
+    assert [r.run_id for r in base.runs] == ["b4", "b3", "b2", "b1", "b0"]
+    cur = current_run(tmp_path, 1.2)
+    comparison = compare_runs(base, cur)
+    m = result(comparison, "p50_latency")
+    assert (m.mode, m.k, m.test, m.n_baseline, m.n_current) == ("runs", 5, "run-level t", 80, 16)
+    rl = m.runs
+    assert rl is not None
+    medians = [float(np.median(latencies(16, c, 0.03, seed=20 + i)))
+               for i, c in enumerate(DRIFT)][::-1]
+    logs = np.log(medians)
+    assert rl.values == pytest.approx(medians)
+    assert m.baseline == pytest.approx(float(np.exp(logs.mean())))  # the geometric mean
+    se = float(logs.std(ddof=1)) * np.sqrt(1 + 1 / 5)
+    current = float(np.median(latencies(16, 1.2, 0.03, seed=99)))
+    assert rl.t == pytest.approx((np.log(current) - logs.mean()) / se)
+    assert m.p_value == pytest.approx(noise.t_two_sided_p(rl.t, 4))
+    assert m.effect == pytest.approx(current / m.baseline)
+    assert m.ci == pytest.approx((m.effect * np.exp(-2.776445105 * se),
+                                  m.effect * np.exp(2.776445105 * se)), rel=1e-6)
+    assert m.mde == pytest.approx(max(0.10, float(np.expm1(4.604094871 * se))), rel=1e-6)
+    assert m.request_p_value is not None
+    assert m.request_p_value < 1e-3  # the requests alone would call +17% real...
+    assert m.verdict == "unchanged"  # ... but it is within what the machine drifts
+    assert m.note is not None
+    assert m.note.startswith("beyond threshold but within the between-run drift, p=")
+    tokens = result(comparison, "tokens_per_s")  # lower is worse: MDE below 1
+    assert tokens.mde == pytest.approx(max(0.10, -float(np.expm1(-tokens.runs.detectable))))
+    assert not any("one baseline run" in n for n in comparison.notes)
+    assert "5 runs, drift CV" in compare.evidence(m)
+
+
+def test_run_level_gates_a_slowdown_beyond_the_drift(tmp_path: Path) -> None:
+    base = compare.load_baseline(baseline_dir(tmp_path / "base", DRIFT))
+    comparison = compare_runs(base, current_run(tmp_path, 2.0))
+    m = result(comparison, "p50_latency")
+    assert (m.mode, m.verdict, m.gated) == ("runs", "regressed", True)
+    assert m.ci is not None
+    assert m.ci[0] > 1.0
+    assert comparison.exit_status == EXIT_REGRESSION
+    faster = compare_runs(base, current_run(tmp_path, 0.5))
+    assert result(faster, "p50_latency").verdict == "improved"
+
+
+def test_rates_pool_the_requests_of_every_baseline_run(tmp_path: Path) -> None:
+    base = compare.load_baseline(baseline_dir(tmp_path / "base", DRIFT))
+    errors = [i % 2 == 1 for i in range(16)]
+    comparison = compare_runs(base, current_run(tmp_path, 1.0, errors=errors))
+    m = result(comparison, "success_rate")
+    assert (m.mode, m.k, m.test, m.n_baseline, m.n_current) == ("requests", 5, "fisher", 80, 16)
+    assert m.p_value == pytest.approx(noise.fisher_exact(80, 80, 8, 16))
+    assert m.verdict == "regressed"
+    drop = noise.fisher_detectable_drop(80, 80, 16, 0.01)
+    assert drop is not None
+    assert m.mde == pytest.approx(max(0.01, drop))
+    assert compare.evidence(m) == "per request, 5 runs pooled"
+
+
+def test_one_baseline_run_gates_timing_beyond_limit_plus_allowance(tmp_path: Path) -> None:
+    slow = [Bench(latencies(16, 1.3, 0.03, seed=2))]
+    comparison = run_pair(tmp_path, [Bench(BASE16)], slow, drift_allowance=0.25)
+    m = result(comparison, "p50_latency")
+    assert (m.mode, m.k, m.allowance) == ("one-run", 1, 0.25)
+    assert m.p_value is not None
+    assert m.p_value < 1e-6
+    assert m.verdict == "unchanged"
+    assert m.note == "beyond threshold but within the drift allowance of one baseline run (+25%)"
+    assert m.mde == pytest.approx(0.35)
+    assert any(n.startswith("one baseline run: give several (--baseline-runs) to gate on "
+                            "measured drift") for n in comparison.notes)
+    assert result(comparison, "success_rate").allowance == 0.0  # rates: no allowance
+    much_slower = run_pair(tmp_path, [Bench(BASE16)], [Bench(latencies(16, 1.5, 0.03, seed=2))],
+                           drift_allowance=0.25)
+    assert result(much_slower, "p50_latency").verdict == "regressed"
+    absolute = run_pair(tmp_path, [Bench(BASE16)], slow, rules=["p50_latency:+0.1"],
+                        drift_allowance=0.25)
+    p50 = result(absolute, "p50_latency")
+    assert p50.mde == pytest.approx(0.1 + 0.25 * p50.baseline)
+    assert p50.verdict == "unchanged"  # +0.3 s < 0.1 s + 25% of 1 s
+
+
+def test_a_merged_baseline_counts_each_run_and_the_cap_keeps_the_newest(tmp_path: Path) -> None:
+    merged = [Bench(latencies(16, c, 0.03, seed=30 + i), run_id=f"r{i}",
+                    started_at=f"2026-11-23T1{i}:00:00+00:00") for i, c in enumerate(DRIFT)]
+    path = write_run(tmp_path, "merged", merged)
+    cur = current_run(tmp_path, 1.0)
+    every = compare_runs(compare.load_baseline(path), cur)
+    assert every.pairs[0].k == 5
+    assert result(every, "p50_latency").mode == "runs"
+    capped = compare_runs(compare.load_baseline(path, runs=3), cur)
+    assert [i.run_id for i in capped.pairs[0].baselines] == ["r4", "r3", "r2"]
+    assert any("5 runs of" in n and "compared the newest 3" in n for n in capped.notes)
+    one = compare_runs(compare.load_baseline(path, runs=1), cur)
+    assert result(one, "p50_latency").mode == "one-run"
+
+
+def test_a_directory_baseline_keeps_the_newest_runs_of_one_commit(tmp_path: Path) -> None:
+    saved = baseline_dir(tmp_path / "saved", DRIFT[:3])
+    write_run(saved, "other", [Bench(BASE16)], started_at="2026-11-23T09:00:00+00:00",
+              commit="0" * 40)
+    write_run(saved, "unknown", [Bench(BASE16)], started_at="2026-11-23T08:00:00+00:00",
+              commit=None)
+    base = compare.load_baseline(saved)
+    assert [r.run_id for r in base.runs] == ["b2", "b1", "b0"]
+    [note] = base.notes
+    assert note.startswith(f"baseline: the 3 newest finished runs in {saved}, of commit "
+                           f"{COMMIT[:12]} (the newest run's); 2 of other or unknown commits "
+                           "left out")
+    newest = write_run(saved, "newest", [Bench(BASE16)], started_at="2026-11-23T23:00:00+00:00",
+                       commit="1" * 40)
+    assert [r.run_id for r in compare.load_baseline(saved).runs] == ["newest"]
+    current = load_run(newest)
+    assert [r.run_id for r in compare.load_baseline(
+        saved, exclude_run_id=current.run_id).runs] == ["b2", "b1", "b0"]
+    files = compare.load_baseline([saved / "results-b0.json", saved / "results-other.json"])
+    assert any("baseline runs of 2 commits" in n for n in files.notes)
+
+
+def test_baseline_runs_of_another_prompt_are_left_out(tmp_path: Path) -> None:
+    saved = baseline_dir(tmp_path / "saved", DRIFT[:3])
+    write_run(saved, "b9", [Bench(BASE16, prompt_version="f" * 16)],
+              started_at="2026-11-23T19:00:00+00:00")
+    comparison = compare_runs(compare.load_baseline(saved), current_run(tmp_path, 1.0))
+    assert comparison.pairs[0].k == 3
+    assert any("1 of 4 runs of" in n and "another prompt or dataset" in n
+               for n in comparison.notes)
+    changed = compare_runs(compare.load_baseline(saved),
+                           current_run(tmp_path, 1.0, prompt_version="e" * 16))
+    assert changed.pairs == []
+    assert changed.not_comparable[0].reason is not None
+    assert changed.not_comparable[0].reason.startswith("prompt_version changed (ffff")
+
+
+def test_baseline_runs_with_too_few_samples_are_left_out(tmp_path: Path) -> None:
+    saved = baseline_dir(tmp_path / "saved", DRIFT[:3])
+    write_run(saved, "short", [Bench(latencies(3, 1.0, 0.03, seed=5))],
+              started_at="2026-11-23T19:00:00+00:00")
+    comparison = compare_runs(compare.load_baseline(saved), current_run(tmp_path, 1.0))
+    m = result(comparison, "p50_latency")
+    assert (m.mode, m.k) == ("runs", 3)
+    assert m.note is not None
+    assert "1 baseline run with fewer than 5 samples left out" in m.note
+    two_short = baseline_dir(tmp_path / "two", [1.0, 1.1], n=3)
+    write_run(two_short, "long", [Bench(BASE16)], started_at="2026-11-23T19:00:00+00:00")
+    single = result(compare_runs(compare.load_baseline(two_short), current_run(tmp_path, 1.0),
+                                 drift_allowance=0.25), "p50_latency")
+    assert (single.mode, single.k, single.allowance) == ("one-run", 1, 0.25)
+
+
+def test_energy_left_out_of_runs_without_it(tmp_path: Path) -> None:
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for i, c in enumerate(DRIFT[:3]):
+        lat = latencies(16, c, 0.03, seed=20 + i)
+        write_run(saved, f"b{i}", [Bench(lat, energy_j=[0.1 * v for v in lat])],
+                  started_at=f"2026-11-23T1{i}:00:00+00:00")
+    write_run(saved, "b9", [Bench(BASE16)], started_at="2026-11-23T19:00:00+00:00")
+    cur = current_run(tmp_path, 1.0, energy_j=[0.1] * 16)
+    m = result(compare_runs(compare.load_baseline(saved), cur), "energy_per_token")
+    assert (m.mode, m.k) == ("runs", 3)
+    assert m.note is not None
+    assert "1 of 4 baseline runs left out: no per-request energy" in m.note
+
+
+def test_busy_machines_are_flagged(tmp_path: Path) -> None:
+    busy = {"machine": {"busy": True, "note": "another pytest ran", "loadavg_1m": 3.2,
+                        "other_cpu_fraction": 0.45, "steal_fraction": None}}
+    quiet = {"machine": {"busy": False, "note": None, "loadavg_1m": 0.1,
+                         "other_cpu_fraction": 0.01, "steal_fraction": 0.0}}
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for i, extra in enumerate([busy, quiet, {}]):  # {}: an older document, unknown
+        write_run(saved, f"b{i}", [Bench(BASE16, extra=extra)],
+                  started_at=f"2026-11-23T1{i}:00:00+00:00")
+    comparison = compare_runs(compare.load_baseline(saved),
+                              current_run(tmp_path, 1.0, extra={"machine": {"busy": True}}))
+    assert comparison.pairs[0].flags == [
+        "baseline run b0: machine busy (another pytest ran, load 3.20, other CPU 45%)",
+        "current: machine busy",
+    ]
+    assert "machine busy" in render_markdown(comparison)
+
+
+def test_prompt_rate_is_compared_but_not_gated(tmp_path: Path) -> None:
+    comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(BASE16)])
+    m = result(comparison, "prompt_tokens_per_s")
+    prefill_s = [int(0.15 * lat * 1e9) / 1e9 for lat in BASE16]
+    assert m.baseline == pytest.approx(float(np.median([62 / p for p in prefill_s])), rel=1e-9)
+    assert not m.gated
+    assert m.verdict == "unchanged"
+    stream = run_pair(tmp_path, [Bench(BASE16, engine=False)], [Bench(BASE16, engine=False)])
+    assert "prompt_tokens_per_s" not in verdicts(stream)  # no prefill counts: not shown
+
+
+def test_failed_requests_are_timed_but_only_count_in_success_rate(tmp_path: Path) -> None:
+    errors = [i % 4 == 0 for i in range(16)]
+    comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(BASE16, errors=errors)])
+    for metric in ("p50_latency", "p50_ttft", "tokens_per_s", "prompt_tokens_per_s"):
+        assert result(comparison, metric).n_current == 12, metric
+    assert result(comparison, "success_rate").n_current == 16
+
+
+# ----------------------------------------------------------------------------- at scale
+
+
+def test_a_large_comparison_is_correct(tmp_path: Path) -> None:
+    """20,000 records a side: the large-sample paths (sorted columns, order-statistic
+    bootstrap, log-space Fisher, searchsorted U) agree with direct computations."""
+    n = 20_000
+    rng = np.random.default_rng(11)
+    base_lat = [float(v) for v in rng.lognormal(0.0, 0.1, n)]
+    cur_lat = [float(v) for v in 1.05 * rng.lognormal(0.0, 0.1, n)]
+    errors = [bool(e) for e in rng.random(n) < 0.02]
+    comparison = run_pair(tmp_path, [Bench(base_lat)], [Bench(cur_lat, errors=errors)])
+    base_s = [int(v * 1e9) / 1e9 for v in base_lat]  # as make_records times them
+    cur_s = [int(v * 1e9) / 1e9 for v, e in zip(cur_lat, errors, strict=True) if not e]
+    for metric, q in (("p50_latency", 50), ("p95_latency", 95), ("p99_latency", 99)):
+        m = result(comparison, metric)
+        assert (m.n_baseline, m.n_current) == (n, len(cur_s))
+        assert m.baseline == pytest.approx(float(np.percentile(base_s, q)), rel=1e-12)
+        assert m.current == pytest.approx(float(np.percentile(cur_s, q)), rel=1e-12)
+        assert m.ci is not None
+        assert m.effect is not None
+        assert m.ci[0] < m.effect < m.ci[1]
+        assert m.ci[1] - m.ci[0] < 0.05  # 20,000 requests: a narrow interval
+    mean = result(comparison, "mean_latency")
+    assert mean.baseline == pytest.approx(float(np.mean(base_s)), rel=1e-12)
+    p50 = result(comparison, "p50_latency")
+    ranks = np.argsort(np.argsort(np.concatenate((base_s, cur_s)), kind="stable"))
+    u = float(ranks[:n].sum() + n) - n * (n + 1) / 2.0  # no ties in these latencies
+    sd = np.sqrt(n * len(cur_s) * (n + len(cur_s) + 1) / 12.0)
+    z = (abs(u - n * len(cur_s) / 2.0) - 0.5) / sd
+    assert p50.p_value == pytest.approx(math.erfc(z / math.sqrt(2.0)), rel=1e-9)
+    assert p50.p_value < 1e-100
+    assert p50.effect == pytest.approx(1.05, abs=0.01)
+    assert p50.verdict == "unchanged"  # +5% is inside the +10% limit, however significant
+    success = result(comparison, "success_rate")
+    assert success.current == pytest.approx(1 - sum(errors) / n)
+    assert success.p_value is not None
+    assert success.p_value < 1e-6
+    assert success.verdict == "regressed"
+    assert success.mde == pytest.approx(0.01)  # the limit: the test alone sees far less
+    drop = noise.fisher_detectable_drop(n, n, n, 0.01)
+    assert drop is not None
+    assert drop < 0.002
+
+
+# ----------------------------------------------------------------------------- bad records
+
+
+def _spoil(tmp_path: Path, lineno: int, change: dict[str, Any],
+           drop: str | None = None) -> Path:
+    """A run of 40 records whose line `lineno` is changed: past the fully validated head
+    (results.SAMPLE_HEAD), so only the fast checks see it."""
+    path = write_run(tmp_path, "r", [Bench(latencies(39, 1.0, 0.03, seed=1))])
+    rpath = tmp_path / "results-r.records.jsonl"
+    lines = rpath.read_text().splitlines()
+    record = {**json.loads(lines[lineno - 1]), **change}
+    if drop:
+        del record[drop]
+    lines[lineno - 1] = json.dumps(record)
+    rpath.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("change", "drop", "message"), [
+    ({"t_end_ns": "late"}, None, r"records\.jsonl:30: not a valid record at t_end_ns: 'late'"),
+    ({}, "counts", r"records\.jsonl:30: not a valid record at \(root\): 'counts' is a required"),
+    ({"extra": 1}, None, r"records\.jsonl:30: not a valid record at \(root\): Additional"),
+    ({"phase": "measured"}, None, r"records\.jsonl:30: not a valid record at phase: 'measured'"),
+    ({"stages_ns": {"decode": "x"}}, None, r"records\.jsonl:30: not a valid record at "
+                                           r"stages_ns/decode"),
+    ({"error": "boom"}, None, r"records\.jsonl:30: not a valid record at error"),
+])
+def test_a_bad_record_past_the_sample_is_one_clear_error(
+    tmp_path: Path, change: dict[str, Any], drop: str | None, message: str
+) -> None:
+    assert results.SAMPLE_HEAD < 30 < results.SAMPLE_EVERY
+    path = _spoil(tmp_path, 30, change, drop)
+    with pytest.raises(ResultsError, match=message):
+        load_run(path)
+
+
+def test_an_unknown_parse_outcome_is_one_clear_error(tmp_path: Path) -> None:
+    path = _spoil(tmp_path, 31, {"parse": "validish"})
+    with pytest.raises(ResultsError, match=r"records\.jsonl:31: not a valid record at parse"):
+        load_run(path)
+
+
+def test_a_directory_skips_a_chosen_run_that_fails_to_load(tmp_path: Path) -> None:
+    saved = baseline_dir(tmp_path / "saved", DRIFT[:3])
+    bad = write_run(saved, "bad", [Bench(BASE16)], started_at="2026-11-23T23:00:00+00:00")
+    doc = json.loads(bad.read_text())
+    del doc["tool"]  # still looks like a results document, but fails the schema
+    bad.write_text(json.dumps(doc))
+    base = compare.load_baseline(saved, runs=2)
+    assert [r.run_id for r in base.runs] == ["b2", "b1"]
+    assert base.notes[0].startswith(f"skipped 1 unreadable results file in {saved}; the first: "
+                                    f"{bad}: not a valid pytest-vlmbench results document")
+    assert load_run(saved).run_id == "b2"

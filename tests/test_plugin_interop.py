@@ -158,7 +158,7 @@ def test_gate_is_quiet_against_an_equivalent_baseline(
     base = baseline(project, TWO_TASKS, *TEXT_ONLY)
     junit = project.pytester.path / "junit.xml"
     out = project.run(*TEXT_ONLY, f"{options.COMPARE}={base}",
-                      f"{options.FAIL_ON}=success_rate:-0.01,parse_rate:-0.05",
+                      f"{options.FAIL_ON}=none,success_rate:-0.01,parse_rate:-0.05",
                       f"--junitxml={junit}")
     out.run.assert_outcomes(passed=2)
     assert out.run.ret == pytest.ExitCode.OK
@@ -187,7 +187,7 @@ def test_gate_fails_a_regressed_benchmark_with_one_line(
 
     junit = project.pytester.path / "junit.xml"
     out = project.run(*TEXT_ONLY, f"{options.COMPARE}={fast}",
-                      f"{options.FAIL_ON}=p50_latency:+10%", f"--junitxml={junit}")
+                      f"{options.FAIL_ON}=none,p50_latency:+10%", f"--junitxml={junit}")
     out.run.assert_outcomes(failed=2)
     assert out.run.ret == pytest.ExitCode.TESTS_FAILED
     text = out.run.stdout.str()
@@ -214,10 +214,11 @@ def test_gate_fails_a_regressed_benchmark_with_one_line(
         "p50_latency regressed +"
     )
 
-    # Gating only the success rate: only the marked benchmark (p95) still fails.
+    # Gating only the success rate (`none` drops the defaults): only the marked benchmark
+    # (p95) still fails.
     step.write_text("")
     again = project.run(*TEXT_ONLY, f"{options.COMPARE}={fast}",
-                        f"{options.FAIL_ON}=success_rate:-0.01")
+                        f"{options.FAIL_ON}=none,success_rate:-0.01")
     again.run.assert_outcomes(passed=1, failed=1)
     again.run.stdout.fnmatch_lines([
         "*test_marked*",
@@ -312,7 +313,7 @@ def test_a_changed_prompt_is_not_comparable_and_not_a_failure(
     write_tests(project, CHANGED_PROMPT)
     junit = project.pytester.path / "junit.xml"
     out = project.run(*TEXT_ONLY, f"{options.COMPARE}={base}",
-                      f"{options.FAIL_ON}=p50_latency:+10%", f"--junitxml={junit}")
+                      f"{options.FAIL_ON}=none,p50_latency:+10%", f"--junitxml={junit}")
     out.run.assert_outcomes(passed=1)
     assert out.run.ret == pytest.ExitCode.OK
     (b_entry,), (c_entry,) = load(base)["benchmarks"], out.doc()["benchmarks"]
@@ -522,7 +523,7 @@ def test_xdist_gate_fails_the_regressed_tests(
     junit = project.pytester.path / "junit.xml"
     par = project.pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--vlm-out={out}", "-n", "2", *TEXT_ONLY,
-        f"{options.COMPARE}={fast}", f"{options.FAIL_ON}=p50_latency:+10%",
+        f"{options.COMPARE}={fast}", f"{options.FAIL_ON}=none,p50_latency:+10%",
         f"--junitxml={junit}",
     )
     assert par.ret == pytest.ExitCode.TESTS_FAILED  # holds: the controller's check

@@ -5,7 +5,8 @@
     vlmbench validate FILE...             check results files (and their records) against the schema
     vlmbench show FILE                    the summary table of a results file
     vlmbench merge OUT INPUT... [--force] merge runs (devices, days) into one results file
-    vlmbench compare BASELINE CURRENT     regressions between two runs (see docs/compare.md)
+    vlmbench compare BASELINE... CURRENT  regressions against one or several baseline runs
+                                          (see docs/compare.md)
 
 Exit status: 0 ok, 1 a file failed validation, 2 usage error (bad arguments, unreadable file).
 compare: 0 no regression, 1 a gated regression, 2 usage error or bad input, 3 nothing comparable.
@@ -22,7 +23,12 @@ from pathlib import Path
 
 from pytest_vlmbench import devices, table
 from pytest_vlmbench.catalog import CatalogError, load_catalog
-from pytest_vlmbench.options import int_at_least
+from pytest_vlmbench.options import (
+    DEFAULT_BASELINE_RUNS,
+    DEFAULT_DRIFT_ALLOWANCE,
+    allowance,
+    int_at_least,
+)
 from pytest_vlmbench.records import read_records
 from pytest_vlmbench.results import ResultsError, load, records_path, validate_record
 
@@ -122,12 +128,19 @@ def _probability(text: str) -> float:
 def _compare(args: argparse.Namespace) -> int:
     from pytest_vlmbench import compare  # numpy is needed only by this subcommand
 
+    if len(args.runs) < 2:
+        print("vlmbench: compare needs a BASELINE and a CURRENT (BASELINE... CURRENT)",
+              file=sys.stderr)
+        return compare.EXIT_USAGE
+    *baselines, current_spec = args.runs
     try:
         rules = compare.parse_rules(args.fail_on) if args.fail_on else None
-        current = compare.load_run(args.current)
-        baseline = compare.load_run(args.baseline, exclude_run_id=current.run_id)
+        current = compare.load_run(current_spec)
+        baseline = compare.load_baseline(baselines, runs=args.baseline_runs,
+                                         exclude_run_id=current.run_id)
         comparison = compare.compare_runs(
-            baseline, current, rules, alpha=args.alpha, min_samples=args.min_samples
+            baseline, current, rules, alpha=args.alpha, min_samples=args.min_samples,
+            drift_allowance=args.drift_allowance,
         )
     except (ResultsError, compare.RuleError) as exc:
         print(f"vlmbench: {exc}", file=sys.stderr)
@@ -173,14 +186,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shared-run-ids", action="store_true",
                    help="allow one run id in several inputs (pytest-xdist workers' partials)")
     p.set_defaults(func=_merge)
-    p = sub.add_parser("compare", help="compare two runs and fail on a credible regression")
-    p.add_argument("baseline", metavar="BASELINE",
-                   help="results file, directory of saved runs (the newest), or 'latest'")
-    p.add_argument("current", metavar="CURRENT",
-                   help="results file, directory of saved runs (the newest), or 'latest'")
+    p = sub.add_parser(
+        "compare", help="compare a run with one or several baseline runs; fail on a credible "
+        "regression", usage="vlmbench compare BASELINE [BASELINE ...] CURRENT [options]")
+    p.add_argument("runs", metavar="RUN", nargs="+",
+                   help="BASELINE... CURRENT, the last being the current run. Each is a results "
+                   "file, a directory of saved runs or 'latest' (.vlmbench/); a baseline "
+                   "directory gives its newest --baseline-runs finished runs of the newest "
+                   "one's commit, the current one its newest run")
     p.add_argument("--fail-on", action="append", metavar="SPEC",
-                   help="gate rule, e.g. p95_latency:+10%% or parse_rate:-0.01 (repeatable; "
-                   "replaces the default rules)")
+                   help="gate rule, e.g. p95_latency:+10%% or parse_rate:-0.01 (repeatable or "
+                   "comma-separated); overrides the default rule of the metrics it names, "
+                   "METRIC:off drops one, 'none' drops them all")
+    p.add_argument("--baseline-runs", type=int_at_least(1), default=DEFAULT_BASELINE_RUNS,
+                   metavar="N", help="per benchmark, compare with at most the newest N "
+                   f"baseline runs (default {DEFAULT_BASELINE_RUNS}); with 2 or more, timing "
+                   "metrics are judged against their measured drift between runs")
+    p.add_argument("--drift-allowance", type=allowance, default=DEFAULT_DRIFT_ALLOWANCE,
+                   metavar="X", help="with one baseline run, timing metrics gate only beyond "
+                   "their limit plus X (relative: 0.25 or 25%%; default "
+                   f"{DEFAULT_DRIFT_ALLOWANCE:g}, the drift measured between runs)")
     p.add_argument("--alpha", type=_probability, default=0.01,
                    help="significance level of the tests (default 0.01)")
     p.add_argument("--min-samples", type=int_at_least(1), default=5,

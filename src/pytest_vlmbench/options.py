@@ -34,6 +34,8 @@ GPU_PER_WORKER = "--vlm-gpu-per-worker"
 CPU_FALLBACK = "--vlm-cpu-fallback"
 COMPARE = "--vlm-compare"
 FAIL_ON = "--vlm-fail-on"
+BASELINE_RUNS = "--vlm-baseline-runs"
+DRIFT_ALLOWANCE = "--vlm-drift-allowance"
 IMAGE_SIZE = "--vlm-image-size"
 POWER_METER = "--vlm-power-meter"
 POWER_INTERVAL = "--vlm-power-interval-ms"
@@ -50,6 +52,8 @@ DEFAULT_WARMUP = 1
 DEFAULT_OUT_DIR = ".vlmbench"
 DEFAULT_POWER_INTERVAL_MS = 100
 DEFAULT_IDLE_S = 3.0
+DEFAULT_BASELINE_RUNS = 5  # compare.DEFAULT_BASELINE_RUNS (not imported: numpy)
+DEFAULT_DRIFT_ALLOWANCE = 0.25  # compare.DEFAULT_DRIFT_ALLOWANCE
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -85,6 +89,20 @@ def _float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+def allowance(text: str) -> float:
+    """An argparse `type=` for a relative allowance: `0.25` or `25%`, finite, >= 0."""
+    number = text.strip()
+    scale = 100.0 if number.endswith("%") else 1.0
+    try:
+        value = float(number.removesuffix("%")) / scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction like 0.25 or a percentage like 25%, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a fraction >= 0, got {text}")
+    return value
 
 
 def _comma_list(text: str) -> list[str]:
@@ -128,6 +146,15 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     IDLE_S: ("vlm_idle_s", _float_at_least(0.0, strict=False), "string",
              f"seconds of idle power measured before the first benchmark (default "
              f"{DEFAULT_IDLE_S:g}; 0 turns the idle baseline off)"),
+    BASELINE_RUNS: ("vlm_baseline_runs", _positive_int, "string",
+                    "with --vlm-compare of a directory or 'latest': compare each benchmark "
+                    f"with the newest N finished runs there (default {DEFAULT_BASELINE_RUNS}); "
+                    "with 2 or more, timing metrics are judged against their measured drift "
+                    "between runs"),
+    DRIFT_ALLOWANCE: ("vlm_drift_allowance", allowance, "string",
+                      "with ONE baseline run, timing metrics gate only beyond their limit plus "
+                      f"this relative allowance, e.g. 0.25 (a fraction; default "
+                      f"{DEFAULT_DRIFT_ALLOWANCE:g}: the drift measured between runs here)"),
     BANDWIDTH: ("vlm_bandwidth_gbs", _float_at_least(0.0, strict=True), "string",
                 "peak memory bandwidth in GB/s for the decode roofline (default: the device "
                 "profile's; CPUs have none)"),
@@ -160,7 +187,9 @@ def register(parser: pytest.Parser) -> None:
     group.addoption(
         FAIL_ON, dest="vlm_fail_on", action="append", default=None,
         help="a gate rule for --vlm-compare, e.g. p95_latency:+10%%, tokens_per_s:-5%%, "
-        "parse_rate:-0.01 (repeatable or comma-separated; default: see docs/compare.md)",
+        "parse_rate:-0.01 (repeatable or comma-separated). Each overrides the default rule of "
+        "the metric it names and keeps the others; METRIC:off drops one, 'none' drops all "
+        "(the defaults and vlm_fail_on's) before the rules after it",
     )
     parser.addini("vlm_fail_on", help="see --vlm-fail-on", type="linelist", default=[])
     parser.addini("vlm_gpu_per_worker", help="see --vlm-gpu-per-worker", type="bool",
@@ -213,6 +242,9 @@ class Options:
     cpu_fallback: bool = False
     compare: str | None = None
     fail_on: tuple[str, ...] = ()
+    """Edits of the default rules: the ini's vlm_fail_on lines, then --vlm-fail-on's."""
+    baseline_runs: int = DEFAULT_BASELINE_RUNS
+    drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -273,7 +305,11 @@ class Options:
             compare=config.getoption("vlm_compare") or config.getini("vlm_compare") or None,
             fail_on=tuple(
                 rule.strip()
-                for item in (config.getoption("vlm_fail_on") or config.getini("vlm_fail_on"))
+                for item in [*config.getini("vlm_fail_on"), *(config.getoption("vlm_fail_on")
+                                                             or [])]
                 for rule in str(item).split(",") if rule.strip()
             ),
+            baseline_runs=get(BASELINE_RUNS) or DEFAULT_BASELINE_RUNS,  # type: ignore[arg-type]
+            drift_allowance=DEFAULT_DRIFT_ALLOWANCE if get(DRIFT_ALLOWANCE) is None
+            else get(DRIFT_ALLOWANCE),  # type: ignore[arg-type]
         )
