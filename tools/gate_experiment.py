@@ -11,7 +11,9 @@ gate without running them again:
 2. evaluate: every comparison a CI gate would make, each through `vlmbench compare ...
    --format json` (the real CLI, default rules, --alpha):
    - A/A, several-run baseline: each A run against the --baseline-runs most recent
-     earlier A runs (at least --min-baseline of them). A gate that fires is a false alarm.
+     earlier A runs (at least --min-baseline of them; with --pairing nearest, the nearest
+     other A runs on either side, so every A run is judged once). A gate that fires is a
+     false alarm.
    - A/B, several-run baseline: each B run against the most recent earlier A runs. A gate
      that fires is a detection.
    - the same two with a ONE-run baseline (the previous A run), for contrast: that mode
@@ -197,18 +199,26 @@ def evaluate(args: argparse.Namespace) -> int:
             if r["error"] is None and (out / r["results"]).exists()]
     comparisons: list[Comparison] = []
     seen_a: list[dict[str, Any]] = []
-    for run in runs:
-        previous = seen_a[-args.baseline_runs:]
+    a_runs = [r for r in runs if r["letter"] == "A"]
+    for n, run in enumerate(runs):
+        if args.pairing == "nearest":  # the K other A runs nearest in time, either side
+            others = sorted((r for r in a_runs if r is not run),
+                            key=lambda r: abs(runs.index(r) - n))[:args.baseline_runs]
+            previous = sorted(others, key=runs.index)
+        else:  # what CI has: the most recent earlier A runs
+            previous = seen_a[-args.baseline_runs:]
         kind = "A/A" if run["letter"] == "A" else "A/B"
         if len(previous) >= args.min_baseline:
             log(f"{kind} {[b['label'] for b in previous]} -> {run['label']}")
             comparisons.append(compare(f"{kind} several", out, previous, run, args))
-        if previous:
-            comparisons.append(compare(f"{kind} one", out, previous[-1:], run, args))
+        if seen_a:
+            comparisons.append(compare(f"{kind} one", out, seen_a[-1:], run, args))
         if run["letter"] == "A":
             seen_a.append(run)
+    which = ("most recent earlier" if args.pairing == "rolling"
+             else "nearest other (either side)")
     lines = [f"gate experiment over {len(runs)} runs in {out} "
-             f"(alpha {args.alpha}, several = the {args.baseline_runs} most recent earlier A "
+             f"(alpha {args.alpha}, several = the {args.baseline_runs} {which} A "
              f"runs, at least {args.min_baseline})"]
     lines += [f"  {r['label']} at {r['started']}: {r['wall_s']:.0f} s, load "
               f"{r['loadavg_at_start'] or 0:.1f}" + (f", BUSY {len(r['busy'])}" if r["busy"]
@@ -260,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--baseline-runs", type=int, default=5)
     e.add_argument("--min-baseline", type=int, default=3)
     e.add_argument("--alpha", type=float, default=0.01)
+    e.add_argument("--pairing", choices=("rolling", "nearest"), default="rolling",
+                   help="several-run baselines: the most recent earlier A runs (rolling, "
+                   "what CI has) or the nearest other A runs on either side (nearest: one "
+                   "A/A comparison per A run)")
     e.add_argument("--json", metavar="PATH")
     args = p.parse_args(argv)
     return collect(args) if args.phase == "collect" else evaluate(args)
