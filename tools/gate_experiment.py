@@ -120,7 +120,7 @@ def collect(args: argparse.Namespace) -> int:
                     for b in doc["benchmarks"] if (b.get("machine") or {}).get("busy")]
         runs.append({"label": label, "letter": letter, "results": results.name,
                      "wall_s": wall, "loadavg_at_start": load, "error": error, "busy": busy,
-                     "started": time.strftime("%H:%M:%S")})
+                     "started": time.strftime("%H:%M:%S")})  # written when it ended
         index.write_text(json.dumps(runs, indent=1) + "\n")
         log(f"    {error or f'done in {wall:.0f} s'}" + (f"; busy: {busy}" if busy else ""))
     return 0
@@ -220,7 +220,7 @@ def evaluate(args: argparse.Namespace) -> int:
     lines = [f"gate experiment over {len(runs)} runs in {out} "
              f"(alpha {args.alpha}, several = the {args.baseline_runs} {which} A "
              f"runs, at least {args.min_baseline})"]
-    lines += [f"  {r['label']} at {r['started']}: {r['wall_s']:.0f} s, load "
+    lines += [f"  {r['label']} ended {r['started']}: {r['wall_s']:.0f} s, load "
               f"{r['loadavg_at_start'] or 0:.1f}" + (f", BUSY {len(r['busy'])}" if r["busy"]
                                                       else "") for r in runs]
     for kind in ("A/A several", "A/B several", "A/A one", "A/B one"):
@@ -247,7 +247,8 @@ def evaluate(args: argparse.Namespace) -> int:
                       f"({'+'.join(last.baselines)}), per gated metric:"]
         for m in last.metrics:
             if m.get("gated") and m.get("mde") is not None:
-                lines.append(f"    {m['benchmark']:48} {m['metric']:16} {m['mde']}")
+                lines.append(f"    {m['benchmark']:48} {m['metric']:16} {m['mde_text']} "
+                             f"({m['mode']}; {m.get('note') or ''})")
     print("\n".join(lines))
     if args.json:
         Path(args.json).write_text(json.dumps(
