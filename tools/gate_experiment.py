@@ -196,7 +196,8 @@ def ratios(comparisons: list[Comparison], metric: str) -> list[float]:
 def evaluate(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     runs = [r for r in json.loads((out / "runs.json").read_text())
-            if r["error"] is None and (out / r["results"]).exists()]
+            if r["error"] is None and (out / r["results"]).exists()
+            and not (args.skip_busy and r["busy"])]
     comparisons: list[Comparison] = []
     seen_a: list[dict[str, Any]] = []
     a_runs = [r for r in runs if r["letter"] == "A"]
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                    "what CI has) or the nearest other A runs on either side (nearest: one "
                    "A/A comparison per A run)")
     e.add_argument("--json", metavar="PATH")
+    e.add_argument("--skip-busy", action="store_true",
+                   help="leave out runs in which any benchmark was flagged busy")
     args = p.parse_args(argv)
     return collect(args) if args.phase == "collect" else evaluate(args)
 
