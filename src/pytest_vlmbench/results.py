@@ -182,17 +182,24 @@ def records_path(results_path: Path, doc: dict[str, Any]) -> Path:
     return results_path.parent / str(doc["records_file"])
 
 
-def load_with_records(path: Path, needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A document and its records, every one validated. A missing records file is an
-    error (`needed_for` says what needs it): comparing or merging without the records
-    would silently lose the run's ground truth."""
-    doc = load(path)
+def existing_records_path(path: Path, doc: dict[str, Any], needed_for: str) -> Path:
+    """The document's records file; a missing one is an error naming what needs it:
+    comparing or merging without the records would silently lose the run's ground truth."""
     rpath = records_path(path, doc)
     if not rpath.is_file():
         raise ResultsError(
             f"{path}: records file {rpath} is missing; {needed_for} needs the per-request "
             "records (keep the .records.jsonl next to the results file)"
         )
+    return rpath
+
+
+def load_with_records(path: Path, needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A document and its records, every one validated. A missing records file is an
+    error (`needed_for` says what needs it): comparing or merging without the records
+    would silently lose the run's ground truth."""
+    doc = load(path)
+    rpath = existing_records_path(path, doc, needed_for)
     try:
         records = read_records(rpath)
     except ValueError as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pytest_vlmbench.compare.samples import Columns, RunBenchmark, columns_of, read_columns
-from pytest_vlmbench.results import KIND, ResultsError, load, loads, records_path
+from pytest_vlmbench.results import KIND, ResultsError, existing_records_path, load, loads
 
 DEFAULT_DIR = Path(".vlmbench")  # the plugin's default output directory (options.DEFAULT_OUT_DIR)
 LATEST = "latest"
@@ -234,12 +234,7 @@ def _newest(directory: Path, count: int, exclude_run_id: str | None,
 
 def _load(path: Path, notes: list[str]) -> Run:
     doc = load(path)
-    rpath = records_path(path, doc)
-    if not rpath.is_file():
-        raise ResultsError(
-            f"{path}: records file {rpath} is missing; a comparison needs the per-request "
-            "records (keep the .records.jsonl next to the results file)"
-        )
+    rpath = existing_records_path(path, doc, "a comparison")
     try:
         columns = read_columns(rpath)
     except OSError as exc:
