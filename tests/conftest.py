@@ -101,6 +101,7 @@ def project(pytester: pytest.Pytester, model_cache: Path) -> Project:
         [pytest]
         vlm_catalog = models.toml
         vlm_cache_dir = {model_cache}
+        vlm_device = cpu
         """
     )
     (pytester.path / "models.toml").write_text(TINY_CATALOG)

@@ -38,6 +38,14 @@ def pretend(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
 
 @pytest.fixture
+def project(project: Project) -> Project:
+    """conftest pins inner sessions to the CPU; these fake a GPU and let `auto` find it."""
+    ini = project.pytester.path / "tox.ini"
+    ini.write_text(ini.read_text().replace("vlm_device = cpu", "vlm_device = auto"))
+    return project
+
+
+@pytest.fixture
 def h100(monkeypatch: pytest.MonkeyPatch) -> None:
     pretend(monkeypatch, "NVIDIA H100 80GB HBM3")
 

@@ -10,9 +10,11 @@ tests/test_plugin_run.py and tests/test_embedded_defaults.py.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -151,20 +153,35 @@ def test_summary_unattributed_is_latency_minus_stages() -> None:
     assert s["prompt_tokens_per_s"] == 3 / (300 / 1e9)
 
 
-def test_machine_load_from_proc_stat(tmp_path: Path) -> None:
+def _stat(cpu0: str, cpu1: str, cpu2: str) -> str:
+    return f"cpu  1 1 1 1 0 0 0 0 0 0\ncpu0 {cpu0}\ncpu1 {cpu1}\ncpu2 {cpu2}\nintr 5 6\n"
+
+
+def test_machine_load_counts_only_our_cpus(tmp_path: Path) -> None:
+    """Others' time on the CPUs we may use, over those CPUs; load elsewhere is not ours."""
     stat = tmp_path / "stat"
-    stat.write_text("cpu  100 0 100 1000 0 0 0 0 0 0\ncpu0 1 2 3\n")
-    before = machine_load.read(stat)
-    # 1 s later: others used 150 jiffies of busy time, 10 of steal, on a 2-CPU machine.
-    stat.write_text("cpu  200 0 150 1040 0 0 0 10 0 0\n")
-    after = machine_load.read(stat)
-    after = machine_load.CpuTimes(after.busy_jiffies, after.steal_jiffies, after.total_jiffies,
-                                  before.own_cpu_s, before.wall_ns + 10**9)
+    ours = frozenset({0, 1})
+    stat.write_text(_stat("100 0 50 1000 0 0 0 0 0 0", "0 0 0 1150 0 0 0 0 0 0",
+                          "0 0 0 0 0 0 0 0 0 0"))
+    before = machine_load.read(stat, ours)
+    assert before.cpus == 2
+    # 1 s later at 100 Hz: 150 busy jiffies on cpu0 and 50 on cpu1 (10 of them steal on
+    # cpu1), and cpu2, which we may not use, fully busy.
+    stat.write_text(_stat("200 0 100 1050 0 0 0 0 0 0", "40 0 0 1200 0 0 0 10 0 0",
+                          "100 0 0 0 0 0 0 0 0 0"))
+    after = machine_load.read(stat, ours)
+    after = replace(after, own_cpu_s=before.own_cpu_s, wall_ns=before.wall_ns + 10**9)
     block = machine_load.assess(before, after, hz=100)
-    assert block["steal_fraction"] == 10 / 200
-    assert block["other_cpu_fraction"] > 0.1
+    assert block["cpus"] == 2
+    assert block["other_cpu_fraction"] == pytest.approx((150 + 40) / 100 / 2)
+    assert block["steal_fraction"] == pytest.approx(10 / (200 + 100))
     assert block["busy"] is True
     assert "busy" in block["note"]
+    # Our own CPU time is not "others": the same window, all of it ours, is quiet.
+    mine = replace(after, own_cpu_s=before.own_cpu_s + 1.9)
+    quiet = machine_load.assess(before, mine, hz=100)
+    assert quiet["other_cpu_fraction"] == pytest.approx(0.0, abs=1e-9)
+    assert quiet["busy"] is False  # and steal, 3.3%, is under the 5% bar
 
 
 def test_machine_load_unknown_without_proc_stat(tmp_path: Path) -> None:

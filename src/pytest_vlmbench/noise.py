@@ -432,6 +432,9 @@ def run_level(baseline: Values, current: float, *, alpha: float,
         t = math.copysign(math.inf, d) if d else 0.0
         p = 0.0 if d else 1.0
     half = t_quantile(0.5 + confidence / 2.0, k - 1) * se
-    detectable = t_quantile(1.0 - alpha / 2.0, k - 1) * se
+    # Both must hold to gate (p < alpha and the interval on the worse side): the smallest
+    # detectable shift is the larger of the two bars.
+    detectable = max(t_quantile(1.0 - alpha / 2.0, k - 1), t_quantile(0.5 + confidence / 2.0,
+                                                                        k - 1)) * se
     return RunLevel(tuple(float(v) for v in baseline), math.exp(m), s, math.exp(d), t, p,
                     half, detectable)

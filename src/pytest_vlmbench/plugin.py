@@ -6,6 +6,7 @@ imports nothing heavy: backends are imported when a model is loaded.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator
 from pathlib import Path
@@ -207,9 +208,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """When the test function returns (or fails), hand all of its `vlm_bench.run()`s to
     pytest-benchmark at once: its fixture takes a single pedantic() call per test."""
     try:
-        return (yield)
-    finally:
-        benchmark_bridge.flush(item)
+        result = yield
+    except BaseException:
+        # The test's own failure (an SLO, Ctrl-C) is what the user must see: feeding
+        # pytest-benchmark must not replace it (e.g. FixtureAlreadyUsed).
+        with contextlib.suppress(Exception):
+            benchmark_bridge.flush(item)
+        raise
+    benchmark_bridge.flush(item)
+    return result
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -65,7 +65,9 @@ def quantize(source: Path, target: Path, quant: str, *, threads: int | None = No
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = FTYPES[quant]
     params.allow_requantize = True
-    params.nthread = threads or len(os.sched_getaffinity(0))
+    from pytest_vlmbench.devices import cpu_threads
+
+    params.nthread = threads or cpu_threads()
     try:
         status = llama_cpp.llama_model_quantize(
             str(source).encode(), str(partial).encode(), params

@@ -146,7 +146,8 @@ class Runner:
             try:
                 prepared = prepare_image(sample, plan.prep)
             except Exception as exc:  # ImageError, or anything Pillow raises: a record
-                record["error"] = _error("prepare", exc)
+                record.update(prepare_ns=time.perf_counter_ns() - t0,
+                              error=_error("prepare", exc))
                 return record
             record["prepare_ns"] = time.perf_counter_ns() - t0
             images.append(prepared)
@@ -268,6 +269,7 @@ class Runner:
             achieved_tokens_per_s=summary["decode_tokens_per_s"],
         )
         warnings = dataset_notes(plan.dataset)  # e.g. files a folder dataset skipped
+        warnings += list(getattr(self.model, "warnings", []))  # e.g. a GPU device on CPU
         machine = (machine_load.assess(self._cpu_before, machine_load.read())
                    if self._cpu_before is not None else None)
         for note in (warmup_warning(self.records), stage_warning(self.records),

@@ -306,6 +306,15 @@ class LlamaCppModel:
             "llama_model_size: every weight tensor of the text model (exact for tied "
             "embeddings; counts the whole token embedding otherwise); KV cache not counted"
         )
+        # Said in every benchmark of this model: a GPU device's label and roofline on a
+        # run the settings keep on the CPU would mislead (use --device=cpu for that).
+        self.warnings: list[str] = []
+        if ctx.device.accelerator != "cpu" and settings["n_gpu_layers"] == 0:
+            self.warnings.append(
+                f"n_gpu_layers = 0 keeps {spec.id} on the CPU although device "
+                f"{ctx.device.name} has a GPU: its figures are CPU figures under a GPU label "
+                "(run with --device=cpu to label them so)"
+            )
         self.settings = {
             **settings,
             "prompt_cache": self._prompt_cache,
