@@ -45,7 +45,9 @@ def test_default_suite_runs_both_embedded_models(
         b["precision"]: b["summary"]["roofline"]["bytes_per_token"]
         for b in doc["benchmarks"] if b["model"] == "gemma3-270m"
     }
-    assert bytes_per_token["q8_0"] > 1.5 * bytes_per_token["q4_k_m"]
+    # More bytes per token at q8_0 (285 MB against 247 MB: gemma3-270m's 262k-token
+    # embedding, most of its weights, is already 8-bit-ish in the Q4_K_M file).
+    assert bytes_per_token["q8_0"] > 1.1 * bytes_per_token["q4_k_m"]
     for bench in doc["benchmarks"]:
         s = bench["summary"]
         assert s["succeeded"] == 2
