@@ -819,6 +819,38 @@ def test_busy_machines_are_flagged(tmp_path: Path) -> None:
     assert "machine busy" in render_markdown(comparison)
 
 
+BUSY = {"machine": {"busy": True, "note": "the machine was busy", "other_cpu_fraction": 0.4}}
+
+
+def test_a_busy_current_run_is_not_judged_on_timing(tmp_path: Path) -> None:
+    """Twice as slow while others used the CPUs: the timings describe the machine, so
+    timing verdicts are inconclusive (not gated); rates are still judged."""
+    base = compare.load_baseline(baseline_dir(tmp_path / "base", DRIFT))
+    comparison = compare_runs(base, current_run(tmp_path, 2.0, extra=BUSY))
+    for name in ("p50_latency", "tokens_per_s"):
+        m = result(comparison, name)
+        assert m.verdict == "inconclusive"
+        assert "busy during the current run" in (m.note or "")
+    assert result(comparison, "success_rate").verdict == "unchanged"
+    assert comparison.exit_status == compare.EXIT_OK
+    quiet = compare_runs(base, current_run(tmp_path / "q", 2.0))
+    assert result(quiet, "p50_latency").verdict == "regressed"  # the same data, quiet
+
+
+def test_busy_baseline_runs_are_left_out_of_the_drift(tmp_path: Path) -> None:
+    """A busy baseline run (here 3x slower) would widen the measured drift until nothing
+    is detectable; it is left out of timing verdicts while quiet runs remain."""
+    saved = baseline_dir(tmp_path / "base", DRIFT)
+    write_run(saved, "b9", [Bench(latencies(16, 3.0, 0.03, seed=7), extra=BUSY)],
+              started_at="2026-11-23T19:30:00+00:00")
+    base = compare.load_baseline(saved, runs=6)
+    comparison = compare_runs(base, current_run(tmp_path, 2.0))
+    m = result(comparison, "p50_latency")
+    assert m.k == 5
+    assert m.verdict == "regressed"
+    assert "1 busy baseline run left out" in (m.note or "")
+
+
 def test_prompt_rate_is_compared_but_not_gated(tmp_path: Path) -> None:
     comparison = run_pair(tmp_path, [Bench(BASE16)], [Bench(BASE16)])
     m = result(comparison, "prompt_tokens_per_s")

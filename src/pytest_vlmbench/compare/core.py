@@ -196,6 +196,19 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
     pair.flags.extend(_flags("current", current, pair.current, sc.measured))
     effective = _effective_rules(rules, pair.current, current)
     cache: dict[tuple[str, int, int], float] = {}
+    # A busy machine (others' CPU time on our CPUs, measured by the runner) slows every
+    # timing; nothing the benchmarked code does can make other processes busy, so
+    # leaving busy runs out of a timing verdict cannot hide a regression of ours.
+    current_busy = _busy("current", pair.current)
+    quiet = [sb for sb, inst in zip(bs, pair.baselines, strict=True)
+             if _busy("", inst.entry) is None]
+    timing_bs = quiet or bs
+    busy_note = None
+    if quiet and len(quiet) < len(bs):
+        n = len(bs) - len(quiet)
+        busy_note = f"{n} busy baseline run{'s' if n > 1 else ''} left out"
+    elif not quiet and any(_busy("", inst.entry) for inst in pair.baselines):
+        busy_note = "every baseline run was busy"
     for metric in METRICS.values():
         if metric.name == "parse_rate" and not (sc.checks_output
                                                 or any(b.checks_output for b in bs)):
@@ -203,7 +216,13 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         if metric.name == "prompt_tokens_per_s" and not (
                 len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
             continue  # a backend that reports no prefill counts and times
-        per_run, unavailable, left_out = _runs_for(metric, bs, sc)
+        timing = not metric.proportion
+        per_run, unavailable, left_out = _runs_for(metric, timing_bs if timing else bs, sc)
+        if timing and current_busy and not unavailable:
+            unavailable = (f"the machine was busy during the current run: its timings describe "
+                           f"the machine; rerun on a quiet one ({current_busy})")
+        if timing and busy_note:
+            left_out = f"{left_out}; {busy_note}" if left_out else busy_note
         rule = effective.get(metric.name)
         pair.metrics.append(judge(metric, rule or display_rule(metric), rule is not None,
                                   per_run, sc.of(metric), unavailable, s, cache, left_out))
