@@ -106,7 +106,9 @@ def test_machine_block_is_recorded(tmp_path: Path) -> None:
     assert machine["window_s"] > 0
     if Path("/proc/stat").exists():
         assert 0.0 <= machine["other_cpu_fraction"] <= 1.0
-        assert machine["busy"] in (True, False)
+        # About 0.25 s: too short for the counters' 10 ms ticks to say either way.
+        assert machine["busy"] is None
+        assert "too short" in machine["note"]
 
 
 def _record(start: int, stages: dict[str, int], latency: int, ttft: int) -> dict[str, Any]:
@@ -165,21 +167,21 @@ def test_machine_load_counts_only_our_cpus(tmp_path: Path) -> None:
                           "0 0 0 0 0 0 0 0 0 0"))
     before = machine_load.read(stat, ours)
     assert before.cpus == 2
-    # 1 s later at 100 Hz: 150 busy jiffies on cpu0 and 50 on cpu1 (10 of them steal on
+    # 10 s later at 10 Hz: 150 busy jiffies on cpu0 and 40 on cpu1 (plus 10 of steal on
     # cpu1), and cpu2, which we may not use, fully busy.
     stat.write_text(_stat("200 0 100 1050 0 0 0 0 0 0", "40 0 0 1200 0 0 0 10 0 0",
                           "100 0 0 0 0 0 0 0 0 0"))
     after = machine_load.read(stat, ours)
-    after = replace(after, own_cpu_s=before.own_cpu_s, wall_ns=before.wall_ns + 10**9)
-    block = machine_load.assess(before, after, hz=100)
+    after = replace(after, own_cpu_s=before.own_cpu_s, wall_ns=before.wall_ns + 10 * 10**9)
+    block = machine_load.assess(before, after, hz=10)
     assert block["cpus"] == 2
-    assert block["other_cpu_fraction"] == pytest.approx((150 + 40) / 100 / 2)
+    assert block["other_cpu_fraction"] == pytest.approx((150 + 40) / 10 / (10 * 2))
     assert block["steal_fraction"] == pytest.approx(10 / (200 + 100))
     assert block["busy"] is True
     assert "busy" in block["note"]
     # Our own CPU time is not "others": the same window, all of it ours, is quiet.
-    mine = replace(after, own_cpu_s=before.own_cpu_s + 1.9)
-    quiet = machine_load.assess(before, mine, hz=100)
+    mine = replace(after, own_cpu_s=before.own_cpu_s + 19.0)
+    quiet = machine_load.assess(before, mine, hz=10)
     assert quiet["other_cpu_fraction"] == pytest.approx(0.0, abs=1e-9)
     assert quiet["busy"] is False  # and steal, 3.3%, is under the 5% bar
 

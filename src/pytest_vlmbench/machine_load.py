@@ -13,8 +13,9 @@ benchmark records what else used the CPUs during its window:
 - loadavg_1m: the 1-minute load average at the end (it includes our own threads).
 
 `busy` is true when others took more than BUSY_OTHER_FRACTION of the CPUs or steal
-exceeded BUSY_STEAL_FRACTION. Where /proc/stat is missing (not Linux) the fractions
-are None and `busy` is None: unknown, never guessed.
+exceeded BUSY_STEAL_FRACTION; None (unknown) for a window under MIN_WINDOW_S, where the
+counters' 10 ms ticks make the fractions too coarse to judge. Where /proc/stat is
+missing (not Linux) the fractions are None and `busy` is None: unknown, never guessed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 BUSY_OTHER_FRACTION = 0.10
 BUSY_STEAL_FRACTION = 0.05
+MIN_WINDOW_S = 2.0
 PROC_STAT = Path("/proc/stat")
 
 
@@ -135,6 +137,12 @@ def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> dict[
     steal = (after.steal_jiffies - before.steal_jiffies) / total if total > 0 else 0.0
     block["other_cpu_fraction"] = other
     block["steal_fraction"] = steal
+    if wall_s < MIN_WINDOW_S:
+        # /proc/stat and os.times() count whole clock ticks (10 ms): over a short window
+        # a tick or two of rounding is a large fraction, so no verdict either way.
+        block["note"] = (f"the benchmark took {wall_s:.2f} s, too short (under "
+                         f"{MIN_WINDOW_S:g} s) to tell how busy the machine was")
+        return block
     reasons = []
     if other > BUSY_OTHER_FRACTION:
         reasons.append(f"other processes used {other:.0%} of the CPUs")
