@@ -45,6 +45,15 @@ class LoadContext:
     log_path: Path | None = None  # where native stderr goes (see native_log.py)
 
 
+@dataclass
+class Progress:
+    """Live counters a backend updates while `generate()` runs, so the runner can show a
+    long request's token count as it grows (read from another thread: plain int
+    stores, no lock). A backend that cannot count leaves it alone."""
+
+    tokens: int = 0  # tokens sampled so far in this request
+
+
 @dataclass(frozen=True)
 class Request:
     """One request: system + user text, images (prepared), parameters, the task's handle."""
@@ -55,6 +64,7 @@ class Request:
     params: GenerationParams
     seed: int
     constraint: Any = None  # what LoadedModel.prepare returned for the task
+    progress: Progress | None = None  # updated by the backend during generate()
 
 
 @dataclass
