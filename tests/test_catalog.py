@@ -134,7 +134,7 @@ def test_weight_source_str_round_trips() -> None:
 
 
 def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
-    catalog = load_catalog(REPO / "benchmarks" / "models.toml", LLAMA)
+    catalog = load_catalog(REPO / "src" / "pytest_vlmbench" / "models.toml", LLAMA)
     assert sorted(catalog.defaults()) == ["gemma3-270m", "tiny-vlm"]
     assert catalog.get("gemma3-270m").modality == "text"
     vlm = catalog.get("tiny-vlm")

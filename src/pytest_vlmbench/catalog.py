@@ -1,6 +1,7 @@
 """The model catalog: which models exist, how to get their weights, which run by default.
 
-A catalog is TOML (see benchmarks/models.toml). It is validated on load and every error
+A catalog is TOML (see models.toml beside this module: the embedded one, used when a
+project has none). It is validated on load and every error
 names the file, the entry and the field, because a typo in a catalog otherwise shows up
 minutes later as a confusing load failure.
 
@@ -18,6 +19,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+EMBEDDED_CATALOG = Path(__file__).with_name("models.toml")
+"""The catalog the package ships: the embedded default models and opt-in real VLMs."""
+PROJECT_CATALOG = Path("benchmarks") / "models.toml"
+"""A project's own catalog, relative to pytest's rootdir, used when it exists."""
 
 SOURCE_KINDS = ("pypi", "path", "hf", "generated", "quantized")
 MODALITIES = ("text", "vision")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vlmbench.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
 from pytest_vlmbench.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
 from pytest_vlmbench.devices import PROFILES
 
@@ -129,7 +130,8 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     OUT: ("vlm_out", str, "string",
           f"results file (default {DEFAULT_OUT_DIR}/results-<run id>.json)"),
     CATALOG: ("vlm_catalog", str, "string",
-              "model catalog TOML (default: benchmarks/models.toml under the rootdir)"),
+              "model catalog TOML (default: benchmarks/models.toml under the rootdir if it "
+              "exists, else the catalog the package ships)"),
     THREADS: ("vlm_threads", _positive_int, "string",
               "CPU threads for in-process backends (default: every core this process may use)"),
     CACHE_DIR: ("vlm_cache_dir", str, "string",
@@ -218,6 +220,12 @@ def register_aliases(parser: pytest.Parser) -> list[str]:
     return taken
 
 
+def _default_catalog(root: Path) -> Path:
+    """A project's own benchmarks/models.toml when it has one, else the package's."""
+    project = root / PROJECT_CATALOG
+    return project if project.exists() else EMBEDDED_CATALOG
+
+
 @dataclass(frozen=True)
 class Options:
     """The resolved settings of a session: command line first, then ini, then default."""
@@ -287,7 +295,7 @@ class Options:
             warmup=DEFAULT_WARMUP if get(WARMUP) is None else get(WARMUP),  # type: ignore[arg-type]
             seed=get(SEED) or 0,  # type: ignore[arg-type]
             out=out,
-            catalog=catalog or root / "benchmarks" / "models.toml",
+            catalog=catalog or _default_catalog(root),
             threads=get(THREADS),  # type: ignore[arg-type]
             cache_dir=Path(str(cache)).expanduser() if cache
             else Path("~/.cache/pytest-vlmbench").expanduser(),

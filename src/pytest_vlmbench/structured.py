@@ -17,6 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from pytest_vlmbench.errors import UserInputError
+
 
 class ParseOutcome(StrEnum):
     VALID = "valid"
@@ -27,7 +29,7 @@ class ParseOutcome(StrEnum):
     NO_OUTPUT = "no_output"  # the request failed before producing output
 
 
-class ConstraintError(Exception):
+class ConstraintError(UserInputError):
     """A JSON schema or grammar that cannot be used; the message names its source."""
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pytest_vlmbench.errors import UserInputError
+
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
@@ -88,7 +90,7 @@ class PreparedImage:
         return "data:image/jpeg;base64," + base64.b64encode(self.jpeg).decode("ascii")
 
 
-class DatasetError(Exception):
+class DatasetError(UserInputError):
     """A dataset cannot be built (missing or empty folder, bad manifest...)."""
 
 
