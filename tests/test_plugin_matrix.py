@@ -47,12 +47,41 @@ backend = "llama_cpp"
 modality = "text"
 default = true
 precisions = { fp8 = "path:nowhere.gguf" }
+
+[[model]]
+id = "tiny-text"
+backend = "llama_cpp"
+modality = "text"
+chat_format = "model"
+default = true
+precisions = { fp32 = "generated:llama-tiny" }
 """
     )
     project.pytester.makepyfile(test_bench=BENCH)
     out = project.run("-rs")
-    out.run.assert_outcomes(skipped=1)
+    out.run.assert_outcomes(passed=1, skipped=1)
     out.run.stdout.fnmatch_lines(["*device cpu does not support fp8*"])
+
+
+def test_a_matrix_that_selects_nothing_is_a_usage_error(project: Project) -> None:
+    """Every cell skipped used to exit 0 with nothing benchmarked and no results."""
+    (project.pytester.path / "models.toml").write_text(
+        """
+[[model]]
+id = "gpu-only"
+backend = "llama_cpp"
+modality = "text"
+default = true
+precisions = { fp8 = "path:nowhere.gguf" }
+"""
+    )
+    project.pytester.makepyfile(test_bench=BENCH)
+    out = project.run()
+    assert out.run.ret == pytest.ExitCode.USAGE_ERROR
+    out.run.stderr.fnmatch_lines(
+        ["ERROR: pytest-vlmbench: the model matrix selects nothing to run here: "
+         "device cpu does not support fp8"])
+    assert not out.out.exists()
 
 
 def test_modality_marker_skips_text_models(project: Project) -> None:
@@ -209,12 +238,23 @@ def test_plain():
     out.run.stdout.fnmatch_lines(["*not active in the pytest-xdist controller*"])
 
 
-def test_no_catalog_file_is_one_collection_error(pytester: pytest.Pytester) -> None:
+def test_a_missing_catalog_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nvlm_catalog = missing.toml\n")
     pytester.makepyfile(test_bench=BENCH)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*pytest-vlmbench: *models.toml: model catalog not found*"])
-    assert "Traceback" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pytest-vlmbench: *missing.toml: model catalog not found*"])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_project_without_a_catalog_uses_the_packages(pytester: pytest.Pytester) -> None:
+    """First use in one's own folder: no benchmarks/models.toml, no vlm_catalog."""
+    pytester.makepyfile(test_bench=BENCH)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q",
+                                f"{options.DEVICE}=cpu")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["test_bench.py::test_caption[gemma3-270m-q4_k_m-cpu]",
+                                 "test_bench.py::test_caption[tiny-vlm-q4_k_m-cpu]"])
 
 
 TWO_PRECISIONS = """

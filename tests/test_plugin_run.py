@@ -347,7 +347,7 @@ def test_native_output_stays_out_of_the_terminal_and_captures(project: Project) 
     )
     out.run.assert_outcomes(passed=1)
     assert "Captured stderr" not in out.run.stdout.str()
-    log = (out.out.parent / "backend.log").read_text()
+    log = out.out.with_name("results.backend.log").read_text()
     assert log.count("== benchmark ") == 1
     assert log.count("encoding image") >= 4  # warm-up + 3 measured requests
 

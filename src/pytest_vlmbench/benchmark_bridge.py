@@ -31,6 +31,9 @@ command-line options through `config.getoption`, its `benchmark` marker and fixt
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +84,29 @@ def _option(config: pytest.Config, name: str) -> bool:
     return bool(config.getoption(name, False))
 
 
+# Options that only turn pytest-benchmark's benchmarks off: they do not ask for its output.
+_NOT_ASKING = ("--benchmark-skip", "--benchmark-disable")
+
+
+def asked(config: pytest.Config) -> bool:
+    """Whether the user asked for pytest-benchmark's output: a `--benchmark-...` option
+    on the command line, in PYTEST_ADDOPTS or in the ini's addopts (other than the ones
+    that turn it off). Without one, installing pytest-benchmark (it came with the
+    `interop` extra, or with another project) must not add its header, its second table
+    and its legend to every run: the bridge then feeds it nothing and its header line
+    is dropped (plugin.py)."""
+    words = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    with contextlib.suppress(ValueError, KeyError):
+        words += [str(w) for w in config.getini("addopts")]
+    return any(
+        str(w).startswith("--benchmark-") and not str(w).startswith(_NOT_ASKING) for w in words
+    )
+
+
 def active(config: pytest.Config) -> bool:
-    """pytest-benchmark is installed, enabled and not skipping benchmarks (--benchmark-only
-    overrides --benchmark-skip, as in pytest-benchmark)."""
-    if not config.pluginmanager.hasplugin(PLUGIN_NAME):
+    """pytest-benchmark is installed, enabled, asked for, and not skipping benchmarks
+    (--benchmark-only overrides --benchmark-skip, as in pytest-benchmark)."""
+    if not config.pluginmanager.hasplugin(PLUGIN_NAME) or not asked(config):
         return False
     return not _option(config, "benchmark_skip") or _option(config, "benchmark_only")
 

@@ -25,8 +25,18 @@ from pathlib import Path
 from typing import Any
 
 # GGUF file types, as llama.cpp names them (f16/bf16/f32 are unquantised GGUF files).
-GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_0", "q4_k_m", "q4_k_s", "q4_0",
-               "q3_k_m", "q2_k")
+# llama.cpp's file types (gguf's LlamaFileType, "MOSTLY_" dropped, lower case), the
+# names GGUF files and catalogs use; the common ones first.
+GGUF_QUANTS = ("f32", "f16", "bf16", "q8_0", "q6_k", "q5_k_m", "q5_k_s", "q5_0", "q5_1",
+               "q4_k_m", "q4_k_s", "q4_0", "q4_1", "q3_k_l", "q3_k_m", "q3_k_s", "q2_k",
+               "q2_k_s", "iq4_nl", "iq4_xs", "iq3_m", "iq3_s", "iq3_xs", "iq3_xxs", "iq2_m",
+               "iq2_s", "iq2_xs", "iq2_xxs", "iq1_m", "iq1_s", "tq1_0", "tq2_0", "mxfp4_moe", "nvfp4", "q1_0")
+
+
+def known_precisions() -> frozenset[str]:
+    """Every precision some device profile supports: a name outside this set is a typo
+    (or a format no device here runs), whatever the device of this run."""
+    return frozenset(p for profile in PROFILES.values() for p in profile.precisions)
 
 CPU_FALLBACK = "cpu-fallback"  # the profile of a run --vlm-cpu-fallback moved off its GPU
 _NO_BANDWIDTH = "none: this profile has no peak memory bandwidth"

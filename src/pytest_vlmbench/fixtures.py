@@ -15,6 +15,7 @@ from pytest_vlmbench import benchmark_bridge
 from pytest_vlmbench.backends import BackendError
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
+from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.native_log import Capture, native_stderr_to
 from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner
 from pytest_vlmbench.session import LoadedHandle, VlmSession
@@ -78,10 +79,11 @@ class Bench:
         node = request.node
         if isinstance(task, str):
             if task not in BUILTIN_TASKS:
-                raise pytest.UsageError(
-                    f"{node.nodeid}: unknown task {task!r}; built-in: {', '.join(BUILTIN_TASKS)}"
+                raise RunArgumentError(
+                    f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(BUILTIN_TASKS)}"
                 )
             task = BUILTIN_TASKS[task]
+        _check_counts(samples=samples, warmup=warmup, image_size=image_size)
         spec: dict[str, float] = {}
         slo_error: str | None = None
         try:
@@ -169,9 +171,44 @@ class Bench:
                 pytrace=False,
             )
         message = breach_message(entry["slo"], summary["requests"])
-        if message or regression:
-            pytest.fail("\n".join(m for m in (message, regression) if m), pytrace=False)
+        invalid = _all_outputs_invalid(summary, runner.records, task)
+        if message or regression or invalid:
+            pytest.fail("\n".join(m for m in (invalid, message, regression) if m),
+                        pytrace=False)
         return entry
+
+
+class RunArgumentError(UsageMistake):
+    """A `vlm_bench.run()` argument no benchmark can run with."""
+
+
+def _check_counts(**values: int | None) -> None:
+    """`samples=0` used to run the default count (`0 or default`), a negative warm-up
+    nothing: each is refused, naming the argument."""
+    minimum = {"samples": 1, "warmup": 0, "image_size": 1}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RunArgumentError(
+                f"vlm_bench.run({name}={value!r}): expected a whole number")
+        if value < minimum[name]:
+            raise RunArgumentError(
+                f"vlm_bench.run({name}={value}): must be at least {minimum[name]}")
+
+
+def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
+                         task: Task) -> str | None:
+    """One line when the task checks its outputs and not one successful measured
+    request gave a valid one (a schema nothing satisfies, a grammar and schema that
+    disagree): a parse rate of 0 is a broken benchmark, not a figure."""
+    if not task.checks_output or not summary["succeeded"] or summary["parse"]["valid"]:
+        return None
+    measured = [r for r in records if r["phase"] == "measure" and r["error"] is None]
+    first = measured[0] if measured else None
+    detail = f"; first: {first['parse']}: {first['parse_detail']}" if first else ""
+    return (f"task {task.name!r}: none of the {summary['succeeded']} outputs passed its "
+            f"output check{detail}")
 
 
 def _progress_writer(config: pytest.Config, native: Capture) -> Any:

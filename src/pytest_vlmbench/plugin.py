@@ -17,6 +17,7 @@ import pytest
 from pytest_vlmbench import benchmark_bridge, devices, parallel, table
 from pytest_vlmbench.catalog import CatalogError
 from pytest_vlmbench.devices import DeviceError
+from pytest_vlmbench.errors import UsageMistake, UserInputError
 from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
 from pytest_vlmbench.options import Options, register, register_aliases
 from pytest_vlmbench.power import MeterUnavailable, known_names
@@ -123,17 +124,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection(session: pytest.Session) -> None:
-    """Validate the catalog before collecting, so an error is one line and exit status 4.
-
-    (Raised later, from pytest_generate_tests, it would be a collection traceback.) A
-    session with no catalog file is left alone unless models were asked for: plain test
-    suites that never use the plugin must not fail because of it.
-    """
+    """Validate the catalog and the matrix before collecting, so an error is one line and
+    exit status 4 (raised later, from pytest_generate_tests, it would be a collection
+    traceback). A project without a catalog of its own uses the package's, which is
+    valid, so plain test suites that never use the plugin are not troubled by this."""
     vlm = session.config.stash.get(SESSION_KEY, None)
-    if vlm is None or not (vlm.options.catalog.exists() or vlm.options.models):
+    if vlm is None:
         return
     try:
-        vlm.matrix(check_backends=False)  # the catalog only: no backend is imported
+        vlm.check_matrix()  # the catalog and precisions only: no backend is imported
     except CatalogError as exc:
         raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
 
@@ -194,6 +193,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             order[case] = len(order)
         if case is not None and bridge:
             benchmark_bridge.prepare_item(item)
+    vlm = config.stash.get(SESSION_KEY, None)
+    if order and vlm is not None and not hasattr(config, "workerinput") \
+            and not config.option.collectonly:
+        problem = vlm.output_problem()  # before any model loads or any request is made
+        if problem is not None:
+            raise pytest.UsageError(f"pytest-vlmbench: {problem}")
     if order:
 
         def rank(item: pytest.Item) -> int:
@@ -217,6 +222,51 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         raise
     benchmark_bridge.flush(item)
     return result
+
+
+def _user_mistake(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str | None:
+    """The one line to show for a user's mistake (errors.UserInputError), else None."""
+    if excinfo is None or not isinstance(excinfo.value, UserInputError):
+        return None
+    return str(excinfo.value) or type(excinfo.value).__name__
+
+
+def _note_usage_mistake(config: pytest.Config, excinfo: pytest.ExceptionInfo[BaseException],
+                        line: str, *, collecting: bool = False) -> None:
+    vlm = config.stash.get(SESSION_KEY, None)
+    if vlm is not None and isinstance(excinfo.value, UsageMistake):
+        vlm.usage_mistakes.append(line)
+        vlm.collection_mistake = vlm.collection_mistake or collecting
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A user's mistake raised in a test (a bad dataset path, a bad task parameter) is
+    shown as its one line, not as a dump of the plugin's source."""
+    report = yield
+    line = _user_mistake(call.excinfo)
+    if line is not None and call.excinfo is not None and report.failed:
+        report.longrepr = line
+        _note_usage_mistake(item.config, call.excinfo, line)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    """Likewise for a mistake raised while a benchmark module is imported (a Task with
+    max_tokens=0 at module level)."""
+    report = yield
+    call = getattr(report, "call", None)  # pytest keeps the CallInfo on the report
+    excinfo = getattr(call, "excinfo", None)
+    line = _user_mistake(excinfo)
+    if line is not None and excinfo is not None and report.failed:
+        report.longrepr = f"{collector.nodeid}: {line}"
+        _note_usage_mistake(collector.config, excinfo, line, collecting=True)
+    return report
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -275,12 +325,29 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         else:
             vlm.finish(interrupted=interrupted)
+        # A mistake known before any request ends the session as a usage error (4), as a
+        # bad option does; pytest itself calls collection errors "interrupted" (2).
+        if vlm.usage_mistakes and (exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED)
+                                   or (interrupted and vlm.collection_mistake)):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         worker = hasattr(session.config, "workerinput")
         if vlm.gate is not None and vlm.has_results() and not worker:
             comparison = vlm.gate.finish(vlm.results_path)
             if comparison is not None and comparison.gated and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_header(config: pytest.Config) -> Generator[None, list[Any], list[Any]]:
+    """Drop pytest-benchmark's header line unless its output was asked for
+    (benchmark_bridge.asked): it describes defaults our benchmarks do not use."""
+    lines = yield
+    if config.pluginmanager.hasplugin(benchmark_bridge.PLUGIN_NAME) \
+            and not benchmark_bridge.asked(config):
+        return [line for line in lines
+                if not (isinstance(line, str) and line.startswith("benchmark: "))]
+    return lines
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -337,16 +404,30 @@ def _write_comparison(tr: Any, vlm: VlmSession) -> None:
         tr.write_line(f"comparison summary: {gate.summary_path}")
 
 
+def _counts(vlm: VlmSession) -> str:
+    """What the benchmarks measured, as they ran it (a test may override the session's
+    --vlm-samples and --vlm-warmup)."""
+    def spread(values: list[int]) -> str:
+        low, high = min(values), max(values)
+        return str(low) if low == high else f"{low}-{high}"
+
+    ran = [b for b in vlm.benchmarks if isinstance(b.get("samples"), int)]
+    if not ran:
+        return f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up per benchmark"
+    samples = spread([b["samples"] for b in ran])
+    warmup = spread([int((b.get("warmup") or {}).get("requests", 0)) for b in ran])
+    return (f"{samples} measured requests and {warmup} warm-up per benchmark "
+            f"(session default {vlm.options.samples} and {vlm.options.warmup}); "
+            "ok/n: successful of measured requests")
+
+
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     vlm = config.stash.get(SESSION_KEY, None)
     if vlm is None or not (vlm.has_results() or vlm.merge_error):
         return
     tr = terminalreporter
     tr.section("pytest-vlmbench")
-    tr.write_line(
-        f"device {vlm.device.name} ({vlm.detection.evidence}); "
-        f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up"
-    )
+    tr.write_line(f"device {vlm.device.name} ({vlm.detection.evidence}); {_counts(vlm)}")
     for backend, reason in vlm.fallbacks.items():
         tr.write_line(f"warning: {backend} models ran on the CPU, labelled "
                       f"{devices.CPU_FALLBACK} (--vlm-cpu-fallback): {reason}", yellow=True)

@@ -8,8 +8,10 @@ two large models at once. The results document is rewritten after every benchmar
 
 from __future__ import annotations
 
+import difflib
 import secrets
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +56,11 @@ class LoadedHandle:
     case: ModelCase
     spec: ModelSpec
     model: LoadedModel
+
+
+def _did_you_mean(name: str, known: frozenset[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=3)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 class ModelPool:
@@ -165,8 +172,9 @@ class VlmSession:
         self.records_path = self.results_path.with_name(
             self.results_path.name.removesuffix(".json") + ".records.jsonl"
         )
-        self.log_path: Path | None = (
-            None if options.backend_logs else self.results_path.parent / "backend.log"
+        # One log per run, named like its results (a shared backend.log grew across runs).
+        self.log_path: Path | None = None if options.backend_logs else self.results_path.with_name(
+            self.results_path.name.removesuffix(".json") + ".backend.log"
         )
         self.power_trace_path = self.results_path.with_name(
             self.results_path.name.removesuffix(".json") + ".power.jsonl"
@@ -183,6 +191,28 @@ class VlmSession:
         self._environment: dict[str, Any] | None = None
         self._device_problems: dict[tuple[str, str], str | None] = {}
         self.fallbacks: dict[str, str] = {}  # backend -> why --vlm-cpu-fallback moved it
+        # Mistakes known before any request (errors.UsageMistake) seen in collection or in
+        # a test: each was reported as one line; the session then exits with status 4.
+        self.usage_mistakes: list[str] = []
+        self.collection_mistake = False  # one of them stopped collection (pytest says 2)
+
+    def output_problem(self) -> str | None:
+        """Why the results file cannot be written, found before the first request (a
+        directory given as --vlm-out, a read-only place); None when it can. Creates the
+        output directory and a probe file in it, which is removed."""
+        path = self.results_path
+        name = "--vlm-out" if self.options.out is not None else "results file"
+        if path.is_dir():
+            return (f"{name}={path} is a directory; name a file in it, e.g. "
+                    f"{path / 'results.json'}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".vlmbench-probe-"):
+                pass
+        except OSError as exc:
+            where = exc.filename or path.parent
+            return f"{name}={path}: cannot write there ({where}: {exc.strerror or exc})"
+        return None
 
     # -- the device (detected lazily: a session that runs no benchmark never looks) --
     def _device(self) -> tuple[DeviceProfile, Detection]:
@@ -273,6 +303,33 @@ class VlmSession:
         if self._catalog is None:
             self._catalog = load_catalog(self.options.catalog, backends=frozenset(available()))
         return self._catalog
+
+    def check_matrix(self) -> None:
+        """Refuse a matrix that names a precision no device knows, or that runs nothing.
+
+        Both are mistakes, not results: a typo (`q4_kk`, `--vlm-precisions=fp64`) would
+        otherwise skip every cell it touches and exit 0 with nothing benchmarked.
+        CatalogError (a usage error) with one line naming the entry or the option.
+        """
+        catalog = self.catalog()
+        known = devices.known_precisions()
+        for spec in catalog.models.values():
+            for precision in spec.precisions:
+                if precision not in known:
+                    raise CatalogError(
+                        f"{catalog.path}: model {spec.id!r}: precision {precision!r} is not "
+                        f"one any device profile knows{_did_you_mean(precision, known)}"
+                    )
+        for precision in self.options.precisions or ():
+            if precision not in known:
+                raise CatalogError(
+                    f"--vlm-precisions: {precision!r} is not a precision any device profile "
+                    f"knows{_did_you_mean(precision, known)}"
+                )
+        cells = self.matrix(check_backends=False)
+        if cells and all(cell.skip is not None for cell in cells):
+            reasons = "; ".join(dict.fromkeys(str(cell.skip) for cell in cells))
+            raise CatalogError(f"the model matrix selects nothing to run here: {reasons}")
 
     def matrix(self, *, check_backends: bool = True) -> list[MatrixCell]:
         """The (model, precision) cells for this device; CatalogError if it cannot be built.

@@ -1,4 +1,8 @@
-"""The end-of-session table: one row per benchmark, from the results entries."""
+"""The end-of-session table: one row per benchmark, from the results entries.
+
+`ok/n` is successful over measured requests: the latency, TTFT and token columns are
+computed over the successful ones only.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
-HEADERS = ("benchmark", "model", "precision", "n", "p50 s", "p95 s", "TTFT p50 s",
+HEADERS = ("benchmark", "model", "precision", "ok/n", "p50 s", "p95 s", "TTFT p50 s",
            "pp tok/s", "decode tok/s", "stream tok/s", "MB/token", "parse", "success",
            "J/token", "tok/s/W", "% roofline", "SLO")
 
@@ -36,7 +40,7 @@ def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         name = b["id"].split("::")[-1]
         out.append((
             name if b["status"] == "complete" else f"{name} ({b['status']})",
-            b["model"], b["precision"], str(s["requests"]),
+            b["model"], b["precision"], f"{s['succeeded']}/{s['requests']}",
             _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
             _num(s["ttft_s"]["median"], ".3f"), _num(s.get("prompt_tokens_per_s"), ".0f"),
             _num(s["decode_tokens_per_s"], ".1f"), _num(s["stream_tokens_per_s"], ".1f"),
