@@ -5,6 +5,10 @@
 # ~/.cache/pytest-vlmbench/wheels/<flavour> (override the root with VLMBENCH_WHEELS);
 # later installs reuse it.
 #
+# Your own project: VENV=/abs/path/to/project/.venv EXTRAS=llama tools/install.sh installs
+# pytest-vlmbench from this checkout (not editable) with just the llama extra into that
+# virtual environment (EXTRAS: comma-separated extras, default llama,dev, editable).
+#
 # Flavour: `cuda` (CMAKE_ARGS=-DGGML_CUDA=on) when nvcc is on PATH and an NVIDIA driver is
 # loaded, else `cpu` (a CUDA toolkit without a GPU, as on our CI machines, builds for the
 # CPU: a CUDA build there would take far longer and its library needs the driver's
@@ -78,5 +82,10 @@ marker="$venv/.vlmbench-llama-flavour"
 if [ "$(cat "$marker" 2>/dev/null)" != "$flavour" ]; then
   "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel"
 fi
-"$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" -e ".[llama,dev]"
+extras="${EXTRAS:-llama,dev}"
+if [ -z "${EXTRAS:-}" ]; then
+  "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" -e ".[$extras]"
+else  # another project's environment: a regular install of this checkout
+  "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" ".[$extras]"
+fi
 echo "$flavour" > "$marker"

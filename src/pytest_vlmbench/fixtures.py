@@ -6,6 +6,7 @@ asking for it (directly or through `vlm_bench`) is what makes a test a benchmark
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -212,13 +213,20 @@ def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
 
 
 def _progress_writer(config: pytest.Config, native: Capture) -> Any:
-    """Per-request lines on the terminal (not captured), unless -q was given."""
+    """Per-request lines on the terminal (not captured), unless -q was given; safe to
+    call from the runner's progress thread."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or config.get_verbosity() < 0:
         return None
 
+    lock = threading.Lock()  # the runner's ticker thread writes too (long requests)
+
     def write(line: str) -> None:
+        with lock:
+            _write(line)
+
+    def _write(line: str) -> None:
         if capture is not None:
             with capture.global_and_fixture_disabled():
                 reporter.ensure_newline()
