@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench import cli
+from pytest_vlmbench import cli, compare
 from pytest_vlmbench.compare import (
     EXIT_NOTHING_COMPARABLE,
     EXIT_OK,
@@ -288,3 +288,55 @@ def test_bad_input_is_one_line_and_exit_2(
         assert lines[0].startswith("vlmbench: ")
         assert message in lines[0]
         assert captured.out == ""
+
+
+def test_latest_is_the_output_directory_of_the_ini(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`vlm_out = runs/nightly.json` in the ini: `latest` is runs/, from any folder below
+    the ini, and its runs are found whatever their names."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\nvlm_out = runs/nightly.json\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    base = write_run(runs, "base", [Bench(BASE16)], started_at="2026-11-23T10:00:00+00:00")
+    cur = write_run(runs, "cur", [Bench(SLOW)], started_at="2026-11-23T11:00:00+00:00")
+    base.rename(runs / "mine.json")
+    cur.rename(runs / "nightly")  # not even a .json suffix
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert cli.main(["compare", "latest", "latest", "--format", "json"]) == EXIT_REGRESSION
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["baseline"]["run_id"], doc["current"]["run_id"]) == ("base", "cur")
+
+
+def test_a_directory_finds_results_documents_by_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results under any name; records, power traces, logs, summaries, other JSON,
+    atomic writes in progress (hidden) and xdist workers' partials (a subfolder) are not
+    runs. A default-named file that is not a results document is reported, not fatal."""
+    from pytest_vlmbench.compare import results_files
+    from pytest_vlmbench.compare import runs as runs_module
+
+    base = write_run(tmp_path, "base", [Bench(BASE16)], started_at="2026-11-23T10:00:00+00:00")
+    base.rename(tmp_path / "a.json")
+    write_run(tmp_path, "cur", [Bench(BASE16)], started_at="2026-11-23T11:00:00+00:00")
+    (tmp_path / "results-cur.power.jsonl").write_text('{"kind": "meter"}\n')
+    (tmp_path / "backend.log").write_text("llama_model_loader: ...\n")
+    (tmp_path / "a.compare.md").write_text("### vlmbench compare\n")
+    (tmp_path / "package.json").write_text('{"name": "left-pad", "kind": "npm"}')
+    (tmp_path / ".a.json.x1y2.tmp").write_text('{"kind": "pytest-vlmbench-results", ')
+    write_run(tmp_path / "workers-cur", "partial", [Bench(BASE16)])
+    assert results_files(tmp_path) == [tmp_path / "a.json", tmp_path / "results-cur.json"]
+    (tmp_path / "results-zzz.json").write_text("{}")  # the default name: reported
+    run = compare.load_run(tmp_path)
+    assert run.run_id == "cur"
+    assert run.notes
+    assert "skipped 1 unreadable results file" in run.notes[0]
+    # `kind` beyond the head: found only under the default name (a full read)
+    monkeypatch.setattr(runs_module, "HEAD_BYTES", 64)
+    resorted = json.dumps(json.loads((tmp_path / "a.json").read_text()), sort_keys=True)
+    (tmp_path / "a.json").write_text(resorted)
+    (tmp_path / "results-base.json").write_text(resorted)
+    assert tmp_path / "a.json" not in results_files(tmp_path)
+    assert tmp_path / "results-base.json" in results_files(tmp_path)

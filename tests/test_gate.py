@@ -113,3 +113,27 @@ def test_allowance_parses_fractions_and_percentages(text: str, value: float) -> 
 def test_allowance_rejects_junk(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected a fraction"):
         options.allowance(text)
+
+
+def test_latest_finds_runs_under_any_results_file_name(tmp_path: Path) -> None:
+    """`--vlm-out=out/b2.json` or `vlm_out = out/mine.json`: the output directory's runs
+    are found by content, and its other files (notes, logs, summaries) are left alone."""
+    saved = baseline_dir(tmp_path / "out", DRIFT[:3])
+    for path in saved.glob("results-b*.json"):  # b0.json, b1.json, b2.json
+        path.rename(path.with_name(path.name.removeprefix("results-")))
+    (saved / "notes.json").write_text('{"kind": "notes"}')
+    (saved / "b2.compare.md").write_text("### vlmbench compare\n")
+    gate = Gate("latest", saved, [], "cur")
+    assert [r.run_id for r in gate.baseline.runs] == ["b2", "b1", "b0"]
+    assert not [n for n in gate.baseline.notes if "unreadable" in n]
+
+
+def test_latest_without_runs_says_where_it_looked(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(GateError, match=r"^--vlm-compare=latest: no results-\*\.json in .*out, "
+                       r"nor another results document .*\(latest: the output directory, "
+                       r"where this run's results file goes \(--vlm-out\)\)$"):
+        Gate("latest", tmp_path / "out", [], "cur")
+    with pytest.raises(GateError) as info:  # a named directory is not `latest`
+        Gate(str(tmp_path / "out"), tmp_path / "elsewhere", [], "cur")
+    assert "(latest: " not in str(info.value)

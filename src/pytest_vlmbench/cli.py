@@ -1,6 +1,7 @@
 """The `vlmbench` command: look at catalogs, devices and results files.
 
     vlmbench models [--catalog FILE]     the catalog's models, precisions and sources
+                                          (default: the catalog pytest would use here)
     vlmbench devices                      device profiles, and what this machine is
     vlmbench validate FILE...             check results files (and their records) against the schema
     vlmbench show FILE                    the summary table of a results file
@@ -10,6 +11,10 @@
 
 Exit status: 0 ok, 1 a file failed validation, 2 usage error (bad arguments, unreadable file).
 compare: 0 no regression, 1 a gated regression, 2 usage error or bad input, 3 nothing comparable.
+
+The subcommands read the project as pytest started here would (project.py): its ini
+file's vlm_catalog and vlm_out, so `vlmbench models` lists the catalog the benchmarks
+use and `latest` is the directory the runs went to.
 """
 
 from __future__ import annotations
@@ -29,18 +34,31 @@ from pytest_vlmbench.options import (
     allowance,
     int_at_least,
 )
+from pytest_vlmbench.project import ProjectError, Resolved, find_project
 from pytest_vlmbench.records import read_records
 from pytest_vlmbench.results import ResultsError, load, records_path, validate_record
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 
+def _catalog(args: argparse.Namespace) -> Resolved:
+    """--catalog (relative to the current directory), else the project's catalog."""
+    if args.catalog is not None:
+        return Resolved(Path(args.catalog).expanduser().absolute(), "from --catalog")
+    return find_project().catalog()
+
+
 def _models(args: argparse.Namespace) -> int:
+    from pytest_vlmbench.backends import available  # names only: no backend is imported
+
     try:
-        catalog = load_catalog(Path(args.catalog))
-    except CatalogError as exc:
+        chosen = _catalog(args)
+        # the backends pytest would accept: a catalog error it reports is reported here
+        catalog = load_catalog(chosen.path, backends=frozenset(available()))
+    except (CatalogError, ProjectError) as exc:
         print(f"vlmbench: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    print(f"catalog: {chosen.path} ({chosen.source})")
     for spec in catalog.models.values():
         flag = "default" if spec.default else "opt-in"
         print(f"{spec.id}  [{spec.backend}, {spec.modality}, {flag}]  {spec.description}")
@@ -135,14 +153,21 @@ def _compare(args: argparse.Namespace) -> int:
     *baselines, current_spec = args.runs
     try:
         rules = compare.parse_rules(args.fail_on) if args.fail_on else None
-        current = compare.load_run(current_spec)
-        baseline = compare.load_baseline(baselines, runs=args.baseline_runs,
-                                         exclude_run_id=current.run_id)
+        # `latest` is where pytest started here writes its runs; the ini is read only
+        # then, so a broken ini never stands in the way of comparing named files
+        out_dir, latest_from = compare.DEFAULT_DIR, None
+        if compare.LATEST in args.runs:
+            out = find_project().out_dir()
+            out_dir, latest_from = out.path, f"the output directory, {out.source}"
+        current = compare.load_run(current_spec, out_dir, latest_from=latest_from)
+        baseline = compare.load_baseline(baselines, out_dir, runs=args.baseline_runs,
+                                         exclude_run_id=current.run_id,
+                                         latest_from=latest_from)
         comparison = compare.compare_runs(
             baseline, current, rules, alpha=args.alpha, min_samples=args.min_samples,
             drift_allowance=args.drift_allowance,
         )
-    except (ResultsError, compare.RuleError) as exc:
+    except (ResultsError, compare.RuleError, ProjectError) as exc:
         print(f"vlmbench: {exc}", file=sys.stderr)
         return compare.EXIT_USAGE
     if args.format == "json":
@@ -169,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmbench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("models", help="list the models of a catalog")
-    p.add_argument("--catalog", default="benchmarks/models.toml")
+    p.add_argument("--catalog", metavar="FILE",
+                   help="a catalog TOML, relative to the current directory (default: the one "
+                   "pytest would load here: vlm_catalog of the ini file, else "
+                   "benchmarks/models.toml under the rootdir if it exists, else the "
+                   "embedded one)")
     p.set_defaults(func=_models)
     p = sub.add_parser("devices", help="list device profiles and detect this machine")
     p.set_defaults(func=_devices)
@@ -191,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
         "regression", usage="vlmbench compare BASELINE [BASELINE ...] CURRENT [options]")
     p.add_argument("runs", metavar="RUN", nargs="+",
                    help="BASELINE... CURRENT, the last being the current run. Each is a results "
-                   "file, a directory of saved runs or 'latest' (.vlmbench/); a baseline "
+                   "file, a directory of saved runs (results documents found by content, "
+                   "whatever their names) or 'latest' (the output directory pytest would "
+                   "write to here: vlm_out's directory, else .vlmbench/ under the "
+                   "rootdir); a baseline "
                    "directory gives its newest --baseline-runs finished runs of the newest "
                    "one's commit, the current one its newest run")
     p.add_argument("--fail-on", action="append", metavar="SPEC",

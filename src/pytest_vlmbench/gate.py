@@ -4,7 +4,9 @@ The baseline is loaded at session start, so a missing, corrupt or foreign baseli
 a usage error before any model loads. A directory (or `latest`) gives its newest
 `--vlm-baseline-runs` finished runs of one commit: with two or more, timing metrics are
 judged against the machine's measured drift between runs; with one, only beyond the
-limit plus `--vlm-drift-allowance` (docs/compare.md). Each benchmark is compared with its baseline
+limit plus `--vlm-drift-allowance` (docs/compare.md). `latest` is the output directory,
+the folder of this run's results file, and a directory's runs are found by content, so
+a custom `--vlm-out`/`vlm_out` name is found too. Each benchmark is compared with its baseline
 entry as soon as it finishes: the verdicts become JUnit XML properties
 (`record_property`), and a gated regression fails that test with one line. At the end
 the whole run is compared (new, vanished and not-comparable benchmarks included): the
@@ -38,6 +40,9 @@ from pytest_vlmbench.compare import (
 )
 from pytest_vlmbench.results import ResultsError
 
+LATEST_FROM = "the output directory, where this run's results file goes (--vlm-out)"
+"""What `latest` is, in an error: the user did not name the directory searched."""
+
 
 class GateError(Exception):
     """A baseline or rule that cannot be used: a usage error."""
@@ -48,14 +53,18 @@ class Gate:
 
     def __init__(self, spec: str, default_dir: Path, rules: list[str], run_id: str,
                  alpha: float = DEFAULT_ALPHA, *, baseline_runs: int = DEFAULT_BASELINE_RUNS,
-                 drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE) -> None:
+                 drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE,
+                 latest_from: str = LATEST_FROM) -> None:
+        """`default_dir` is the output directory (`latest`): the folder of this run's
+        results file (its parent's, in a pytest-xdist worker, which writes below it)."""
         try:
             self.rules: dict[str, Rule] | None = parse_rules(rules) if rules else None
         except ValueError as exc:
             raise GateError(f"--vlm-fail-on: {exc}") from None
         try:
             self.baseline: Baseline = load_baseline(spec, default_dir, runs=baseline_runs,
-                                                    exclude_run_id=run_id)
+                                                    exclude_run_id=run_id,
+                                                    latest_from=latest_from)
         except (ResultsError, ValueError) as exc:
             raise GateError(f"--vlm-compare={spec}: {exc}") from None
         self.alpha = alpha

@@ -13,7 +13,7 @@ bootstrap interval) beyond the limit plus a drift allowance; rates (parse, succe
 always per request (Fisher's exact test).
 
 API, for the CLI (`vlmbench compare`) and the pytest options (`--vlm-compare`):
-    current = load_run("latest")                       # file, directory or "latest"
+    current = load_run("latest", out_dir)              # file, directory or "latest"
     baseline = load_baseline(["baseline/"], runs=5, exclude_run_id=current.run_id)
     rules = parse_rules(["p95_latency:+10%"])           # the defaults plus this; RuleError
     comparison = compare_runs(baseline, current, rules, alpha=0.01, min_samples=5)
@@ -62,6 +62,7 @@ from pytest_vlmbench.compare.runs import (
     Run,
     load_baseline,
     load_run,
+    results_files,
 )
 from pytest_vlmbench.compare.samples import Columns, Samples
 from pytest_vlmbench.compare.verdicts import (
@@ -116,5 +117,6 @@ __all__ = [
     "parse_rules",
     "render_markdown",
     "render_table",
+    "results_files",
     "to_json",
 ]

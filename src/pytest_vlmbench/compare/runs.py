@@ -5,10 +5,14 @@ A baseline may be several runs, because between two runs this machine's speed mo
 show how far an unchanged build drifts. A directory gives its newest finished runs (of
 the newest run's commit, when the documents record one); several files give those
 files; a merged document holding several runs of a benchmark gives each of them.
+A directory's documents are found by content, not by name (`results_files`), so runs
+written under any `vlm_out` name are found; `latest` is the output directory, which
+the caller resolves (the CLI from the project's ini, pytest from its results file).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,14 +169,50 @@ def _peek(path: Path) -> dict[str, Any]:
     return doc
 
 
+HEAD_BYTES = 64 * 1024
+"""How much of a file is read to tell a results document from another file: the
+plugin writes `kind` first, and a directory may hold many runs of megabytes each."""
+DEFAULT_NAME = "results-*.json"
+"""The plugin's default file name: such a file is always read, and reported when it is
+not a results document."""
+_KIND_IN_HEAD = re.compile(rb'"kind"\s*:\s*"' + re.escape(KIND.encode()) + rb'"')
+
+
+def _is_results(path: Path) -> bool:
+    """Whether a file's first HEAD_BYTES show a results document: a JSON object whose
+    `kind` is the results kind. Records and power traces (`.jsonl`), hidden files
+    (atomic writes in progress), logs and other JSON are not."""
+    if path.name.startswith(".") or path.suffix == ".jsonl" or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(HEAD_BYTES)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{") and _KIND_IN_HEAD.search(head) is not None
+
+
+def results_files(directory: Path) -> list[Path]:
+    """The results documents of a directory, found by content, so that any `vlm_out`
+    name is found: the files named results-*.json, and every other file whose head
+    shows a results document. Not recursive: pytest-xdist workers' partial documents
+    (workers-<run id>/) are never a run of their own."""
+    return sorted(path for path in directory.iterdir()
+                  if (path.match(DEFAULT_NAME) and path.is_file()) or _is_results(path))
+
+
 def _candidates(directory: Path, exclude_run_id: str | None) -> tuple[list[_Candidate], list[str]]:
     """The finished results documents of a directory, newest (by started_at) first, and
     the errors of those that could not be read."""
     if not directory.is_dir():
         raise ResultsError(f"{directory}: no such directory of results")
-    paths = sorted(directory.glob("results-*.json"))
+    try:
+        paths = results_files(directory)
+    except OSError as exc:
+        raise ResultsError(f"{directory}: cannot list ({exc.strerror})") from None
     if not paths:
-        raise ResultsError(f"no results-*.json in {directory}")
+        raise ResultsError(f"no {DEFAULT_NAME} in {directory}, nor another results document "
+                           f"(a JSON file of kind {KIND!r})")
     found: list[_Candidate] = []
     errors: list[str] = []
     for path in paths:
@@ -248,15 +288,29 @@ def _directory(spec: str | Path, default_dir: str | Path) -> Path | None:
     return Path(spec) if Path(spec).is_dir() else None
 
 
+def _newest_of(spec: str | Path, directory: Path, count: int, exclude_run_id: str | None, *,
+               same_commit: bool, latest_from: str | None) -> tuple[list[Run], list[str]]:
+    """_newest, its error saying where `latest` pointed: a user who did not name the
+    directory must learn which one was searched, and why that one."""
+    try:
+        return _newest(directory, count, exclude_run_id, same_commit)
+    except ResultsError as exc:
+        if str(spec) != LATEST or latest_from is None:
+            raise
+        raise ResultsError(f"{exc} (latest: {latest_from})") from None
+
+
 def load_run(spec: str | Path, default_dir: str | Path = DEFAULT_DIR, *,
-             exclude_run_id: str | None = None) -> Run:
+             exclude_run_id: str | None = None, latest_from: str | None = None) -> Run:
     """Load a run from a results file, a directory of saved runs (the newest finished
-    one) or "latest" (the newest in default_dir), skipping run `exclude_run_id` when
-    choosing from a directory. Any bad input raises one ResultsError naming the file."""
+    one) or "latest" (the newest in default_dir, the output directory; `latest_from`
+    says where that came from, in errors), skipping run `exclude_run_id` when choosing
+    from a directory. Any bad input raises one ResultsError naming the file."""
     directory = _directory(spec, default_dir)
     if directory is None:
         return _load(Path(spec), [])
-    [run], notes = _newest(directory, 1, exclude_run_id, same_commit=False)
+    [run], notes = _newest_of(spec, directory, 1, exclude_run_id, same_commit=False,
+                              latest_from=latest_from)
     run.notes = notes
     return run
 
@@ -264,10 +318,12 @@ def load_run(spec: str | Path, default_dir: str | Path = DEFAULT_DIR, *,
 def load_baseline(specs: str | Path | Sequence[str | Path],
                   default_dir: str | Path = DEFAULT_DIR, *,
                   runs: int = DEFAULT_BASELINE_RUNS,
-                  exclude_run_id: str | None = None) -> Baseline:
+                  exclude_run_id: str | None = None,
+                  latest_from: str | None = None) -> Baseline:
     """The baseline runs named by specs: results files, directories of saved runs (the
-    newest `runs` finished ones of the newest one's commit) or "latest" (default_dir).
-    Per benchmark, the newest `runs` runs are compared. ResultsError on bad input."""
+    newest `runs` finished ones of the newest one's commit) or "latest" (default_dir;
+    `latest_from` as in load_run). Per benchmark, the newest `runs` runs are compared.
+    ResultsError on bad input."""
     if runs < 1:
         raise ValueError(f"runs must be at least 1, got {runs}")
     items = [specs] if isinstance(specs, str | Path) else list(specs)
@@ -281,7 +337,8 @@ def load_baseline(specs: str | Path | Sequence[str | Path],
         if directory is None:
             found = [] if Path(spec).resolve() in seen else [_load(Path(spec), [])]
         else:
-            found, found_notes = _newest(directory, runs, exclude_run_id, same_commit=True)
+            found, found_notes = _newest_of(spec, directory, runs, exclude_run_id,
+                                            same_commit=True, latest_from=latest_from)
             notes += found_notes
         for run in found:
             if run.path.resolve() not in seen:
