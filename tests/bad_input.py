@@ -53,6 +53,8 @@ class Case:
     absent: tuple[str, ...] = ()
     """Words that must NOT appear in the output (e.g. a secret canary)."""
     timeout: float = 300
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment variables for the inner run."""
 
 
 def make_project(root: Path, model_cache: Path, case: Case) -> None:
@@ -74,7 +76,7 @@ def run_case(root: Path, case: Case) -> subprocess.CompletedProcess[str]:
     else:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                    "--vlm-out=out/results.json", *case.args]
-    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    env = {**__import__("os").environ, **case.env, "PYTHONPATH": str(root)}
     return subprocess.run(command, cwd=root, capture_output=True, text=True,
                           timeout=case.timeout, env=env, check=False)
 
@@ -94,6 +96,6 @@ def check_case(root: Path, model_cache: Path, case: Case) -> subprocess.Complete
     assert "Traceback" not in output, shown
     # pytest's source dump marks the failing line with '>' and its own frames with 'src/'
     dumped = [line for line in output.splitlines()
-              if line.startswith(">   ") or "pytest_vlmbench/" in line and ".py:" in line]
+              if line.startswith(">   ") or ("pytest_vlmbench/" in line and ".py:" in line)]
     assert not dumped, f"source or traceback lines shown: {dumped[:3]}{shown}"
     return done

@@ -416,3 +416,248 @@ def test_capture_git_commit_of_the_repository() -> None:
         pytest.skip("git is not available here")
     assert len(git["commit"]) == 40
     assert isinstance(git["dirty"], bool)
+
+
+# --- redaction by value --------------------------------------------------------------------
+
+# (prefix as written, mask it leaves, body alphabet, minimum body length)
+TOKEN_SHAPES: list[tuple[str, str, str, int]] = [
+    ("sk-", "sk-***", "-_", 20),
+    ("sk-proj-", "sk-proj-***", "-_", 20),
+    ("sk-ant-api03-", "sk-ant-***", "-_", 20),
+    ("sk-svcacct-", "sk-svcacct-***", "-_", 20),
+    ("hf_", "hf_***", "", 34),
+    ("ghp_", "ghp_***", "", 36),
+    ("gho_", "gho_***", "", 36),
+    ("ghu_", "ghu_***", "", 36),
+    ("ghs_", "ghs_***", "", 36),
+    ("ghr_", "ghr_***", "", 36),
+    ("github_pat_", "github_pat_***", "_", 22),
+    ("glpat-", "glpat-***", "-_", 20),
+    ("xoxb-", "xoxb-***", "-", 24),
+    ("xoxp-", "xoxp-***", "-", 24),
+    ("xapp-", "xapp-***", "-", 24),
+    ("sk_live_", "sk_live_***", "", 24),
+    ("rk_live_", "rk_live_***", "", 24),
+]
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+# Where a token may sit: after anything that is not a letter or a digit.
+_SEPARATORS = st.sampled_from([" ", "=", ":", "/", "[", "(", '"', "'", ",", ";", "\n", "-",
+                               "_", "@", "\t", "|"])
+
+
+@st.composite
+def secret_bodies(draw: st.DrawFn, extra: str, min_size: int) -> str:
+    """A generated secret's body: `min_size`+ characters, upper, lower and digits."""
+    body = draw(st.text(_ALNUM + extra, min_size=min_size, max_size=min_size + 40))
+    return draw(st.sampled_from("ABCXYZ")) + body + draw(st.sampled_from("abcxyz")) + "7"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), left=st.text(max_size=30), right=st.text(max_size=30),
+       sep=_SEPARATORS)
+def test_redact_text_masks_every_prefix_in_any_text(
+    data: st.DataObject, left: str, right: str, sep: str,
+) -> None:
+    prefix, _mask, extra, size = data.draw(st.sampled_from(TOKEN_SHAPES))
+    body = data.draw(secret_bodies(extra, size))
+    token = prefix + body
+    text = left + sep + token + " " + right
+    out = environment.redact_text(text)
+    assert body not in out
+    assert body[-12:] not in out  # nor its end
+    # (The prefix is kept, unless random-looking text glued to it was masked with it.)
+    assert "***" in out
+
+
+@pytest.mark.parametrize("shape", TOKEN_SHAPES,
+                         ids=lambda s: s[0])
+def test_redact_text_keeps_the_prefix(shape: tuple[str, str, str, int]) -> None:
+    prefix, mask, _extra, size = shape
+    body = ("Ab3" * size)[:size]
+    for context in ("{}", "--junit-prefix={}", "tests/test_x.py::test_t[m-q8_0-cpu-{}]",
+                    "env OPENAI_API_KEY='{}' pytest", "-o suite={}"):
+        out = environment.redact_text(context.format(prefix + body))
+        assert out == context.format(mask), out
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "AKIAIOSFODNN7EXAMPLE", "ASIAY34FZKBOKMUTVV7A",
+        "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "xoxb-1234567890123-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+        "sk-ant-api03-Qw9Er8Ty7Ui6Op5As4Df3Gh2Jk1LzXcVbNm-_AbCdEfGhIjKl",
+        "https://user:hunter2pass@example.com/v1",
+        "https://api.example.com/v1?api_key=Zz9Yy8Xx7&x=1",
+        "https://api.example.com/v1?x=1&token=abc.def-ghi",
+        "Authorization: Bearer abcDEF123456ghiJKL",
+        "Basic dXNlcjpwYXNzd29yZA==",
+        "Zx8Qp2Lm9Vt4Rk7Ws1Yn6Hb3Jc5Df0GaXe",  # no prefix, random-looking, 34 chars
+    ],
+)
+def test_redact_text_masks_shapes(token: str) -> None:
+    out = environment.redact_text(f"--x={token} tail")
+    secret = {"https://user:hunter2pass@example.com/v1": "hunter2pass",
+              "https://api.example.com/v1?api_key=Zz9Yy8Xx7&x=1": "Zz9Yy8Xx7",
+              "https://api.example.com/v1?x=1&token=abc.def-ghi": "abc.def-ghi",
+              "Authorization: Bearer abcDEF123456ghiJKL": "abcDEF123456ghiJKL",
+              "Basic dXNlcjpwYXNzd29yZA==": "dXNlcjpwYXNzd29yZA"}.get(token, token[5:])
+    assert secret not in out, out
+    assert "***" in out
+    assert out.endswith(" tail")
+
+
+ORDINARY = [
+    "tests/test_x.py::test_y[tiny-vlm-q4_k_m-cpu]",
+    "benchmarks/test_default.py::test_photo_score[gemma3-270m-q4_k_m-cpu]#caption",
+    "20261201T235121Z-a1b2c3",
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "123e4567-e89b-12d3-a456-426614174000",
+    "p95_latency:+10%", "tokens_per_s:-10%", "--vlm-fail-on=energy_per_token:+10%",
+    "--vlm-out=.vlmbench/results-20261201T235121Z-a1b2c3.json",
+    "/home/runner/work/MyProject2024/MyProject2024/benchmarks/test_vision.py",
+    "/tmp/pytest-of-user/pytest-123/test_bad_input_secrets_canary_0/out/results.json",
+    "ggml-org/SmolVLM2-500M-Video-Instruct-GGUF",
+    "mmproj-SmolVLM2-500M-Video-Instruct-Q8_0.gguf",
+    "bartowski/Qwen2-VL-7B-Instruct-GGUF/Qwen2-VL-7B-Instruct-Q4_K_M.gguf",
+    "unsloth/gemma-3-4b-it-GGUF/gemma-3-4b-it-Q4_K_M.gguf",
+    "OpenGVLab/InternVL3-2B-Instruct-GGUF-Q8_0-mmproj",
+    "quantized:q8_0:generated:gemma3-tiny@7", "generated:llama-tiny",
+    "LlavaNextForConditionalGeneration", "Gemma3ForConditionalGeneration2024",
+    "MiniCPMV26ChatHandlerLlava15ChatHandler",
+    "CUDA_VISIBLE_DEVICES=0-NVIDIA_H100_80GB_HBM3-SXM5",
+    "VLMBENCH_LLAMA_FLAVOUR=cuda-CMAKE_ARGS=-DGGML_CUDA=on",
+    "test_task_skip-something-long-enough-to-matter", "desk-lamp-photos-2024-collection",
+    "basic usage", "a basic benchmark", "bearer of news",
+    "-k", "caption and not photo", "--vlm-threads=fit", "-n", "2",
+]
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_redact_text_leaves_ordinary_strings(text: str) -> None:
+    assert environment.redact_text(text) == text
+
+
+_word = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
+_lower_id = st.lists(_word, min_size=1, max_size=4).map("-".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    module=st.lists(st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12),
+                    min_size=1, max_size=4).map("/".join),
+    test=st.text("abcdefghijklmnopqrstuvwxyz_0123456789", min_size=1, max_size=30),
+    model=_lower_id, precision=st.sampled_from(["q4_k_m", "q8_0", "f16", "bf16", "fp32"]),
+    device=st.sampled_from(["cpu", "cpu-fallback", "h100-pcie", "orin-nano", "rtx-4090"]),
+    digest=st.binary(min_size=1, max_size=64),
+    stamp=st.datetimes(),
+    suffix=st.text("0123456789abcdef", min_size=6, max_size=6),
+)
+def test_redact_text_leaves_generated_ids(
+    module: str, test: str, model: str, precision: str, device: str, digest: bytes,
+    stamp: Any, suffix: str,
+) -> None:
+    import hashlib
+
+    node_id = f"{module}.py::test_{test}[{model}-{precision}-{device}]"
+    run_id = f"{stamp:%Y%m%dT%H%M%SZ}-{suffix}"
+    sha = hashlib.sha256(digest).hexdigest()
+    for text in (node_id, run_id, sha, model, f"{node_id} {run_id} sha256={sha}"):
+        assert environment.redact_text(text) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(
+    st.text(),
+    st.lists(st.one_of(st.text(max_size=8), st.sampled_from(
+        ["sk-", "sk-ant-", "hf_", "ghp_", "AKIA", "AIza", "eyJ", ".eyJ", "Bearer ", "basic ",
+         "https://", "u:p@", "?token=", "&key=", "***", "=", "-", "_", "Zx8Qp2Lm9Vt4Rk7Ws1Y",
+         "n6Hb3Jc5Df0GaXeAbC", "aB3", "xoxb-"])), max_size=20).map("".join),
+))
+def test_redact_text_is_idempotent(text: str) -> None:
+    once = environment.redact_text(text)
+    assert environment.redact_text(once) == once
+
+
+def test_entropy_rule_masks_random_strings_and_not_names() -> None:
+    """Uniformly random base62 / base64 strings of 32+ characters are masked (all but a
+    few percent, by design of the thresholds); none of the ordinary names are."""
+    import random
+
+    rng = random.Random(20261201)
+    for alphabet in (_ALNUM, _ALNUM + "-_", _ALNUM + "+/"):
+        masked = 0
+        for _ in range(1000):
+            token = "".join(rng.choice(alphabet) for _ in range(rng.randint(32, 80)))
+            masked += environment.redact_text(f"x {token} y") == "x *** y"
+        assert masked >= 960, (alphabet, masked)
+    assert not any(environment.looks_random(t) for t in ORDINARY)
+
+
+def test_redact_argv_masks_by_value() -> None:
+    canary = "sk-canary-cmdline-555aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
+    argv = ["pytest", f"--junit-prefix={canary}", "-o", f"junit_suite_name={canary}",
+            f"tests/test_x.py::test_tag[tiny-text-fp32-cpu-{canary}]", "--vlm-threads=fit",
+            "--token", "plain", "--hf-token", "hf_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"]
+    out = environment.redact_argv(argv)
+    assert canary not in " ".join(out)
+    assert out[:5] == ["pytest", "--junit-prefix=sk-***", "-o", "junit_suite_name=sk-***",
+                       "tests/test_x.py::test_tag[tiny-text-fp32-cpu-sk-***]"]
+    assert out[5:] == ["--vlm-threads=fit", "--token", "***", "--hf-token", "***"]
+    assert environment.redact_argv(out) == out
+
+
+def test_redact_value_walks_nested_documents() -> None:
+    canary = "ghp_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+    doc = {"command": ["pytest", f"--x={canary}"], "n": 3, "ok": True, "none": None,
+           "nested": [{"id": f"t[{canary}]", "sha256": "ab" * 32}], canary: 1.5}
+    out = environment.redact_value(doc)
+    assert canary not in json.dumps(out)
+    assert out["command"] == ["pytest", "--x=ghp_***"]
+    assert out["nested"] == [{"id": "t[ghp_***]", "sha256": "ab" * 32}]
+    assert out["ghp_***"] == 1.5
+    assert (out["n"], out["ok"], out["none"]) == (3, True, None)
+    assert doc["command"][1] == f"--x={canary}"  # the input is not modified
+
+
+# --- file modes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077, 0o027])
+def test_every_file_we_write_gets_one_mode(tmp_path: Path, umask: int) -> None:
+    """Results (atomic, via a temporary file), records, power trace and merged outputs
+    are created 0666 less the umask, as open() creates them: tempfile's 0600 made the
+    results file private beside public records."""
+    import os
+    import stat
+
+    from pytest_vlmbench.power.sampler import Sampler
+
+    old = os.umask(umask)
+    try:
+        results_file = tmp_path / "results.json"
+        results_file.write_text("{}")
+        results_file.chmod(0o600)  # a results file from before: replaced, mode and all
+        write_atomic(results_file, full_doc())
+        results.write_text_atomic(tmp_path / "merged.records.jsonl", "{}\n")  # merge's path
+        writer = RecordWriter(tmp_path / "results.records.jsonl")
+        writer.write(record(1))
+        writer.close()
+        sampler = Sampler(None, 0.05, tmp_path / "results.power.jsonl")
+        sampler.start()
+        sampler.stop()
+        plain = tmp_path / "plain.txt"
+        with plain.open("w"):  # what open() gives under this umask
+            pass
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == expected
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(modes, oct(expected))
+    assert sorted(modes) == ["merged.records.jsonl", "plain.txt", "results.json",
+                             "results.power.jsonl", "results.records.jsonl"]

@@ -13,15 +13,22 @@ benchmark records what else used the CPUs during its window:
 - loadavg_1m: the 1-minute load average at the end (it includes our own threads).
 
 `busy` is true when others took more than BUSY_OTHER_FRACTION of the CPUs or steal
-exceeded BUSY_STEAL_FRACTION; None (unknown) for a window under MIN_WINDOW_S, where the
-counters' 10 ms ticks make the fractions too coarse to judge. Where /proc/stat is
+exceeded BUSY_STEAL_FRACTION (its note, and busy_warning, say how many CPUs' worth);
+None (unknown) for a window under MIN_WINDOW_S, where the counters' 10 ms ticks make
+the fractions too coarse to judge. Where /proc/stat is
 missing (not Linux) the fractions are None and `busy` is None: unknown, never guessed.
+
+Before the first model loads, free_cpus() takes the same reading over half a second, so
+thread_advice() can say, on the terminal, when other processes hold CPUs the requested
+llama.cpp threads need, and `--vlm-threads=fit` can use fit_threads() instead.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +115,48 @@ def read(path: Path = PROC_STAT, cpus: frozenset[int] | None = None) -> CpuTimes
     )
 
 
+def _others(before: CpuTimes, after: CpuTimes, hz: int | None) -> tuple[float, float] | None:
+    """(others' CPU seconds, steal fraction) over the window between two readings; None
+    when /proc/stat was unreadable at either end."""
+    if (before.busy_jiffies is None or after.busy_jiffies is None
+            or before.total_jiffies is None or after.total_jiffies is None
+            or before.steal_jiffies is None or after.steal_jiffies is None):
+        return None
+    ticks = hz or os.sysconf("SC_CLK_TCK")
+    busy_s = (after.busy_jiffies - before.busy_jiffies) / ticks
+    own_s = after.own_cpu_s - before.own_cpu_s
+    total = after.total_jiffies - before.total_jiffies
+    steal = (after.steal_jiffies - before.steal_jiffies) / total if total > 0 else 0.0
+    return max(0.0, busy_s - own_s), min(1.0, max(0.0, steal))
+
+
+def describe(machine: dict[str, Any]) -> str | None:
+    """How much CPU others took, from a `machine` block: "other processes took 45% of 2
+    CPUs (0.9 CPU), steal 0%"; None when it was not measured."""
+    other, steal, cpus = (machine.get("other_cpu_fraction"), machine.get("steal_fraction"),
+                          machine.get("cpus") or 1)
+    if other is None:
+        return None
+    text = (f"other processes took {other:.0%} of {cpus} CPU{'s' if cpus != 1 else ''} "
+            f"({other * cpus:.1f} CPU)")
+    return text if steal is None else f"{text}, steal {steal:.0%}"
+
+
+SHARED = "these timings describe a shared machine"
+
+
+def busy_warning(benchmark_id: str, machine: dict[str, Any] | None) -> str | None:
+    """The terminal line for a benchmark run on a busy machine, from its results entry's
+    `machine` block (also of documents written before the note named CPU amounts); None
+    when the machine was not busy or it is unknown."""
+    if not machine or not machine.get("busy"):
+        return None
+    amount = describe(machine)
+    if amount is None:
+        return None
+    return f"machine busy during {benchmark_id}: {amount}: {SHARED}"
+
+
 def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> dict[str, Any]:
     """The benchmark entry's `machine` block for the window between two readings."""
     wall_s = (after.wall_ns - before.wall_ns) / 1e9
@@ -123,18 +172,13 @@ def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> dict[
         "process; "
         f"busy above {BUSY_OTHER_FRACTION:.0%} others or {BUSY_STEAL_FRACTION:.0%} steal",
     }
-    if (before.busy_jiffies is None or after.busy_jiffies is None or wall_s <= 0
-            or before.total_jiffies is None or after.total_jiffies is None
-            or before.steal_jiffies is None or after.steal_jiffies is None):
+    got = _others(before, after, hz)
+    if got is None or wall_s <= 0:
         block["note"] = "no /proc/stat: how busy the machine was is unknown"
         return block
-    ticks = hz or os.sysconf("SC_CLK_TCK")
-    busy_s = (after.busy_jiffies - before.busy_jiffies) / ticks
-    own_s = after.own_cpu_s - before.own_cpu_s
+    others_s, steal = got
     # Jiffies are counted in whole ticks: clamp the rounding, not the evidence.
-    other = min(1.0, max(0.0, busy_s - own_s) / (wall_s * after.cpus))
-    total = after.total_jiffies - before.total_jiffies
-    steal = (after.steal_jiffies - before.steal_jiffies) / total if total > 0 else 0.0
+    other = min(1.0, others_s / (wall_s * after.cpus))
     block["other_cpu_fraction"] = other
     block["steal_fraction"] = steal
     if wall_s < MIN_WINDOW_S:
@@ -143,13 +187,97 @@ def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> dict[
         block["note"] = (f"the benchmark took {wall_s:.2f} s, too short (under "
                          f"{MIN_WINDOW_S:g} s) to tell how busy the machine was")
         return block
-    reasons = []
-    if other > BUSY_OTHER_FRACTION:
-        reasons.append(f"other processes used {other:.0%} of the CPUs")
-    if steal > BUSY_STEAL_FRACTION:
-        reasons.append(f"the hypervisor stole {steal:.0%} of CPU time")
-    block["busy"] = bool(reasons)
-    if reasons:
-        block["note"] = ("the machine was busy during this benchmark: " + " and ".join(reasons)
-                         + "; its timings describe a shared machine")
+    block["busy"] = other > BUSY_OTHER_FRACTION or steal > BUSY_STEAL_FRACTION
+    if block["busy"]:
+        block["note"] = f"the machine was busy during this benchmark: {describe(block)}: {SHARED}"
     return block
+
+
+# --- before the first load: how many CPUs are free for our threads -------------------------
+
+FREE_WINDOW_S = 0.5
+FREE_SLACK_CPU = 0.25
+"""A CPU counts as free while others use less than this of it: background daemons, and
+the 10 ms tick rounding of a 0.5 s reading (about 0.02 CPU per CPU, twice)."""
+
+
+@dataclass(frozen=True)
+class CpuShare:
+    """The CPUs this process may use over a short window: how many, and how many CPUs'
+    worth other processes and the hypervisor (steal) took; None where unknown."""
+
+    cpus: int
+    others: float | None
+    steal: float | None
+    window_s: float
+
+    @property
+    def taken(self) -> float | None:
+        """CPUs' worth not available to us: others' CPU time plus steal."""
+        if self.others is None:
+            return None
+        return min(float(self.cpus), self.others + (self.steal or 0.0) * self.cpus)
+
+    @property
+    def free(self) -> float | None:
+        taken = self.taken
+        return None if taken is None else max(0.0, self.cpus - taken)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cpus": self.cpus, "others_cpus": self.others, "steal_fraction": self.steal,
+                "free_cpus": self.free, "window_s": self.window_s}
+
+
+def share(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> CpuShare:
+    """The CpuShare of the window between two readings (pure: tests feed synthetic ones)."""
+    wall_s = (after.wall_ns - before.wall_ns) / 1e9
+    got = _others(before, after, hz)
+    if got is None or wall_s <= 0:
+        return CpuShare(after.cpus, None, None, max(wall_s, 0.0))
+    others_s, steal = got
+    return CpuShare(after.cpus, min(float(after.cpus), others_s / wall_s), steal, wall_s)
+
+
+def free_cpus(
+    window_s: float = FREE_WINDOW_S, *, path: Path = PROC_STAT,
+    cpus: frozenset[int] | None = None, sleep: Callable[[float], object] = time.sleep,
+) -> CpuShare:
+    """Read /proc/stat and our own CPU time `window_s` apart: how many of the CPUs this
+    process may run on other processes are using now. Unknown (others None) without
+    /proc/stat."""
+    before = read(path, cpus)
+    sleep(window_s)
+    return share(before, read(path, cpus))
+
+
+def fit_threads(share_: CpuShare) -> int:
+    """Threads for `--vlm-threads=fit`: the whole free CPUs (a CPU less than
+    FREE_SLACK_CPU used counts as free), at least 1; every CPU when unknown."""
+    free = share_.free
+    if free is None:
+        return max(1, share_.cpus)
+    return max(1, min(share_.cpus, math.floor(free + FREE_SLACK_CPU)))
+
+
+def thread_advice(requested: int, share_: CpuShare) -> str | None:
+    """One terminal line when fewer CPUs are free than threads were asked for; None when
+    they fit or it is unknown.
+
+    llama.cpp's threads meet at a barrier after every operation of every token, so one
+    thread without a CPU holds all of them up: the cost is far more than the missing
+    CPU's share."""
+    free = share_.free
+    if free is None or requested <= fit_threads(share_):
+        return None
+    fit = fit_threads(share_)
+    cpus = f"{share_.cpus} CPU{'s' if share_.cpus != 1 else ''}"
+    taken = []
+    if share_.others is not None and share_.others >= 0.05:
+        taken.append(f"other processes are using {share_.others:.1f} of {cpus}")
+    if share_.steal and share_.steal * share_.cpus >= 0.05:
+        taken.append(f"the hypervisor is taking {share_.steal * share_.cpus:.1f} of {cpus} "
+                     "(steal)")
+    where = "; ".join(taken) if taken else f"this process may use {cpus}"
+    return (f"{where}; llama.cpp with {requested} threads on {free:.1f} free CPUs can slow "
+            "down many times over (its threads wait for each other at every step); pass "
+            f"--vlm-threads={fit}, or --vlm-threads=fit to use what is free")

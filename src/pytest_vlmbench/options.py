@@ -106,6 +106,21 @@ def allowance(text: str) -> float:
     return value
 
 
+THREADS_FIT = "fit"
+
+
+def threads_value(text: str) -> int | str:
+    """An argparse `type=` for --vlm-threads: a whole number >= 1, or `fit` (the CPUs
+    other processes leave free when the first model loads)."""
+    if text.strip().lower() == THREADS_FIT:
+        return THREADS_FIT
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1 or 'fit', got {text!r}") from None
+
+
 def _comma_list(text: str) -> list[str]:
     items = [item.strip().lower() for item in text.split(",") if item.strip()]
     if not items:
@@ -132,8 +147,10 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     CATALOG: ("vlm_catalog", str, "string",
               "model catalog TOML (default: benchmarks/models.toml under the rootdir if it "
               "exists, else the catalog the package ships)"),
-    THREADS: ("vlm_threads", _positive_int, "string",
-              "CPU threads for in-process backends (default: every core this process may use)"),
+    THREADS: ("vlm_threads", threads_value, "string",
+              "CPU threads for in-process backends (default: every core this process may "
+              "use), or 'fit': as many as other processes leave free, measured over half a "
+              "second before the first model loads (at least 1; recorded in the results)"),
     CACHE_DIR: ("vlm_cache_dir", str, "string",
                 "where generated and assembled model files are kept "
                 "(default ~/.cache/pytest-vlmbench)"),
@@ -239,6 +256,7 @@ class Options:
     out: Path | None
     catalog: Path
     threads: int | None
+    """A number of threads asked for; None for the backend's default, or with threads_fit."""
     cache_dir: Path
     image_size: int
     backend_logs: bool
@@ -253,6 +271,9 @@ class Options:
     """Edits of the default rules: the ini's vlm_fail_on lines, then --vlm-fail-on's."""
     baseline_runs: int = DEFAULT_BASELINE_RUNS
     drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE
+    threads_fit: bool = False
+    """--vlm-threads=fit: the session resolves the threads at the first model load
+    (machine_load.fit_threads of machine_load.free_cpus)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -276,9 +297,9 @@ class Options:
             if value is None:
                 return None
             if config.getoption(_SPEC[option][0]) is not None:
-                return config.invocation_params.dir / str(value)
+                return config.invocation_params.dir / Path(str(value)).expanduser()
             base = config.inipath.parent if config.inipath else config.rootpath
-            return base / str(value)
+            return base / Path(str(value)).expanduser()
 
         root = config.rootpath
         catalog = path(CATALOG)
@@ -287,6 +308,7 @@ class Options:
         if cache is not None and not str(cache).startswith("~"):
             cache = path(CACHE_DIR)
         logs = config.getoption("vlm_backend_logs")
+        threads = get(THREADS)
         return cls(
             device=str(get(DEVICE) or "auto").lower(),
             models=get(MODELS),  # type: ignore[arg-type]
@@ -296,7 +318,7 @@ class Options:
             seed=get(SEED) or 0,  # type: ignore[arg-type]
             out=out,
             catalog=catalog or _default_catalog(root),
-            threads=get(THREADS),  # type: ignore[arg-type]
+            threads=threads if isinstance(threads, int) else None,
             cache_dir=Path(str(cache)).expanduser() if cache
             else Path("~/.cache/pytest-vlmbench").expanduser(),
             image_size=get(IMAGE_SIZE) or 448,  # type: ignore[arg-type]
@@ -320,4 +342,5 @@ class Options:
             baseline_runs=get(BASELINE_RUNS) or DEFAULT_BASELINE_RUNS,  # type: ignore[arg-type]
             drift_allowance=DEFAULT_DRIFT_ALLOWANCE if get(DRIFT_ALLOWANCE) is None
             else get(DRIFT_ALLOWANCE),  # type: ignore[arg-type]
+            threads_fit=threads == THREADS_FIT,
         )

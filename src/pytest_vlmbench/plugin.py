@@ -428,6 +428,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     tr.section("pytest-vlmbench")
     tr.write_line(f"device {vlm.device.name} ({vlm.detection.evidence}); {_counts(vlm)}")
+    if vlm.thread_advice is not None:
+        tr.write_line(f"warning: {vlm.thread_advice}", yellow=True)
     for backend, reason in vlm.fallbacks.items():
         tr.write_line(f"warning: {backend} models ran on the CPU, labelled "
                       f"{devices.CPU_FALLBACK} (--vlm-cpu-fallback): {reason}", yellow=True)

@@ -3,7 +3,8 @@
 Records are the ground truth every summary figure is computed from. They are
 appended and flushed as each request finishes, so Ctrl-C, a crash or a killed CI job
 loses at most the request in flight. The file is opened once per session, never per
-request.
+request, and created the way open() creates files (0666 less the umask): the mode
+results.write_text_atomic gives the results document beside it.
 """
 
 from __future__ import annotations

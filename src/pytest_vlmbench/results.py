@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
@@ -130,11 +130,29 @@ def explain_record(record: Any, source: str, problem: BaseException) -> ResultsE
                         f"{problem})")
 
 
+FILE_MODE = 0o666
+"""What every file we write is created with, less the process umask, as open() does:
+results, records, power trace and merged outputs then share one mode (tempfile's 0600
+made the results file private while its records file beside it was not)."""
+
+
+def _create_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path`, created with FILE_MODE less the umask (the
+    kernel applies the umask; reading it would mean setting it, which races threads)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file in the same directory, fsync, then rename: a reader
     sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

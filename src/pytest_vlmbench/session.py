@@ -8,6 +8,7 @@ two large models at once. The results document is rewritten after every benchmar
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import secrets
 import sys
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_vlmbench import __version__, devices, environment, memory
+from pytest_vlmbench import __version__, devices, environment, machine_load, memory
 from pytest_vlmbench.backends import (
     BackendError,
     LoadContext,
@@ -97,8 +98,9 @@ class ModelPool:
         if case.device == CPU_FALLBACK:
             entry["cpu_fallback"] = {"from": self.session.device.name,
                                      "reason": self.session.fallbacks.get(spec.backend)}
+        threads = self.session.threads_for(device)
         ctx = LoadContext(
-            device=device, cache_dir=opts.cache_dir, threads=opts.threads,
+            device=device, cache_dir=opts.cache_dir, threads=threads,
             seed=opts.seed, log_path=self.session.log_path,
         )
         monitor = self.session.power()
@@ -134,6 +136,7 @@ class ModelPool:
             artifacts=model.artifacts,
             settings=model.settings,
         )
+        self.session.check_threads(device, model.settings.get("n_threads"))
         handle = LoadedHandle(case, spec, model)
         self._current = (case, handle)
         return handle
@@ -195,6 +198,48 @@ class VlmSession:
         # a test: each was reported as one line; the session then exits with status 4.
         self.usage_mistakes: list[str] = []
         self.collection_mistake = False  # one of them stopped collection (pytest says 2)
+        self._cpu_share: machine_load.CpuShare | None = None
+        self.fit_threads: int | None = None  # what --vlm-threads=fit chose
+        self.thread_advice: str | None = None  # more threads than free CPUs, said once
+
+    # -- threads and the CPUs other processes leave us ---------------------------------
+    def cpu_share(self) -> machine_load.CpuShare:
+        """How many CPUs other processes left us, measured once (0.5 s) at the first load
+        of a model on the CPU."""
+        if self._cpu_share is None:
+            self._cpu_share = machine_load.free_cpus()
+        return self._cpu_share
+
+    def threads_for(self, device: DeviceProfile) -> int | None:
+        """The threads a CPU model loads with: --vlm-threads, or with `fit` the whole CPUs
+        that are free now; None leaves it to the backend (every usable core)."""
+        if not self.options.threads_fit:
+            return self.options.threads
+        if self.fit_threads is None:
+            self.fit_threads = machine_load.fit_threads(self.cpu_share())
+        return self.fit_threads
+
+    def check_threads(self, device: DeviceProfile, threads: object) -> None:
+        """Say once when a CPU model got more threads than CPUs are free: llama.cpp's
+        threads wait for each other at every step, so one without a CPU holds all back."""
+        if self.thread_advice is not None or device.accelerator != "cpu" \
+                or not isinstance(threads, int) or self.options.threads_fit:
+            return
+        advice = machine_load.thread_advice(threads, self.cpu_share())
+        if advice is not None:
+            self.thread_advice = advice
+            self.say(f"warning: {advice}")
+
+    def say(self, line: str) -> None:
+        """A line on the terminal now, outside pytest's capture (yellow: a warning)."""
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        capture = self.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        with capture.global_and_fixture_disabled() if capture is not None \
+                else contextlib.nullcontext():
+            reporter.ensure_newline()
+            reporter.write_line(line, yellow=True)
 
     def output_problem(self) -> str | None:
         """Why the results file cannot be written, found before the first request (a
@@ -409,7 +454,11 @@ class VlmSession:
             "command": environment.redact_argv(list(sys.argv)),
             "settings": {
                 "device": o.device, "models": o.models, "precisions": o.precisions,
-                "samples": o.samples, "warmup": o.warmup, "seed": o.seed, "threads": o.threads,
+                "samples": o.samples, "warmup": o.warmup, "seed": o.seed,
+                "threads": "fit" if o.threads_fit else o.threads,
+                "threads_fit": None if not o.threads_fit or self._cpu_share is None
+                else {"threads": self.fit_threads, **self._cpu_share.to_json()},
+                "thread_advice": self.thread_advice,
                 "image_size": o.image_size, "catalog": str(o.catalog),
                 "power_meter": o.power_meter, "power_interval_s": o.power_interval_s,
                 "idle_s": o.idle_s, "bandwidth_gbs": o.bandwidth_gbs,
