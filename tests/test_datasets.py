@@ -9,6 +9,7 @@ import shutil
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,6 +20,7 @@ from pytest_vlmbench import options
 from pytest_vlmbench.datasets import (
     ENTRY_POINT_GROUP,
     Dataset,
+    DatasetArgumentError,
     DatasetError,
     DatasetNotes,
     FolderDataset,
@@ -210,7 +212,7 @@ def test_text_only_sample_has_no_image() -> None:
     ],
 )
 def test_image_prep_rejects_nonsense(kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DatasetArgumentError, match=message):
         ImagePrep(**kwargs)
 
 
@@ -263,30 +265,32 @@ def test_listing_is_recursive_case_insensitive_and_skips_hidden(photo_folder: Pa
         s.id for s in FolderDataset(photo_folder, recursive=False).samples()
     ]
     with pytest.raises(
-        DatasetError, match=r"looked for \.jpeg; found 7 other files, e\.g\. PROVENANCE\.md\)"
+        DatasetArgumentError,
+        match=r"\): no images found \(no \.jpeg files; found 7 other files, e\.g\. "
+        r"PROVENANCE\.md\)",
     ):
         FolderDataset(photo_folder, extensions=(".JPEG",))
 
 
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(DatasetError, match=r"nowhere: image folder not found"):
+    with pytest.raises(DatasetArgumentError, match=r"nowhere'\): folder not found$"):
         FolderDataset(missing)
 
 
 def test_file_instead_of_folder_is_a_clear_error(tmp_path: Path) -> None:
     file = tmp_path / "a.jpg"
     file.write_bytes(b"x")
-    with pytest.raises(DatasetError, match=r"a\.jpg: not a folder"):
+    with pytest.raises(DatasetArgumentError, match=r"a\.jpg'\): is a file, not a folder"):
         FolderDataset(file)
 
 
 def test_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("no photos here")
     with pytest.raises(
-        DatasetError,
-        match=r"no images found \(looked for \.bmp, \.gif, \.jpeg, \.jpg, \.pbm, \.pgm, \.png, "
-        r"\.pnm, \.ppm, \.tif, \.tiff, \.webp; found 1 other file, e\.g\. readme\.txt\)",
+        DatasetArgumentError,
+        match=r"no images found \(no \.bmp \.gif \.jpeg \.jpg \.pbm \.pgm \.png "
+        r"\.pnm \.ppm \.tif \.tiff \.webp files; found 1 other file, e\.g\. readme\.txt\)",
     ):
         FolderDataset(tmp_path)
 
@@ -304,7 +308,7 @@ def test_limit_is_a_seeded_sorted_subset() -> None:
     assert picks[0] == [s.id for s in FolderDataset(FIXTURE_IMAGES, limit=3, seed=0).samples()]
     assert len({tuple(ids) for ids in picks.values()}) > 1
     assert [s.id for s in FolderDataset(FIXTURE_IMAGES, limit=50).samples()] == every
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(DatasetArgumentError, match="limit"):
         FolderDataset(FIXTURE_IMAGES, limit=0)
 
 
@@ -565,7 +569,7 @@ def test_synthetic_scenes_prepare_like_photos() -> None:
 
 @pytest.mark.parametrize(("kwargs", "message"), [({"n": 0}, "n must"), ({"size": 10}, "size must")])
 def test_synthetic_rejects_nonsense(kwargs: dict[str, int], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(DatasetArgumentError, match=message):
         SyntheticScenes(**kwargs)
 
 
@@ -671,3 +675,81 @@ def test_dataset_hash_covers_preparation() -> None:
 
 
 PINNED_SYNTHETIC_FINGERPRINT = "dad26e633f6f623fe5b3995498a2aa97bac009c30d5dfa40f2e82573f372bc7b"
+
+
+# --- arguments: one line naming the call, before any request -----------------------------
+
+
+def test_dataset_argument_errors_are_usage_mistakes() -> None:
+    from pytest_vlmbench.errors import UsageMistake
+
+    assert issubclass(DatasetArgumentError, DatasetError)
+    assert issubclass(DatasetArgumentError, UsageMistake)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda root: FolderDataset(str(root / "photos") + "/"),
+         r"^FolderDataset\('.*/photos/'\): folder is empty \(no \.bmp \.gif .* \.webp files\)$"),
+        (lambda root: FolderDataset(root / "photos", extensions=("jpg",)),
+         r"^FolderDataset\('.*photos', extensions=\('jpg',\)\): folder is empty \(no \.jpg "
+         r"files\)$"),
+        (lambda root: FolderDataset(root / "photos", extensions=".jpg"),
+         r"extensions must be a tuple of suffixes such as \('\.jpg', '\.png'\), not the "
+         r"string '\.jpg'$"),
+        (lambda root: FolderDataset(root / "photos", extensions=()),
+         r"extensions=\(\)\): extensions is empty"),
+        (lambda root: FolderDataset(root / "photos", extensions=("",)),
+         r"each extension must be a suffix such as '\.jpg', got ''$"),
+        (lambda root: FolderDataset(root / "photos", limit=0),
+         r"^FolderDataset\('.*photos', limit=0\): limit must be a whole number of at least 1 "
+         r"\(or None for every image\), got 0$"),
+        (lambda root: FolderDataset(root / "photos", limit=-3), r"limit=-3\): limit must"),
+        (lambda root: FolderDataset(root / "photos", limit=2.5), r"limit=2\.5\): limit must"),
+        (lambda root: FolderDataset(None), r"^FolderDataset\(None\): path must be a folder"),
+        (lambda root: SyntheticScenes(n=0),
+         r"^SyntheticScenes\(n=0\): n must be a whole number of at least 1$"),
+        (lambda root: SyntheticScenes(-2), r"^SyntheticScenes\(n=-2\): n must"),
+        (lambda root: SyntheticScenes(size=0),
+         r"^SyntheticScenes\(size=0\): size must be a whole number of at least 24 px$"),
+        (lambda root: SyntheticScenes(n=2.0), r"^SyntheticScenes\(n=2\.0\): n must"),
+        (lambda root: ImagePrep(long_edge=-1), r"^ImagePrep\(long_edge=-1\): long_edge"),
+    ],
+    ids=["empty-folder", "empty-for-extensions", "bare-string-extensions", "no-extensions",
+         "blank-extension", "limit-0", "limit-negative", "limit-float", "path-none", "n-0",
+         "n-negative", "size-0", "n-float", "prep-negative"],
+)
+def test_bad_arguments_fail_at_construction_naming_the_call(
+    tmp_path: Path, build: Any, message: str
+) -> None:
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / ".DS_Store").write_bytes(b"hidden files do not count")
+    with pytest.raises(DatasetArgumentError, match=message) as caught:
+        build(tmp_path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_relative_folder_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetArgumentError) as caught:
+        FolderDataset("photos/")
+    assert str(caught.value) == f"FolderDataset('photos/'): folder not found (looked in " \
+                                f"{tmp_path / 'photos'})"
+
+
+def test_extensions_are_normalised(photo_folder: Path) -> None:
+    """"JPG" and ".jpg" choose the same files; so does a list."""
+    by_suffix = [s.id for s in FolderDataset(photo_folder, extensions=(".jpg",)).samples()]
+    assert by_suffix
+    assert [s.id for s in FolderDataset(photo_folder, extensions=("JPG",)).samples()] == by_suffix
+    assert [s.id for s in FolderDataset(photo_folder, extensions=[".Jpg"]).samples()] == by_suffix
+
+
+def test_a_folder_dataset_is_labelled_by_its_path() -> None:
+    from pytest_vlmbench.datasets import dataset_label
+
+    assert dataset_label(FolderDataset(FIXTURE_IMAGES)) == f"folder:{FIXTURE_IMAGES}"
+    assert dataset_label(SyntheticScenes(2)) == "synthetic"

@@ -192,3 +192,89 @@ def test_machine_load_unknown_without_proc_stat(tmp_path: Path) -> None:
     assert block["busy"] is None
     assert block["other_cpu_fraction"] is None
     assert "unknown" in block["note"]
+
+
+def test_more_requests_than_samples_repeat_them_and_say_so(tmp_path: Path) -> None:
+    """16 requests over 5 photos is a legitimate choice, so samples repeat (``#1``), but
+    repeats are not independent measurements: the benchmark's warnings say so, once."""
+    entry, records = _run(tmp_path, samples=6)
+    assert [r["sample_id"] for r in records] == [
+        "scene-0000", "scene-0001", "scene-0002", "scene-0003", "scene-0000#1", "scene-0001#1"]
+    repeats = [w for w in entry["warnings"] if "repeat" in w]
+    assert repeats == [
+        "dataset 'synthetic' has 4 samples; 6 measured requests repeat 2 of them (sample ids #1)"]
+
+
+def test_enough_samples_no_repeat_warning(tmp_path: Path) -> None:
+    entry, _ = _run(tmp_path, samples=4)
+    assert not [w for w in entry["warnings"] if "repeat" in w]
+
+
+def test_repeat_warning_names_the_folder_and_the_warmup() -> None:
+    from pytest_vlmbench.datasets import FolderDataset
+    from pytest_vlmbench.runner import repeat_warning
+
+    photos = FolderDataset("fixtures/images")
+    assert repeat_warning(photos, [0, 0, 0, 0, 0, 1, 1, 1], warmups=1) == (
+        "dataset 'folder:fixtures/images' has 5 samples; 8 measured requests (+1 warm-up) "
+        "repeat 3 of them (sample ids #1)")
+    assert repeat_warning(photos, [0] * 5 + [1] * 5 + [2] * 5 + [3], warmups=0) == (
+        "dataset 'folder:fixtures/images' has 5 samples; 16 measured requests repeat 5 of "
+        "them up to 3 times (sample ids #1 to #3)")
+    assert repeat_warning(photos, [0, 0, 0], warmups=2) is None
+    assert repeat_warning(SyntheticScenes(1), [0, 1], warmups=0) == (
+        "dataset 'synthetic' has 1 sample; 2 measured requests repeat 1 of them (sample ids #1)")
+
+
+class Empty:
+    """A third-party dataset that yields nothing."""
+
+    name = "empty"
+
+    def samples(self) -> Any:
+        return iter(())
+
+    def fingerprint(self) -> str:
+        return "0" * 64
+
+
+def test_a_dataset_without_samples_is_a_usage_mistake_before_any_request(
+    tmp_path: Path,
+) -> None:
+    from pytest_vlmbench.datasets import DatasetArgumentError
+    from pytest_vlmbench.errors import UsageMistake
+
+    task = Task(name="t", prompt="Describe.", params=GenerationParams(max_tokens=4))
+    plan = BenchmarkPlan(benchmark_id="b", test="b", task=task, dataset=Empty(),
+                         prep=ImagePrep(long_edge=64), samples=2, warmup=0, seed=0, run_id="r")
+    model = SlowThenFails()
+    writer = RecordWriter(tmp_path / "r.jsonl")
+    entries: list[dict[str, Any]] = []
+    with pytest.raises(DatasetArgumentError, match=r"^dataset 'empty' yields no samples$") as e:
+        Runner(ModelCase("m", "fp32", "cpu", "test", "text"), model, plan, writer).run(
+            entries.append)
+    assert isinstance(e.value, UsageMistake)
+    assert model.calls == 0
+    assert entries[0]["status"] == "error"
+
+
+def test_an_unsatisfiable_schema_fails_before_the_backend_compiles_it(tmp_path: Path) -> None:
+    """The checker is built before `model.prepare`: our one line, not the grammar
+    converter's complaint, and no request."""
+    from pytest_vlmbench.structured import ConstraintError
+
+    prepared: list[Task] = []
+
+    class Records(SlowThenFails):
+        def prepare(self, task: Task) -> None:
+            prepared.append(task)
+
+    task = Task(name="score", prompt="Rate.", schema={"type": "integer", "minimum": 3,
+                                                      "maximum": 2})
+    plan = BenchmarkPlan(benchmark_id="b", test="b", task=task, dataset=SyntheticScenes(2),
+                         prep=ImagePrep(long_edge=64), samples=2, warmup=0, seed=0, run_id="r")
+    with pytest.raises(ConstraintError, match=r"^task 'score': schema can never be satisfied: "
+                       r"minimum 3 > maximum 2$"):
+        Runner(ModelCase("m", "fp32", "cpu", "test", "text"), Records(), plan,
+               RecordWriter(tmp_path / "r.jsonl")).run(lambda entry: None)
+    assert prepared == []

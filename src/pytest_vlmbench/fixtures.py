@@ -146,6 +146,8 @@ class Bench:
                     monitor=session.power(),
                 )
                 runner.run(sink)
+        except UsageMistake:
+            raise  # a schema nothing satisfies, a dataset with no samples: one line, exit 4
         except (ConstraintError, DatasetError) as exc:
             failure = str(exc)
         if failure is not None:
@@ -207,8 +209,10 @@ def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
     if not task.checks_output or not summary["succeeded"] or summary["parse"]["valid"]:
         return None
     measured = [r for r in records if r["phase"] == "measure" and r["error"] is None]
-    first = measured[0] if measured else None
-    detail = f"; first: {first['parse']}: {first['parse_detail']}" if first else ""
+    first = next((r for r in measured if r["parse"] == "schema_violation"),
+                 measured[0] if measured else None)
+    detail = (f"; first, {first['sample_id']}: {first['parse']}: {first['parse_detail']}"
+              if first else "")
     return (f"task {task.name!r}: none of the {summary['succeeded']} outputs passed its "
             f"output check{detail}")
 

@@ -5,11 +5,18 @@ it; inside it there is only image preparation (timed separately, outside request
 latency), the request, the check and one flushed line of JSON. A failing sample
 (corrupt image, backend error) becomes an error record and the loop goes on; Ctrl-C
 ends it, and the benchmark is still summarised from what completed.
+
+Progress goes to the `progress` line writer: one line per request with the benchmark's
+ETA, and, while a request runs longer than `tick_s`, a line every `tick_s` seconds with
+its elapsed time and the tokens sampled so far (from a daemon thread that sleeps on an
+Event, so it costs the request nothing measurable; the writer must be thread-safe).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,13 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pytest_vlmbench import machine_load, memory
-from pytest_vlmbench.backends import LoadedModel, Request
+from pytest_vlmbench.backends import LoadedModel, Progress, Request
 from pytest_vlmbench.datasets import (
     Dataset,
-    DatasetError,
+    DatasetArgumentError,
     ImagePrep,
     Sample,
     dataset_hash,
+    dataset_label,
     dataset_notes,
 )
 from pytest_vlmbench.datasets.images import prepare_image
@@ -79,13 +87,85 @@ def _stream(dataset: Dataset, n: int) -> Iterator[tuple[Sample, int]]:
             produced += 1
             if produced >= n:
                 return
-        if produced == before:
-            raise DatasetError(f"dataset {dataset.name!r} yields no samples")
+        if produced == before:  # before any request: a usage mistake, one line
+            raise DatasetArgumentError(f"dataset {dataset_label(dataset)!r} yields no samples")
         repetition += 1
 
 
 def _error(stage: str, exc: BaseException) -> dict[str, str]:
     return {"stage": stage, "type": type(exc).__name__, "message": str(exc) or repr(exc)}
+
+
+def _duration(seconds: float) -> str:
+    """A human ETA: ``<1 s``, ``42 s``, ``3 min 05 s``, ``2 h 10 min``."""
+    whole = round(seconds)
+    if seconds < 1:
+        return "<1 s"
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def repeat_warning(dataset: Dataset, repetitions: list[int], warmups: int) -> str | None:
+    """One line when the measured requests went round the dataset more than once.
+
+    Repeating is kept (16 requests over 5 photos is a legitimate choice), but repeated
+    samples are not independent measurements, so the benchmark says so; `repetitions`
+    are the measured requests' repetition numbers (0: first use, 1: ``#1``...).
+    """
+    last = max(repetitions, default=0)
+    if last == 0:
+        return None
+    size = repetitions.count(0)  # the measured stream starts at the first sample
+    repeated = repetitions.count(1)
+    samples = "sample" if size == 1 else "samples"
+    warm = f" (+{warmups} warm-up)" if warmups else ""
+    times = f" up to {last} times" if last > 1 else ""
+    ids = "#1" if last == 1 else f"#1 to #{last}"
+    return (f"dataset {dataset_label(dataset)!r} has {size} {samples}; {len(repetitions)} "
+            f"measured requests{warm} repeat {repeated} of them{times} (sample ids {ids})")
+
+
+class _Ticker:
+    """While one request runs, a line every `every_s` seconds: elapsed time and tokens.
+
+    A daemon thread that sleeps on an Event, so it wakes only every `every_s` seconds
+    (the request pays nothing measurable) and is stopped and joined on exit, before the
+    record is written: no line about a request ever follows its result line.
+    """
+
+    def __init__(self, every_s: float, write: Callable[[str], None], label: str,
+                 counter: Progress) -> None:
+        self.every_s = every_s
+        self.write = write
+        self.label = label
+        self.counter = counter
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vlmbench-ticker", daemon=True)
+        self._t0 = 0.0
+
+    def __enter__(self) -> _Ticker:
+        self._t0 = time.perf_counter()
+        with contextlib.suppress(RuntimeError):  # no thread to be had: run, silently
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            elapsed = time.perf_counter() - self._t0
+            tokens = self.counter.tokens
+            so_far = f", {tokens} tokens so far" if tokens else ""
+            try:
+                self.write(f"{self.label}: running {elapsed:.1f} s{so_far}")
+            except Exception:  # a closed terminal must not end the run: stop ticking
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:  # it started
+            self._thread.join()
 
 
 class Runner:
@@ -99,20 +179,26 @@ class Runner:
         writer: RecordWriter,
         progress: Callable[[str], None] | None = None,
         monitor: PowerMonitor | None = None,
+        tick_s: float | None = 5.0,
     ) -> None:
+        """`progress` writes one terminal line (it must be thread-safe: the ticker of a
+        long request calls it from another thread); `tick_s` is how long a request runs
+        before its first "running" line and between them (None: never)."""
         self.case = case
         self.model = model
         self.plan = plan
         self.writer = writer
         self.progress = progress
         self.monitor = monitor
+        self.tick_s = tick_s
         self._window: Window | None = None
         self._cpu_before: machine_load.CpuTimes | None = None
         self.records: list[dict[str, Any]] = []
+        self._repetitions: list[int] = []  # of the measured requests, for repeat_warning
         self.input_mode = "image" if case.modality == "vision" else "text"
 
     def _one(self, seq: int, phase: str, sample: Sample, repetition: int,
-             constraint: Any, checker: Any) -> dict[str, Any]:
+             constraint: Any, checker: Any, label: str = "") -> dict[str, Any]:
         plan, case = self.plan, self.case
         record: dict[str, Any] = {
             "run_id": plan.run_id,
@@ -162,10 +248,16 @@ class Runner:
                 }
                 return record
             user = plan.task.user_text(sample.description)
+        counter = Progress()
         request = Request(
             system=plan.task.system, user=user, images=images, params=plan.task.params,
-            seed=plan.seed, constraint=constraint,
+            seed=plan.seed, constraint=constraint, progress=counter,
         )
+        ticker = (_Ticker(self.tick_s, self.progress, label or record["sample_id"], counter)
+                  if self.progress is not None and self.tick_s is not None and self.tick_s > 0
+                  else None)
+        if ticker is not None:
+            ticker.__enter__()
         t_call = time.perf_counter_ns()
         try:
             response = self.model.generate(request)
@@ -175,6 +267,9 @@ class Runner:
             record.update(t_start_ns=t_call, t_end_ns=time.perf_counter_ns(),
                           error=_error("request", exc))
             return record
+        finally:
+            if ticker is not None:  # stopped before the record is written or reported
+                ticker.__exit__()
         check = checker.check(response.text, response.finish_reason)
         record.update(
             t_start_ns=response.t_start_ns,
@@ -191,7 +286,8 @@ class Runner:
         )
         return record
 
-    def _report(self, record: dict[str, Any], index: int, total: int) -> None:
+    def _report(self, record: dict[str, Any], index: int, total: int,
+                eta_s: float | None = None) -> None:
         if self.progress is None:
             return
         if record["error"] is not None:
@@ -201,6 +297,8 @@ class Runner:
         else:
             lat = (record["t_end_ns"] - record["t_start_ns"]) / 1e9
             what = f"{lat:.3f} s, {record['completion_tokens']} tokens, {record['parse']}"
+        if eta_s is not None:
+            what += f", ETA {_duration(eta_s)}"
         self.progress(f"{record['phase']} {index}/{total} {record['sample_id']}: {what}")
 
     def run(self, sink: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -212,24 +310,33 @@ class Runner:
         data_hash = dataset_hash(plan.dataset, plan.prep)
         warm_latency: list[float | None] = []
         try:
-            constraint = self.model.prepare(plan.task)
+            # The checker first: an unsatisfiable schema is one line of ours, not the
+            # grammar converter's complaint about it.
             checker = plan.task.checker()
+            constraint = self.model.prepare(plan.task)
             if self.monitor is not None:  # idle baseline (first time), memory peak reset
                 self._window = self.monitor.begin()
             self._cpu_before = machine_load.read()
             seq = 0
+            # Seconds per request (prepare + request + check), per phase, for the ETA.
+            spent: dict[str, list[float]] = {"warmup": [], "measure": []}
             for phase, count in (("warmup", plan.warmup), ("measure", plan.samples)):
                 for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
-                    record = self._one(seq, phase, sample, rep, constraint, checker)
+                    label = f"{phase} {i}/{count} {sample.id}" + (f"#{rep}" if rep else "")
+                    t0 = time.perf_counter()
+                    record = self._one(seq, phase, sample, rep, constraint, checker, label)
                     self.writer.write(record)
                     self.records.append(record)
+                    spent[phase].append(time.perf_counter() - t0)
                     seq += 1
                     if phase == "warmup":
                         warm_latency.append(
                             (record["t_end_ns"] - record["t_start_ns"]) / 1e9
                             if record["error"] is None else None
                         )
-                    self._report(record, i, count)
+                    else:
+                        self._repetitions.append(rep)
+                    self._report(record, i, count, self._eta(spent, phase, count - i))
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user (KeyboardInterrupt)"
             raise
@@ -247,6 +354,16 @@ class Runner:
                 print(f"pytest-vlmbench: could not record {plan.benchmark_id}: {exc}",
                       file=sys.__stderr__)
         return entry
+
+    def _eta(self, spent: dict[str, list[float]], phase: str, left: int) -> float | None:
+        """Seconds until this benchmark ends: requests left x the mean so far (of the
+        measured requests once there are some: the cold first warm-up would inflate it)."""
+        if phase == "warmup":
+            left += self.plan.samples
+        if left <= 0:
+            return None
+        basis = spent["measure"] or spent["warmup"]
+        return left * sum(basis) / len(basis)
 
     def _entry(self, started: str, status: str, error: str | None, prompt_version: str,
                data_hash: str, warm_latency: list[float | None]) -> dict[str, Any]:
@@ -269,6 +386,10 @@ class Runner:
             achieved_tokens_per_s=summary["decode_tokens_per_s"],
         )
         warnings = dataset_notes(plan.dataset)  # e.g. files a folder dataset skipped
+        repeats = repeat_warning(plan.dataset, self._repetitions,
+                                 len(self.records) - len(measured))
+        if repeats:
+            warnings.append(repeats)
         warnings += list(getattr(self.model, "warnings", []))  # e.g. a GPU device on CPU
         machine = (machine_load.assess(self._cpu_before, machine_load.read())
                    if self._cpu_before is not None else None)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pytest_vlmbench.errors import UserInputError
+from pytest_vlmbench.errors import UsageMistake, UserInputError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -32,6 +32,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "PREP_VERSION",
     "Dataset",
+    "DatasetArgumentError",
     "DatasetError",
     "DatasetNotes",
     "FolderDataset",
@@ -43,6 +44,7 @@ __all__ = [
     "UnknownDatasetError",
     "available_datasets",
     "dataset_hash",
+    "dataset_label",
     "dataset_notes",
     "get_dataset",
     "prepare_image",
@@ -57,6 +59,20 @@ ENTRY_POINT_GROUP = "pytest_vlmbench.datasets"
 PREP_VERSION = 1
 
 
+class DatasetError(UserInputError):
+    """A dataset cannot be built (missing or empty folder, bad manifest...)."""
+
+
+class DatasetArgumentError(DatasetError, UsageMistake):
+    """A dataset that cannot be built from its arguments (a missing or empty folder,
+    ``n=0``, ``limit=0``, extensions that match nothing) or that yields no samples.
+
+    Known before any request, so it is a `UsageMistake`: the test fails with this one
+    line, which starts with the constructor call (``FolderDataset('photos/'): ...``),
+    and the session exits with status 4.
+    """
+
+
 @dataclass(frozen=True)
 class ImagePrep:
     """How images are prepared before they reach a model, as real pipelines do.
@@ -69,10 +85,17 @@ class ImagePrep:
     jpeg_quality: int = 90
 
     def __post_init__(self) -> None:
+        # A usage mistake (vlm_bench.run(image_size=-1), --vlm-image-size): one line.
         if self.long_edge < 1:
-            raise ValueError(f"long_edge must be at least 1, got {self.long_edge}")
+            raise DatasetArgumentError(
+                f"ImagePrep(long_edge={self.long_edge!r}): long_edge (the image size) must "
+                f"be at least 1 px"
+            )
         if not 1 <= self.jpeg_quality <= 100:
-            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+            raise DatasetArgumentError(
+                f"ImagePrep(jpeg_quality={self.jpeg_quality!r}): jpeg_quality must be in "
+                f"1..100"
+            )
 
 
 @dataclass(frozen=True)
@@ -88,10 +111,6 @@ class PreparedImage:
     def data_url(self) -> str:
         """Return the image as the ``data:`` URL OpenAI-style APIs accept."""
         return "data:image/jpeg;base64," + base64.b64encode(self.jpeg).decode("ascii")
-
-
-class DatasetError(UserInputError):
-    """A dataset cannot be built (missing or empty folder, bad manifest...)."""
 
 
 class ImageError(DatasetError):
@@ -152,6 +171,13 @@ class DatasetNotes(Protocol):
 def dataset_notes(dataset: Dataset) -> list[str]:
     """The dataset's notes (`DatasetNotes`), or none."""
     return list(dataset.notes()) if isinstance(dataset, DatasetNotes) else []
+
+
+def dataset_label(dataset: Dataset) -> str:
+    """How messages name a dataset: its ``label`` (``folder:photos``) where it has one,
+    else its registry name, so a warning says which folder, not just "folder"."""
+    label = getattr(dataset, "label", None)
+    return label if isinstance(label, str) and label else dataset.name
 
 
 def dataset_hash(dataset: Dataset, prep: ImagePrep) -> str:

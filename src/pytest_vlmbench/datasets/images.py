@@ -21,7 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pytest_vlmbench.datasets import DatasetError, ImageError, ImagePrep, PreparedImage, Sample
+from pytest_vlmbench.datasets import (
+    DatasetArgumentError,
+    ImageError,
+    ImagePrep,
+    PreparedImage,
+    Sample,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -165,14 +171,26 @@ class FolderDataset:
         extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
         recursive: bool = True,
     ) -> None:
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
+        # Every argument is checked here, not at the first samples() call, so a mistake
+        # fails before any model loads and its message starts with the call as written.
+        call = _call(path, limit, extensions)
+        if not isinstance(path, (str, os.PathLike)):
+            raise DatasetArgumentError(
+                f"{call}: path must be a folder (a str or a Path), got {type(path).__name__}"
+            )
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+        ):
+            raise DatasetArgumentError(
+                f"{call}: limit must be a whole number of at least 1 (or None for every "
+                f"image), got {limit!r}"
+            )
         self.path = Path(path)
         self.limit = limit
         self.seed = seed
-        self.extensions = tuple(sorted({ext.lower() for ext in extensions}))
+        self.extensions = _normalise_extensions(extensions, call)
         self.recursive = recursive
-        found, self.skipped = _list_images(self.path, self.extensions, recursive)
+        found, self.skipped = _list_images(self.path, self.extensions, recursive, call)
         self._ids = _select(found, limit, seed)
         self._fingerprint: str | None = None
 
@@ -181,6 +199,11 @@ class FolderDataset:
 
     def __len__(self) -> int:
         return len(self._ids)
+
+    @property
+    def label(self) -> str:
+        """How messages name this dataset: ``folder:PATH`` (see `dataset_label`)."""
+        return f"{self.name}:{self.path}"
 
     def notes(self) -> list[str]:
         """One line naming the files skipped for their extension, if any (`DatasetNotes`)."""
@@ -237,15 +260,64 @@ def _file_digest(file: Path) -> str:
         return f"unreadable:{type(exc).__name__}"
 
 
+def _call(path: object, limit: object, extensions: object) -> str:
+    """The constructor call as the user wrote it, to start every error message with: the
+    path as given (``'photos/'``, not a resolved Path), and only the non-default
+    arguments that matter to the message."""
+    given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    parts = [repr(given)]
+    if limit is not None:
+        parts.append(f"limit={limit!r}")
+    if extensions != DEFAULT_EXTENSIONS:
+        parts.append(f"extensions={extensions!r}")
+    return f"FolderDataset({', '.join(parts)})"
+
+
+def _normalise_extensions(extensions: object, call: str) -> tuple[str, ...]:
+    """Sorted lower-case suffixes with their dot (``"JPG"`` -> ``".jpg"``).
+
+    A bare string is refused: iterating ``".jpg"`` gives ``. j p g``, which match nothing.
+    """
+    if isinstance(extensions, (str, bytes)):
+        raise DatasetArgumentError(
+            f"{call}: extensions must be a tuple of suffixes such as ('.jpg', '.png'), "
+            f"not the string {extensions!r}"
+        )
+    try:
+        items = list(extensions)  # type: ignore[call-overload]
+    except TypeError:
+        raise DatasetArgumentError(
+            f"{call}: extensions must be a tuple of suffixes such as ('.jpg', '.png'), "
+            f"got {type(extensions).__name__}"
+        ) from None
+    normalised: set[str] = set()
+    for item in items:
+        if not isinstance(item, str) or not item.strip(" ."):
+            raise DatasetArgumentError(
+                f"{call}: each extension must be a suffix such as '.jpg', got {item!r}"
+            )
+        suffix = item.strip().lower()
+        normalised.add(suffix if suffix.startswith(".") else f".{suffix}")
+    if not normalised:
+        raise DatasetArgumentError(
+            f"{call}: extensions is empty, so no file can be chosen; leave it out for the "
+            f"default image formats"
+        )
+    return tuple(sorted(normalised))
+
+
 def _list_images(
-    root: Path, extensions: tuple[str, ...], recursive: bool
+    root: Path, extensions: tuple[str, ...], recursive: bool, call: str
 ) -> tuple[list[str], tuple[str, ...]]:
     """Relative POSIX paths under ``root`` of the image files and of the other (skipped)
-    files, both sorted; errors name the folder."""
+    files, both sorted; errors start with the constructor ``call``."""
     if not root.exists():
-        raise DatasetError(f"{root}: image folder not found")
+        where = "" if root.is_absolute() else f" (looked in {Path.cwd() / root})"
+        raise DatasetArgumentError(f"{call}: folder not found{where}")
     if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
+        raise DatasetArgumentError(
+            f"{call}: is a file, not a folder; pass the folder that holds the images"
+        )
     candidates = root.rglob("*") if recursive else root.iterdir()
     ids: list[str] = []
     skipped: list[str] = []
@@ -257,12 +329,13 @@ def _list_images(
         (ids if file.suffix.lower() in extensions else skipped).append(relative.as_posix())
     skipped.sort()
     if not ids:
-        others = ""
-        if skipped:
-            files = "file" if len(skipped) == 1 else "files"
-            others = f"; found {len(skipped)} other {files}, e.g. {skipped[0]}"
-        raise DatasetError(
-            f"{root}: no images found (looked for {', '.join(extensions)}{others})"
+        looked = " ".join(extensions)
+        if not skipped:
+            raise DatasetArgumentError(f"{call}: folder is empty (no {looked} files)")
+        files = "file" if len(skipped) == 1 else "files"
+        raise DatasetArgumentError(
+            f"{call}: no images found (no {looked} files; found {len(skipped)} other "
+            f"{files}, e.g. {skipped[0]})"
         )
     return sorted(ids), tuple(skipped)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pytest_vlmbench.datasets import Sample
+from pytest_vlmbench.datasets import DatasetArgumentError, Sample
 
 # Bump whenever the same (seed, index, size) would draw different pixels.
 GENERATOR_VERSION = 1
@@ -197,10 +197,17 @@ class SyntheticScenes:
     name: str = "synthetic"
 
     def __init__(self, n: int = 8, *, seed: int = 0, size: int = 448) -> None:
-        if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
-        if size < MIN_SIZE:
-            raise ValueError(f"size must be at least {MIN_SIZE} px, got {size}")
+        # Checked here, before any model loads; the message starts with the call.
+        for field_name, value, least, unit in (("n", n, 1, ""), ("size", size, MIN_SIZE, " px")):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DatasetArgumentError(
+                    f"SyntheticScenes({field_name}={value!r}): {field_name} must be a whole "
+                    f"number of at least {least}{unit}"
+                )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise DatasetArgumentError(
+                f"SyntheticScenes(seed={seed!r}): seed must be a whole number"
+            )
         self.n = n
         self.seed = seed
         self.size = size

@@ -3,25 +3,88 @@
 A task's prompt version is a hash of everything that shapes the output (system and
 user prompt, the text-model template, schema, grammar text, generation parameters), so
 two results are only compared when they asked the same question the same way.
+
+Tasks and their parameters are checked when they are built (`TaskError`), so nonsense
+such as ``max_tokens=0`` (which llama.cpp takes as "until the context is full": 37 s a
+request) or an empty prompt fails at once with one line naming the field, before any
+model loads; a bad module-level task fails the collection of the module that builds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import string
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.structured import ConstraintError, OutputChecker
 
 DEFAULT_TEXT_TEMPLATE = "Picture: {description}\n\n{prompt}"
 
 
+class TaskError(UsageMistake):
+    """A task or generation parameter that makes no sense; the message names the task
+    (or the `GenerationParams(...)` call) and the field. Known before any request."""
+
+    def __init__(self, message: str, *, field_name: str | None = None, why: str = "") -> None:
+        super().__init__(message)
+        self.field_name = field_name  # the GenerationParams field at fault, if one is
+        self.why = why
+
+
+def _is_number(value: object) -> bool:
+    """A finite int or float; bools are refused (``temperature=True`` is a slip)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _param_problem(params: GenerationParams) -> tuple[str, str] | None:
+    """(field, why) for the first nonsensical parameter, or None when all make sense."""
+    p = params
+    if isinstance(p.max_tokens, bool) or not isinstance(p.max_tokens, int):
+        return "max_tokens", f"must be a whole number, got {p.max_tokens!r}"
+    if p.max_tokens < 1:
+        return "max_tokens", (
+            f"must be at least 1, got {p.max_tokens} (0 or less does not mean a short "
+            f"answer: llama.cpp generates until the context is full)"
+        )
+    for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
+        if not _is_number(getattr(p, name)):
+            return name, f"must be a finite number, got {getattr(p, name)!r}"
+    if isinstance(p.top_k, bool) or not isinstance(p.top_k, int):
+        return "top_k", f"must be a whole number, got {p.top_k!r}"
+    if p.temperature < 0:
+        return "temperature", f"must be at least 0 (0: greedy), got {p.temperature}"
+    if not 0 < p.top_p <= 1:
+        return "top_p", f"must be in (0, 1] (1: off), got {p.top_p}"
+    if p.top_k < 0:
+        return "top_k", f"must be at least 0 (0: off), got {p.top_k}"
+    if not 0 <= p.min_p <= 1:
+        return "min_p", f"must be in [0, 1] (0: off), got {p.min_p}"
+    if p.repeat_penalty <= 0:
+        return "repeat_penalty", f"must be greater than 0 (1: off), got {p.repeat_penalty}"
+    if isinstance(p.stop, (str, bytes)):
+        return "stop", (
+            f"must be a tuple of strings such as ({p.stop!r},), not the bare string "
+            f"{p.stop!r}"
+        )
+    if not isinstance(p.stop, tuple) or not all(isinstance(s, str) and s for s in p.stop):
+        return "stop", f"must be a tuple of non-empty strings, got {p.stop!r}"
+    return None
+
+
 @dataclass(frozen=True)
 class GenerationParams:
-    """Sampling settings. Greedy by default so reruns produce the same tokens."""
+    """Sampling settings. Greedy by default so reruns produce the same tokens.
+
+    Checked when built: a nonsensical value raises `TaskError` naming the field.
+    """
 
     max_tokens: int = 64
     temperature: float = 0.0
@@ -30,6 +93,39 @@ class GenerationParams:
     min_p: float = 0.0
     repeat_penalty: float = 1.0
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stop, list):  # a list is what people write; keep it hashable
+            object.__setattr__(self, "stop", tuple(self.stop))
+        problem = _param_problem(self)
+        if problem is not None:
+            name, why = problem
+            value = getattr(self, name)
+            raise TaskError(f"GenerationParams({name}={value!r}): {name} {why}",
+                            field_name=name, why=why)
+
+
+_PARAM_NAMES = tuple(f.name for f in fields(GenerationParams))
+
+
+def _template_problem(template: object) -> str | None:
+    """Why a text-model template cannot be used, or None.
+
+    Formatted here with both fields, so a stray brace or an unknown field fails now
+    rather than at the first request of a text-only model.
+    """
+    if not isinstance(template, str):
+        return f"must be a string, got {type(template).__name__}"
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        template.format(description="", prompt="")
+    except (ValueError, IndexError, KeyError, AttributeError) as exc:
+        return (f"cannot be formatted ({type(exc).__name__}: {exc}); use {{description}} "
+                f"and {{prompt}}, and double other braces")
+    if "description" not in names:
+        return (f"must contain {{description}} (where the picture's description goes), got "
+                f"{template!r}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -50,8 +146,56 @@ class Task:
     params: GenerationParams = field(default_factory=GenerationParams)
     text_template: str = DEFAULT_TEXT_TEMPLATE
 
+    def __post_init__(self) -> None:
+        # At construction, so a bad module-level task is a collection error of the module
+        # that builds it (one line, exit 4), not a failure after the model has loaded.
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise TaskError(f"Task(name={self.name!r}): name must be a non-empty string")
+        problem = self._problem()
+        if problem is not None:
+            raise TaskError(f"task {self.name!r}: {problem}")
+
+    def _problem(self) -> str | None:
+        """Why this task makes no sense, as "field: why", or None."""
+        if not isinstance(self.prompt, str):
+            return f"prompt must be a string, got {type(self.prompt).__name__}"
+        if not self.prompt.strip():
+            return "prompt is empty; the model needs a question to answer"
+        if not isinstance(self.system, str):
+            return f"system must be a string, got {type(self.system).__name__}"
+        if not isinstance(self.params, GenerationParams):
+            return (f"params must be a GenerationParams(...), got "
+                    f"{type(self.params).__name__}")
+        if self.schema is not None and not isinstance(self.schema, Mapping):
+            return (f"schema must be a JSON schema as a dict, got "
+                    f"{type(self.schema).__name__} {self.schema!r:.40}")
+        if self.grammar_file is not None and not isinstance(self.grammar_file, (str, PathLike)):
+            return (f"grammar_file must be a path to a GBNF file, got "
+                    f"{type(self.grammar_file).__name__}")
+        if not isinstance(self.expects_json, bool):
+            return f"expects_json must be True or False, got {self.expects_json!r}"
+        template = _template_problem(self.text_template)
+        if template is not None:
+            return f"text_template {template}"
+        return None
+
     def with_params(self, **changes: Any) -> Task:
-        return replace(self, params=replace(self.params, **changes))
+        """This task with some generation parameters changed, checked like a new one."""
+        unknown = sorted(set(changes) - set(_PARAM_NAMES))
+        if unknown:
+            raise TaskError(
+                f"task {self.name!r}: with_params({unknown[0]}=...): GenerationParams has "
+                f"no field {unknown[0]!r}; its fields: {', '.join(_PARAM_NAMES)}"
+            )
+        try:
+            params = replace(self.params, **changes)
+        except TaskError as exc:
+            name = exc.field_name or "?"
+            raise TaskError(
+                f"task {self.name!r}: with_params({name}={changes.get(name)!r}): {name} "
+                f"{exc.why}", field_name=exc.field_name, why=exc.why,
+            ) from None
+        return replace(self, params=params)
 
     def grammar_text(self) -> str | None:
         """The GBNF grammar's text, or None; a missing or empty file is a ConstraintError."""
