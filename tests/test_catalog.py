@@ -11,7 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench.catalog import Catalog, CatalogError, WeightSource, load_catalog
+from pytest_vlmbench.catalog import (
+    LLAMA_CPP_SETTINGS,
+    Catalog,
+    CatalogError,
+    WeightSource,
+    load_catalog,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 LLAMA = frozenset({"llama_cpp"})
@@ -288,6 +294,53 @@ def test_catalog_path_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         load_catalog(tmp_path)
     assert str(tmp_path) in str(info.value)
+
+
+# --- llama_cpp settings: names, types and ranges, checked when the catalog is read ---
+
+
+def test_every_llama_cpp_setting_loads(tmp_path: Path) -> None:
+    settings = ("{ n_ctx = 0, n_batch = 256, n_ubatch = 128, n_threads = 2, "
+                "n_threads_batch = 4, flash_attn = false, n_gpu_layers = -1, "
+                "use_mmap = false, prompt_cache = true }")
+    spec = load_catalog(write(tmp_path, with_fields(settings=settings)), LLAMA).get("m1")
+    assert set(spec.settings) == set(LLAMA_CPP_SETTINGS)
+    assert spec.settings["n_ctx"] == 0  # the model's training context
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ('{ n_ctx = "big" }', "field 'settings.n_ctx' must be a whole number, got 'big'"),
+        ("{ n_ctx = 2048.0 }", "field 'settings.n_ctx' must be a whole number, got 2048.0"),
+        ("{ n_ctx = true }", "field 'settings.n_ctx' must be a whole number, got true"),
+        ("{ n_ctx = -5 }", "field 'settings.n_ctx' must be at least 2"),
+        ("{ n_ctx = 1 }", "or 0 (the model's training context), got 1"),
+        ("{ n_batch = 0 }", "field 'settings.n_batch' must be at least 1, got 0"),
+        ("{ n_ubatch = -1 }", "field 'settings.n_ubatch' must be at least 1, got -1"),
+        ("{ n_threads = 0 }", "field 'settings.n_threads' must be at least 1, got 0"),
+        ("{ n_threads_batch = [4] }", "'settings.n_threads_batch' must be a whole number"),
+        ("{ n_gpu_layers = -2 }", "'settings.n_gpu_layers' must be at least -1 (-1 means"),
+        ("{ n_batch = 3000000000 }", "'settings.n_batch' must be at most 2147483647"),
+        ('{ flash_attn = "on" }', "'settings.flash_attn' must be true or false, got 'on'"),
+        ("{ use_mmap = 1 }", "'settings.use_mmap' must be true or false, got 1"),
+        ("{ prompt_cache = {} }", "'settings.prompt_cache' must be true or false, got {}"),
+        ("{ n_ctxx = 512 }", "unknown llama_cpp setting(s) 'n_ctxx' (did you mean 'n_ctx'?)"),
+        ("{ threads = 4 }", "allowed: flash_attn, n_batch, n_ctx, n_gpu_layers, n_threads,"),
+        ("{ temperature = 0.5 }", "unknown llama_cpp setting(s) 'temperature'; allowed:"),
+    ],
+)
+def test_bad_llama_cpp_settings(tmp_path: Path, settings: str, words: str) -> None:
+    message = load_error(tmp_path, with_fields(settings=settings))
+    assert words in message
+    assert f"{tmp_path / 'models.toml'}: model 'm1': " in message
+    assert "\n" not in message
+
+
+def test_other_backends_keep_free_form_settings(tmp_path: Path) -> None:
+    text = with_fields(backend='"vllm"', settings='{ n_ctx = "big", tensor_parallel = 2 }')
+    spec = load_catalog(write(tmp_path, text)).get("m1")
+    assert spec.settings == {"n_ctx": "big", "tensor_parallel": 2}
 
 
 # --- junk never escapes as anything but CatalogError -------------------------------------

@@ -10,10 +10,16 @@ Weight sources are written as `kind:value`:
 - `path:FILE`: a local file, relative to the catalog file;
 - `hf:OWNER/REPO/FILE`: a file fetched from the Hugging Face hub (opt-in, needs network);
 - `generated:NAME`: a file the project generates itself (the tiny VLM's projector).
+
+An entry's `settings` are checked here too for the llama_cpp backend (names, types,
+ranges: `LLAMA_CPP_SETTINGS`), without importing llama_cpp: `n_ctx = "big"` used to
+surface at load time as "could not load the weight file". Other backends' settings are
+theirs to check.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -38,6 +44,78 @@ _ENTRY_KEYS = {
 
 class CatalogError(Exception):
     """A catalog that cannot be read or does not validate; names file, entry and field."""
+
+
+_INT32_MAX = 2**31 - 1  # llama.cpp keeps these settings in 32-bit fields
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    """What one llama_cpp setting accepts: true/false, or a whole number in a range."""
+
+    kind: type  # bool or int
+    minimum: int = 0
+    why: str = ""  # what the minimum means, said in the error
+    zero: str = ""  # what 0 means where 0 is allowed below the minimum
+
+    def check(self, name: str, value: Any, where: str) -> None:
+        field_name = f"field 'settings.{name}'"
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise CatalogError(f"{where}: {field_name} must be true or false, "
+                                   f"got {_toml(value)}")
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CatalogError(f"{where}: {field_name} must be a whole number, got {_toml(value)}")
+        if value < self.minimum and not (self.zero and value == 0):
+            why = f" ({self.why})" if self.why else ""
+            zero = f" or 0 ({self.zero})" if self.zero else ""
+            raise CatalogError(
+                f"{where}: {field_name} must be at least {self.minimum}{why}{zero}, got {value}"
+            )
+        if value > _INT32_MAX:
+            raise CatalogError(f"{where}: {field_name} must be at most {_INT32_MAX} "
+                               f"(llama.cpp keeps it in 32 bits), got {value}")
+
+
+LLAMA_CPP_SETTINGS: dict[str, SettingRule] = {
+    # Below 2 not even a one-token prompt and one generated token fit; a context too
+    # small for a real prompt is a request error naming the prompt's size.
+    "n_ctx": SettingRule(int, 2, "a prompt token and a generated one",
+                         zero="the model's training context"),
+    "n_batch": SettingRule(int, 1),
+    "n_ubatch": SettingRule(int, 1),
+    "n_threads": SettingRule(int, 1),
+    "n_threads_batch": SettingRule(int, 1),
+    "flash_attn": SettingRule(bool),
+    "n_gpu_layers": SettingRule(int, -1, "-1 means every layer"),
+    "use_mmap": SettingRule(bool),
+    "prompt_cache": SettingRule(bool),
+}
+"""The settings backends/llama_cpp.py reads from an entry's `settings` table."""
+
+
+def _toml(value: Any) -> str:
+    """A value as the catalog wrote it, for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def check_llama_cpp_settings(settings: dict[str, Any], where: str) -> None:
+    """Raise CatalogError for a setting llama_cpp does not know or a value it cannot use."""
+    unknown = sorted(set(settings) - set(LLAMA_CPP_SETTINGS))
+    if unknown:
+        close = [m for name in unknown
+                 for m in difflib.get_close_matches(name, LLAMA_CPP_SETTINGS, n=1)]
+        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        raise CatalogError(
+            f"{where}: field 'settings' has unknown llama_cpp setting(s) "
+            f"{', '.join(map(repr, unknown))}{hint}; allowed: "
+            f"{', '.join(sorted(LLAMA_CPP_SETTINGS))}"
+        )
+    for name, value in settings.items():
+        LLAMA_CPP_SETTINGS[name].check(name, value, where)
 
 
 @dataclass(frozen=True)
@@ -193,6 +271,8 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
         raise CatalogError(f"{where}: field 'settings' must be a table")
+    if backend == "llama_cpp":
+        check_llama_cpp_settings(settings, where)
     chosen = raw.get("default_precisions", [])
     if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
         raise CatalogError(f"{where}: field 'default_precisions' must be a list of names")

@@ -485,14 +485,16 @@ def ensure_generated(cache_dir: Path, name: str, writer: Callable[[Path], Path])
     if target.exists():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    tmp: Path | None = None
+    try:  # Ctrl-C anywhere in here (writing a large model takes a while) leaves no file
+        fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        os.close(fd)
         writer(tmp)
         tmp.chmod(0o644)  # mkstemp makes 0600; the cache is meant to be read by others
         tmp.replace(target)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     return target

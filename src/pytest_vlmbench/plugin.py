@@ -442,8 +442,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     merged = vlm.merged
     load_entries = merged["loads"] if merged else list(vlm.pool.loads.values())
     loads = ", ".join(
-        f"{e['model']}-{e['precision']} x{e['count']} ({e['load_s']:.2f} s)"
-        if e.get("error") is None else f"{e['model']}-{e['precision']} FAILED"
+        f"{e['model']}-{e['precision']} FAILED" if e.get("error") is not None
+        else f"{e['model']}-{e['precision']} interrupted" if "load_s" not in e
+        else f"{e['model']}-{e['precision']} x{e['count']} ({e['load_s']:.2f} s)"
         for e in load_entries
     )
     if loads:

@@ -111,6 +111,9 @@ class ModelPool:
         with native_stderr_to(self.session.log_path, f"load {case.id}") as capture:
             try:
                 model = get_backend(spec.backend).load(spec, case.precision, ctx)
+            except KeyboardInterrupt:
+                entry["interrupted"] = True  # Ctrl-C during the load (native_log defers it)
+                raise
             except Exception as exc:  # any load failure: one message, remembered
                 said = capture.text()
                 message = str(exc) if isinstance(exc, BackendError) else (

