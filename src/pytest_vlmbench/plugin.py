@@ -196,6 +196,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     vlm = config.stash.get(SESSION_KEY, None)
     if order and vlm is not None and not hasattr(config, "workerinput") \
             and not config.option.collectonly:
+        try:
+            vlm.check_runs_something()
+        except CatalogError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
         problem = vlm.output_problem()  # before any model loads or any request is made
         if problem is not None:
             raise pytest.UsageError(f"pytest-vlmbench: {problem}")

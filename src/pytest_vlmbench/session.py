@@ -357,7 +357,9 @@ class VlmSession:
 
         Both are mistakes, not results: a typo (`q4_kk`, `--vlm-precisions=fp64`) would
         otherwise skip every cell it touches and exit 0 with nothing benchmarked.
-        CatalogError (a usage error) with one line naming the entry or the option.
+        CatalogError (a usage error) with one line naming the entry or the option. The
+        device is not looked at here (a plain test session never detects it); the
+        "selects nothing" half is `check_runs_something`, once benchmarks are collected.
         """
         catalog = self.catalog()
         known = devices.known_precisions()
@@ -374,17 +376,23 @@ class VlmSession:
                     f"--vlm-precisions: {precision!r} is not a precision any device profile "
                     f"knows{_did_you_mean(precision, known)}"
                 )
+        self.matrix(check_backends=False, with_device=False)  # model ids, defaults
+
+    def check_runs_something(self) -> None:
+        """With benchmarks collected: refuse a matrix in which every cell is skipped."""
         cells = self.matrix(check_backends=False)
         if cells and all(cell.skip is not None for cell in cells):
             reasons = "; ".join(dict.fromkeys(str(cell.skip) for cell in cells))
             raise CatalogError(f"the model matrix selects nothing to run here: {reasons}")
 
-    def matrix(self, *, check_backends: bool = True) -> list[MatrixCell]:
+    def matrix(self, *, check_backends: bool = True,
+               with_device: bool = True) -> list[MatrixCell]:
         """The (model, precision) cells for this device; CatalogError if it cannot be built.
 
         With --vlm-cpu-fallback a cell whose backend cannot use the device's GPU is
         labelled cpu-fallback (its test id too); that asks the backend, so imports it:
-        `check_backends=False` (validating the catalog) leaves that out.
+        `check_backends=False` (validating the catalog) leaves that out;
+        `with_device=False` only checks the model ids and returns no cells.
         """
         catalog = self.catalog()
         ids = self.options.models or catalog.defaults()
@@ -398,6 +406,8 @@ class VlmSession:
                 spec = catalog.get(model_id)
             except CatalogError as exc:
                 raise CatalogError(f"--vlm-models: {exc}") from None
+            if not with_device:
+                continue
             for precision in self.options.precisions or spec.run_precisions():
                 device = self.device_for(spec.backend) if check_backends else self.device
                 case = ModelCase(model_id, precision, device.name, spec.backend, spec.modality)
