@@ -420,8 +420,8 @@ def _counts(vlm: VlmSession) -> str:
         return f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up per benchmark"
     samples = spread([b["samples"] for b in ran])
     warmup = spread([int((b.get("warmup") or {}).get("requests", 0)) for b in ran])
-    return (f"{samples} measured requests and {warmup} warm-up per benchmark "
-            f"(session default {vlm.options.samples} and {vlm.options.warmup}); "
+    return (f"per benchmark: measured requests {samples}, warm-up {warmup} (session "
+            f"default {vlm.options.samples} and {vlm.options.warmup}); "
             "ok/n: successful of measured requests")
 
 
