@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_vlmbench import options
-from tests.conftest import Project
+from tests.conftest import TINY_CATALOG, Project
 
 BENCH = """
 def test_caption(vlm_model):
@@ -38,25 +38,19 @@ def test_precision_missing_from_catalog_is_skipped_with_reason(project: Project)
     out.run.stdout.fnmatch_lines(["*tiny-text has no q8_0 variant in models.toml (it has fp32)*"])
 
 
-def test_precision_the_device_cannot_run_is_skipped_with_reason(project: Project) -> None:
-    (project.pytester.path / "models.toml").write_text(
-        """
+GPU_ONLY = """
 [[model]]
 id = "gpu-only"
 backend = "llama_cpp"
 modality = "text"
 default = true
 precisions = { fp8 = "path:nowhere.gguf" }
-
-[[model]]
-id = "tiny-text"
-backend = "llama_cpp"
-modality = "text"
-chat_format = "model"
-default = true
-precisions = { fp32 = "generated:llama-tiny" }
 """
-    )
+
+
+def test_precision_the_device_cannot_run_is_skipped_with_reason(project: Project) -> None:
+    tiny_text = TINY_CATALOG[:TINY_CATALOG.index('[[model]]\nid = "tiny-vision"')]
+    (project.pytester.path / "models.toml").write_text(GPU_ONLY + tiny_text)
     project.pytester.makepyfile(test_bench=BENCH)
     out = project.run("-rs")
     out.run.assert_outcomes(passed=1, skipped=1)
@@ -65,16 +59,7 @@ precisions = { fp32 = "generated:llama-tiny" }
 
 def test_a_matrix_that_selects_nothing_is_a_usage_error(project: Project) -> None:
     """Every cell skipped used to exit 0 with nothing benchmarked and no results."""
-    (project.pytester.path / "models.toml").write_text(
-        """
-[[model]]
-id = "gpu-only"
-backend = "llama_cpp"
-modality = "text"
-default = true
-precisions = { fp8 = "path:nowhere.gguf" }
-"""
-    )
+    (project.pytester.path / "models.toml").write_text(GPU_ONLY)
     project.pytester.makepyfile(test_bench=BENCH)
     out = project.run()
     assert out.run.ret == pytest.ExitCode.USAGE_ERROR
