@@ -102,3 +102,15 @@ def test_bad_input(case: Case, tmp_path: Path, model_cache: Path) -> None:
     check_case(tmp_path, model_cache, case)
     if case.exit == USAGE and "outdir/keep.txt" not in case.files:
         assert not (tmp_path / "out" / "results.records.jsonl").exists()  # nothing ran
+
+
+def test_run_id_in_the_output_name_keeps_every_run(tmp_path: Path, model_cache: Path) -> None:
+    """A fixed --vlm-out is overwritten by the next run; `{run_id}` keeps each."""
+    case = Case("run-id-placeholder", args=("--vlm-out=runs/nightly-{run_id}.json",
+                                            "--vlm-models=tiny-text"), exit=0)
+    check_case(tmp_path, model_cache, case)
+    check_case(tmp_path, model_cache, case)
+    runs = sorted((tmp_path / "runs").glob("nightly-*.json"))
+    assert len(runs) == 2, runs
+    assert all("{run_id}" not in p.name for p in runs)
+    assert len(list((tmp_path / "runs").glob("nightly-*.records.jsonl"))) == 2

@@ -172,9 +172,10 @@ class VlmSession:
         self.started_at = now.isoformat(timespec="seconds")
         self.run_id = run_id or f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         out_dir = config.rootpath / DEFAULT_OUT_DIR
-        self.results_path = (
-            results_path or options.out or out_dir / f"results-{self.run_id}.json"
-        )
+        # `{run_id}` in --vlm-out keeps every run (a fixed name is overwritten by the next).
+        named = (None if options.out is None
+                 else options.out.with_name(options.out.name.replace("{run_id}", self.run_id)))
+        self.results_path = results_path or named or out_dir / f"results-{self.run_id}.json"
         self.records_path = self.results_path.with_name(
             self.results_path.name.removesuffix(".json") + ".records.jsonl"
         )
