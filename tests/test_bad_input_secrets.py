@@ -49,7 +49,7 @@ CASES: list[Case] = [
          exit=OK, absent=(ENV, HF_ENV)),
     Case(id="canary-in-a-test-id",
          args=(*ONE_MODEL, f"test_bench.py::test_tag[tiny-text-fp32-cpu-{TEST_ID}]"),
-         files={"test_bench.py": TAGGED_BENCH}, exit=OK),
+         files={"test_bench.py": TAGGED_BENCH}, exit=OK, absent=(TEST_ID,)),
 ]
 
 

@@ -4,11 +4,15 @@ its exit status and the words its one line must contain (harness: tests/bad_inpu
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.bad_input import FAILED, USAGE, Case, check_case
+from tests.bad_input import FAILED, USAGE, Case, check_case, make_project
 from tests.conftest import TINY_CATALOG
 
 
@@ -59,6 +63,27 @@ CASES = [
          words=("vlm_bench.run(warmup=-1): must be at least 0",)),
     Case("unknown-task-name", files=bench("vlm_bench.run('captionn')", imports=""),
          words=("unknown task 'captionn'", "caption_brief")),
+    Case("dataset-is-a-path", files=bench("vlm_bench.run(CAPTION, 'photos/')"),
+         words=("vlm_bench.run: dataset 'photos/' is a path; wrap it: "
+                "FolderDataset('photos/')",)),
+    Case("dataset-is-a-class", files=bench(
+        "vlm_bench.run(CAPTION, FolderDataset)",
+        imports="from tiny_tasks import CAPTION\n"
+                "from pytest_vlmbench.datasets import FolderDataset"),
+         words=("dataset must be a dataset", "FolderDataset (a class; call it)")),
+    Case("task-is-a-dict", files=bench("vlm_bench.run({'prompt': 'Describe.'})", imports=""),
+         words=("vlm_bench.run: task must be a pytest_vlmbench.tasks.Task",)),
+    Case("usage-mistake-under-xdist", args=("-n", "2", "--vlm-models=tiny-text"),
+         files=bench("vlm_bench.run(CAPTION, samples=0)"),
+         words=("vlm_bench.run(samples=0): must be at least 1",)),
+    Case("grammar-file-missing",
+         files={"t.py": OBJECT_TASK.replace('"no.gbnf"', '"gone.gbnf"'),
+                **bench("vlm_bench.run(NEVER)", imports="from t import NEVER")},
+         words=("task 'never': grammar_file", "gone.gbnf", "not found")),
+    Case("schema-invalid", files={"t.py": OBJECT_TASK.replace('"object"', '"objekt"'),
+                                  "no.gbnf": NO_JSON_GRAMMAR,
+                                  **bench("vlm_bench.run(NEVER)", imports="from t import NEVER")},
+         words=("task 'never': invalid JSON schema",)),
     # -- a schema no output satisfies: a failed test, one line -------------------------------
     Case("every-output-violates-the-schema", exit=FAILED, args=("--vlm-models=tiny-text",),
          files={"never_task.py": OBJECT_TASK, "no.gbnf": NO_JSON_GRAMMAR,
@@ -114,3 +139,41 @@ def test_run_id_in_the_output_name_keeps_every_run(tmp_path: Path, model_cache: 
     assert len(runs) == 2, runs
     assert all("{run_id}" not in p.name for p in runs)
     assert len(list((tmp_path / "runs").glob("nightly-*.records.jsonl"))) == 2
+
+
+def test_a_reused_output_name_starts_its_files_afresh(tmp_path: Path, model_cache: Path) -> None:
+    """Records and the backend log of a fixed --vlm-out belong to the run that wrote the
+    results document, not to every run that ever used the name."""
+    case = Case("same-name-twice", args=("--vlm-models=tiny-text",), exit=0)
+    check_case(tmp_path, model_cache, case)
+    check_case(tmp_path, model_cache, case)
+    out = tmp_path / "out"
+    doc = json.loads((out / "results.json").read_text())
+    lines = (out / "results.records.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert {r["run_id"] for r in records} == {doc["run_id"]}
+    assert (out / "results.backend.log").read_text().count("== load ") == 1
+
+
+def test_masked_test_ids_stay_distinct() -> None:
+    from pytest_vlmbench.fixtures import _masked_id
+
+    a = _masked_id("t.py::test_b[tiny-text-fp32-cpu-sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123]")
+    b = _masked_id("t.py::test_b[tiny-text-fp32-cpu-sk-proj-ZyXwVuTsRqPoNmLkJiHgFeDc9876]")
+    assert a != b
+    assert "AbCd" not in a
+    assert "ZyXw" not in b
+    assert a == _masked_id("t.py::test_b[tiny-text-fp32-cpu-sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123]")
+    assert _masked_id("t.py::test_b[tiny-text-fp32-cpu]") == "t.py::test_b[tiny-text-fp32-cpu]"
+
+
+def test_an_output_path_from_the_ini_is_blamed_on_the_ini(tmp_path: Path,
+                                                          model_cache: Path) -> None:
+    case = Case("out-from-the-ini", ini="vlm_out = outdir", files={"outdir/keep.txt": ""})
+    make_project(tmp_path, model_cache, case)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert done.returncode == USAGE, done.stdout + done.stderr
+    assert "vlm_out (pytest.ini)=" in done.stderr
+    assert "outdir is a directory" in done.stderr

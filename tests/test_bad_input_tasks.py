@@ -213,9 +213,11 @@ def test_nonsense_tasks_are_refused_naming_the_task_and_field(
     assert "\n" not in str(caught.value)
 
 
-def test_builtin_and_sensible_tasks_are_accepted() -> None:
+def test_builtin_and_sensible_tasks_are_accepted(tmp_path: Path) -> None:
     assert BUILTIN_TASKS  # built at import: they pass their own checks
     Task(name="t", prompt="p", text_template="{description}")
     Task(name="t", prompt="p", text_template="Scene: {description}. {{literal}} {prompt}")
-    Task(name="t", prompt="p", grammar_file="g.gbnf")  # type: ignore[arg-type]
+    grammar = tmp_path / "g.gbnf"
+    grammar.write_text('root ::= "yes"\n')
+    Task(name="t", prompt="p", grammar_file=str(grammar))  # type: ignore[arg-type]
     assert "{description}" in DEFAULT_TEXT_TEMPLATE

@@ -6,6 +6,8 @@ asking for it (directly or through `vlm_bench`) is what makes a test a benchmark
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -84,6 +86,7 @@ class Bench:
                     f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(BUILTIN_TASKS)}"
                 )
             task = BUILTIN_TASKS[task]
+        _check_kinds(task, dataset)
         _check_counts(samples=samples, warmup=warmup, image_size=image_size)
         spec: dict[str, float] = {}
         slo_error: str | None = None
@@ -96,7 +99,7 @@ class Bench:
         if slo_error is not None:
             pytest.fail(slo_error, pytrace=False)
         self._runs += 1
-        nodeid = environment.redact_text(node.nodeid)  # a token in a test id stays out
+        nodeid = _masked_id(node.nodeid)  # a token in a test id stays out
         benchmark_id = nodeid if self._runs == 1 else f"{nodeid}#{task.name}"
         chosen = dataset if dataset is not None else request.getfixturevalue("vlm_dataset")
         if self._handle.case.modality == "text":
@@ -184,6 +187,38 @@ class Bench:
 
 class RunArgumentError(UsageMistake):
     """A `vlm_bench.run()` argument no benchmark can run with."""
+
+
+def _masked_id(nodeid: str) -> str:
+    """The test id with secrets masked; when something was masked, a short digest of the
+    original follows, so two ids that differ only in their secrets stay two benchmarks
+    (and the same test keeps the same id from run to run, for compare)."""
+    masked = environment.redact_text(nodeid)
+    if masked == nodeid:
+        return nodeid
+    return f"{masked}~{hashlib.sha256(nodeid.encode()).hexdigest()[:8]}"
+
+
+def _check_kinds(task: object, dataset: object) -> None:
+    """A path where a dataset belongs, a class where an instance does: one line, not an
+    AttributeError from deep inside the runner."""
+    if not isinstance(task, Task):
+        raise RunArgumentError(
+            f"vlm_bench.run: task must be a pytest_vlmbench.tasks.Task or a built-in task "
+            f"name, got {type(task).__name__} {task!r:.60}")
+    if dataset is None:
+        return
+    if isinstance(dataset, str | os.PathLike):
+        raise RunArgumentError(
+            f"vlm_bench.run: dataset {str(dataset)!r} is a path; wrap it: "
+            f"FolderDataset({str(dataset)!r})")
+    if isinstance(dataset, type) or not all(
+            callable(getattr(dataset, name, None)) for name in ("samples", "fingerprint")):
+        shown = dataset.__name__ + " (a class; call it)" if isinstance(dataset, type) \
+            else type(dataset).__name__
+        raise RunArgumentError(
+            f"vlm_bench.run: dataset must be a dataset (FolderDataset(...), "
+            f"SyntheticScenes(...)), got {shown}")
 
 
 def _check_counts(**values: int | None) -> None:

@@ -66,14 +66,14 @@ def route_line(level: int, text: bytes | None) -> None:
             level = _ROUTER.last_level
         else:
             _ROUTER.last_level = level
-        if level == LEVEL_DEBUG:
-            return
+        target = _ROUTER.targets[-1] if _ROUTER.targets else None
+        if level == LEVEL_DEBUG and target != _TERMINAL:
+            return  # they echo every prompt: only for a user who asked to see it all
         if level == LEVEL_ERROR:
             line = text.decode("utf-8", "replace").strip()
             if line:
                 _ROUTER.errors.append((_ROUTER.error_count, line))
                 _ROUTER.error_count += 1
-        target = _ROUTER.targets[-1] if _ROUTER.targets else None
         if target is None:  # outside any operation: only errors, as llama.cpp's default
             if level == LEVEL_ERROR:
                 os.write(2, text)

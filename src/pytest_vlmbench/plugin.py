@@ -28,6 +28,7 @@ from pytest_vlmbench.stash import SESSION_KEY
 __all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
 
 _TAKEN_KEY = pytest.StashKey[list[str]]()
+_USAGE_MISTAKE = "vlm_usage_mistake"  # a test report's user property: the one line
 # CUDA_VISIBLE_DEVICES before a deliberate --device=cpu run hid the GPUs (None: unset).
 _CUDA_ENV_KEY = pytest.StashKey[str | None]()
 
@@ -106,10 +107,11 @@ def pytest_configure(config: pytest.Config) -> None:
             # pytest_unconfigure.
             config.stash[_CUDA_ENV_KEY] = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    config.stash[SESSION_KEY] = VlmSession(
+    vlm = config.stash[SESSION_KEY] = VlmSession(
         config, options, resolved, config.stash.get(_TAKEN_KEY, []),
         run_id=run_id, results_path=results_path,
     )
+    config.pluginmanager.register(_UsageMistakes(vlm), "vlmbench-usage-mistakes")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -253,8 +255,22 @@ def pytest_runtest_makereport(
     line = _user_mistake(call.excinfo)
     if line is not None and call.excinfo is not None and report.failed:
         report.longrepr = line
-        _note_usage_mistake(item.config, call.excinfo, line)
+        if isinstance(call.excinfo.value, UsageMistake):
+            # Travels with the report to a pytest-xdist controller (pytest_runtest_logreport).
+            report.user_properties.append((_USAGE_MISTAKE, line))
     return report
+
+
+class _UsageMistakes:
+    """Counts usage mistakes where the session ends: in this process, or in the
+    pytest-xdist controller, which sees its workers' reports here."""
+
+    def __init__(self, vlm: VlmSession) -> None:
+        self.vlm = vlm
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.vlm.usage_mistakes.extend(
+            str(v) for k, v in report.user_properties if k == _USAGE_MISTAKE)
 
 
 @pytest.hookimpl(wrapper=True)

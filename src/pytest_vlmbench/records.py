@@ -15,7 +15,10 @@ from typing import IO, Any
 
 
 class RecordWriter:
-    """Appends records to a JSONL file, opened lazily on the first record."""
+    """Writes a run's records to a JSONL file, opened lazily on the first record.
+
+    The file starts empty: a fixed --vlm-out name reused by a later run must not keep
+    the earlier run's records under the new document (they would mix two run ids)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -25,7 +28,7 @@ class RecordWriter:
     def write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8")
+            self._fh = self.path.open("w", encoding="utf-8")
         self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
         self._fh.flush()
         self.count += 1

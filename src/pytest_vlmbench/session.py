@@ -250,7 +250,11 @@ class VlmSession:
         directory given as --vlm-out, a read-only place); None when it can. Creates the
         output directory and a probe file in it, which is removed."""
         path = self.results_path
-        name = "--vlm-out" if self.options.out is not None else "results file"
+        name = "results file"
+        if self.options.out is not None:
+            from_ini = self.config.getoption("vlm_out") is None
+            ini = self.config.inipath.name if self.config.inipath else "ini"
+            name = f"vlm_out ({ini})" if from_ini else "--vlm-out"
         if path.is_dir():
             return (f"{name}={path} is a directory; name a file in it, e.g. "
                     f"{path / 'results.json'}")
@@ -261,6 +265,10 @@ class VlmSession:
         except OSError as exc:
             where = exc.filename or path.parent
             return f"{name}={path}: cannot write there ({where}: {exc.strerror or exc})"
+        # A fixed name reused: this run's backend log starts afresh (records and power
+        # readings do too, when their files are first opened), not after the last run's.
+        if self.log_path is not None and self.log_path.is_file():
+            self.log_path.write_bytes(b"")
         return None
 
     # -- the device (detected lazily: a session that runs no benchmark never looks) --
@@ -473,7 +481,7 @@ class VlmSession:
                 "threads_fit": None if not o.threads_fit or self._cpu_share is None
                 else {"threads": self.fit_threads, **self._cpu_share.to_json()},
                 "thread_advice": self.thread_advice,
-                "image_size": o.image_size, "catalog": str(o.catalog),
+                "image_size": o.image_size, "catalog": environment.redact_text(str(o.catalog)),
                 "power_meter": o.power_meter, "power_interval_s": o.power_interval_s,
                 "idle_s": o.idle_s, "bandwidth_gbs": o.bandwidth_gbs,
                 "cpu_fallback": o.cpu_fallback,

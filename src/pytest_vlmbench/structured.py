@@ -56,6 +56,20 @@ class OutputCheck:
         return self.outcome is ParseOutcome.VALID
 
 
+def schema_problem(schema: Mapping[str, Any]) -> str | None:
+    """Why a task's schema cannot be used: invalid per its metaschema, or provably never
+    satisfied (see `unsatisfiable`); None when it can."""
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return f"invalid JSON schema: {exc.message}"
+    try:
+        reason = unsatisfiable(schema)
+    except (TypeError, ValueError, RecursionError):  # a shape the prover does not follow
+        return None
+    return None if reason is None else f"schema can never be satisfied: {reason}"
+
+
 class OutputChecker:
     """Checks completions of one task; build once, call per request."""
 
@@ -63,13 +77,9 @@ class OutputChecker:
         self.expects_json = expects_json or schema is not None
         self._validator: Draft202012Validator | None = None
         if schema is not None:
-            try:
-                Draft202012Validator.check_schema(schema)
-            except SchemaError as exc:
-                raise BadSchema(f"{source}: invalid JSON schema: {exc.message}") from None
-            reason = unsatisfiable(schema)
-            if reason is not None:
-                raise BadSchema(f"{source}: schema can never be satisfied: {reason}")
+            problem = schema_problem(schema)
+            if problem is not None:
+                raise BadSchema(f"{source}: {problem}")
             self._validator = Draft202012Validator(schema)
 
     def check(self, text: str, finish_reason: str | None) -> OutputCheck:
@@ -242,7 +252,7 @@ class _Unsatisfiable:
         found = _pair(schema, "minItems", "maxItems")
         if found is not None:
             return found
-        min_items = schema.get("minItems", 0) if _num(schema.get("minItems")) else 0
+        min_items = int(schema.get("minItems", 0)) if _num(schema.get("minItems")) else 0
         prefix = schema.get("prefixItems")
         prefix = prefix if isinstance(prefix, list) else []
         for index, item in enumerate(prefix[:min_items]):

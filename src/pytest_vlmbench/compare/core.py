@@ -117,13 +117,11 @@ def _busy(side: str, entry: Mapping[str, Any]) -> str | None:
     machine = entry.get("machine")
     if not isinstance(machine, dict) or machine.get("busy") is not True:
         return None
-    details = []
-    if machine.get("note"):
-        details.append(str(machine["note"]))
-    for name, label in (("loadavg_1m", "load {:.2f}"), ("other_cpu_fraction", "other CPU {:.0%}"),
-                        ("steal_fraction", "steal {:.0%}")):
-        if isinstance(machine.get(name), int | float):
-            details.append(label.format(machine[name]))
+    from pytest_vlmbench.machine_load import describe
+
+    details = [d for d in (describe(machine),) if d]
+    if isinstance(machine.get("loadavg_1m"), int | float):
+        details.append(f"load {machine['loadavg_1m']:.2f}")
     return f"{side}: machine busy" + (f" ({', '.join(details)})" if details else "")
 
 

@@ -74,7 +74,9 @@ class Sampler:
     def start(self) -> None:
         if self.trace_path is not None:
             self.trace_path.parent.mkdir(parents=True, exist_ok=True)
-            self._trace = self.trace_path.open("a", encoding="utf-8")
+            # "w": one sampler per session, and a reused --vlm-out name must not keep the
+            # last run's readings under this run's document.
+            self._trace = self.trace_path.open("w", encoding="utf-8")
         self.cost.started_ns = time.perf_counter_ns()
         poll = threading.Thread(target=self._poll_loop, name="vlmbench-sampler", daemon=True)
         self._threads.append(poll)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench.errors import UsageMistake
-from pytest_vlmbench.structured import ConstraintError, OutputChecker
+from pytest_vlmbench.structured import ConstraintError, OutputChecker, schema_problem
 
 DEFAULT_TEXT_TEMPLATE = "Picture: {description}\n\n{prompt}"
 
@@ -172,6 +172,13 @@ class Task:
         if self.grammar_file is not None and not isinstance(self.grammar_file, (str, PathLike)):
             return (f"grammar_file must be a path to a GBNF file, got "
                     f"{type(self.grammar_file).__name__}")
+        if self.grammar_file is not None and not Path(self.grammar_file).is_file():
+            where = Path(self.grammar_file).resolve()
+            return f"grammar_file {str(self.grammar_file)!r} not found (looked in {where})"
+        if self.schema is not None:
+            problem = schema_problem(self.schema)
+            if problem is not None:
+                return problem
         if not isinstance(self.expects_json, bool):
             return f"expects_json must be True or False, got {self.expects_json!r}"
         template = _template_problem(self.text_template)
