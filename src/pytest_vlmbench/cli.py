@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_vlmbench import devices, table
+from pytest_vlmbench import devices, machine_load, table
 from pytest_vlmbench.catalog import CatalogError, load_catalog
 from pytest_vlmbench.options import (
     DEFAULT_BASELINE_RUNS,
@@ -110,6 +110,10 @@ def _show(args: argparse.Namespace) -> int:
     print(f"run {doc['run_id']} ({doc['status']}) on {dev['name']}: {doc['environment']['cpu']}")
     for line in table.render(doc["benchmarks"]):
         print(line)
+    for b in doc["benchmarks"]:  # timings taken on a busy machine say so, old documents too
+        warning = machine_load.busy_warning(b["id"], b.get("machine"))
+        if warning is not None:
+            print(f"warning: {warning}")
     return EXIT_OK
 
 
