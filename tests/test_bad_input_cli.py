@@ -155,3 +155,15 @@ def test_models_outside_any_project_lists_the_embedded_catalog(tmp_path: Path) -
     assert "tiny-vlm" in output
     assert "Traceback" not in output
 
+
+
+def test_ctrl_c_in_a_subcommand_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_vlmbench import cli
+
+    def interrupted(_args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_show", interrupted)
+    assert cli.main(["show", "any.json"]) == cli.EXIT_INTERRUPTED
+    assert capsys.readouterr().err == "vlmbench: interrupted\n"

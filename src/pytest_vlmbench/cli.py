@@ -253,9 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_INTERRUPTED = 130  # the shell's convention for a process ended by SIGINT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C in a long compare or merge: one line, no traceback
+        print("vlmbench: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 
