@@ -813,10 +813,21 @@ def test_busy_machines_are_flagged(tmp_path: Path) -> None:
     comparison = compare_runs(compare.load_baseline(saved),
                               current_run(tmp_path, 1.0, extra={"machine": {"busy": True}}))
     assert comparison.pairs[0].flags == [
-        "baseline run b0: machine busy (another pytest ran, load 3.20, other CPU 45%)",
+        "baseline run b0: machine busy (other processes took 45% of the CPUs, load 3.20)",
         "current: machine busy",
     ]
     assert "machine busy" in render_markdown(comparison)
+    busy["machine"]["cpus"] = 2  # a document that knows its CPUs: the amount, said once
+    flags = _busy_flag(busy)
+    assert flags == ("machine busy (other processes took 45% of 2 CPUs (0.9 CPU), "
+                     "load 3.20)")
+
+
+def _busy_flag(extra: dict[str, Any]) -> str | None:
+    from pytest_vlmbench.compare.core import _busy
+
+    flag = _busy("x", extra)
+    return None if flag is None else flag.removeprefix("x: ")
 
 
 BUSY = {"machine": {"busy": True, "note": "the machine was busy", "other_cpu_fraction": 0.4}}

@@ -197,7 +197,7 @@ def test_folder(vlm_bench):
     ("grammar", "message"),
     [
         ("root ::= answer", "*bad.gbnf: invalid GBNF grammar*"),
-        (None, "*bad.gbnf: cannot read GBNF grammar: No such file or directory*"),
+        (None, "*task 'caption': grammar_file '*bad.gbnf' not found*"),
     ],
 )
 def test_bad_grammar_fails_naming_the_file(

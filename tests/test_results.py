@@ -205,13 +205,15 @@ def test_record_writer_flushes_each_record(tmp_path: Path) -> None:
     writer.close()  # idempotent
 
 
-def test_record_writer_appends_to_an_existing_file(tmp_path: Path) -> None:
+def test_record_writer_starts_a_reused_file_afresh(tmp_path: Path) -> None:
+    """A fixed --vlm-out name: the second run's records replace the first's."""
     path = tmp_path / "r.jsonl"
     for seq in range(2):
         writer = RecordWriter(path)
         writer.write(record(seq))
+        writer.write(record(seq + 10))
         writer.close()
-    assert [r["seq"] for r in read_records(path)] == [0, 1]
+    assert [r["seq"] for r in read_records(path)] == [1, 11]
 
 
 def test_read_records_names_a_torn_line(tmp_path: Path) -> None:

@@ -258,23 +258,16 @@ def test_a_dataset_without_samples_is_a_usage_mistake_before_any_request(
     assert entries[0]["status"] == "error"
 
 
-def test_an_unsatisfiable_schema_fails_before_the_backend_compiles_it(tmp_path: Path) -> None:
-    """The checker is built before `model.prepare`: our one line, not the grammar
-    converter's complaint, and no request."""
-    from pytest_vlmbench.structured import ConstraintError
+def test_an_unsatisfiable_schema_is_refused_when_the_task_is_made() -> None:
+    """Before any model is asked to compile it: our one line, not the grammar
+    converter's complaint (the runner's checker says the same for a schema it gets)."""
+    from pytest_vlmbench.structured import ConstraintError, OutputChecker, schema_problem
+    from pytest_vlmbench.tasks import TaskError
 
-    prepared: list[Task] = []
-
-    class Records(SlowThenFails):
-        def prepare(self, task: Task) -> None:
-            prepared.append(task)
-
-    task = Task(name="score", prompt="Rate.", schema={"type": "integer", "minimum": 3,
-                                                      "maximum": 2})
-    plan = BenchmarkPlan(benchmark_id="b", test="b", task=task, dataset=SyntheticScenes(2),
-                         prep=ImagePrep(long_edge=64), samples=2, warmup=0, seed=0, run_id="r")
-    with pytest.raises(ConstraintError, match=r"^task 'score': schema can never be satisfied: "
+    schema = {"type": "integer", "minimum": 3, "maximum": 2}
+    with pytest.raises(TaskError, match=r"^task 'score': schema can never be satisfied: "
                        r"minimum 3 > maximum 2$"):
-        Runner(ModelCase("m", "fp32", "cpu", "test", "text"), Records(), plan,
-               RecordWriter(tmp_path / "r.jsonl")).run(lambda entry: None)
-    assert prepared == []
+        Task(name="score", prompt="Rate.", schema=schema)
+    assert schema_problem(schema) == "schema can never be satisfied: minimum 3 > maximum 2"
+    with pytest.raises(ConstraintError, match="never be satisfied"):
+        OutputChecker(expects_json=True, schema=schema, source="task 'score'")

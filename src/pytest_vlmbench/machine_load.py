@@ -134,11 +134,14 @@ def describe(machine: dict[str, Any]) -> str | None:
     """How much CPU others took, from a `machine` block: "other processes took 45% of 2
     CPUs (0.9 CPU), steal 0%"; None when it was not measured."""
     other, steal, cpus = (machine.get("other_cpu_fraction"), machine.get("steal_fraction"),
-                          machine.get("cpus") or 1)
+                          machine.get("cpus"))
     if other is None:
         return None
-    text = (f"other processes took {other:.0%} of {cpus} CPU{'s' if cpus != 1 else ''} "
-            f"({other * cpus:.1f} CPU)")
+    if not isinstance(cpus, int) or cpus < 1:  # a block that did not record its CPUs
+        text = f"other processes took {other:.0%} of the CPUs"
+    else:
+        text = (f"other processes took {other:.0%} of {cpus} CPU{'s' if cpus != 1 else ''} "
+                f"({other * cpus:.1f} CPU)")
     return text if steal is None else f"{text}, steal {steal:.0%}"
 
 

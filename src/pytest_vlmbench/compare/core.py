@@ -119,7 +119,13 @@ def _busy(side: str, entry: Mapping[str, Any]) -> str | None:
         return None
     from pytest_vlmbench.machine_load import describe
 
-    details = [d for d in (describe(machine),) if d]
+    amount = describe(machine)  # "other processes took 45% of 2 CPUs (0.9 CPU), steal 0%"
+    details = [amount] if amount else [
+        label.format(machine[name])
+        for name, label in (("other_cpu_fraction", "other CPU {:.0%}"),
+                            ("steal_fraction", "steal {:.0%}"))
+        if isinstance(machine.get(name), int | float)
+    ]
     if isinstance(machine.get("loadavg_1m"), int | float):
         details.append(f"load {machine['loadavg_1m']:.2f}")
     return f"{side}: machine busy" + (f" ({', '.join(details)})" if details else "")
