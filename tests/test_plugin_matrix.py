@@ -171,7 +171,8 @@ def test_plain_session_imports_no_backend(pytester: pytest.Pytester) -> None:
 import sys
 
 def test_light():
-    heavy = {"llama_cpp", "torch", "vllm", "transformers", "pynvml", "PIL", "numpy"}
+    heavy = {"llama_cpp", "torch", "vllm", "transformers", "pynvml", "PIL", "numpy",
+             "jsonschema"}
     assert not heavy & set(sys.modules), heavy & set(sys.modules)
 """
     )

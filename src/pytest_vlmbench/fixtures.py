@@ -25,7 +25,7 @@ from pytest_vlmbench.session import LoadedHandle, VlmSession
 from pytest_vlmbench.slo import SLOError, breach_message, check_spec, evaluate
 from pytest_vlmbench.stash import SESSION_KEY
 from pytest_vlmbench.structured import ConstraintError
-from pytest_vlmbench.tasks import BUILTIN_TASKS, Task
+from pytest_vlmbench.tasks import Task, builtin_tasks
 
 
 def _session(config: pytest.Config) -> VlmSession:
@@ -81,11 +81,12 @@ class Bench:
         opts = session.options
         node = request.node
         if isinstance(task, str):
-            if task not in BUILTIN_TASKS:
+            known = builtin_tasks()
+            if task not in known:
                 raise RunArgumentError(
-                    f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(BUILTIN_TASKS)}"
+                    f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(known)}"
                 )
-            task = BUILTIN_TASKS[task]
+            task = known[task]
         _check_kinds(task, dataset)
         _check_counts(samples=samples, warmup=warmup, image_size=image_size)
         spec: dict[str, float] = {}

@@ -14,9 +14,10 @@ import secrets
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 try:  # JSON text to Python, 3-5x the standard library's speed on 100,000-record files
     from orjson import loads as loads  # (re-exported: compare reads records with it)
@@ -42,11 +43,15 @@ def schema() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # 80 ms: when a document is written
+
     return Draft202012Validator(schema())
 
 
 @cache
 def _record_validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     sub = {"$defs": schema()["$defs"], "$ref": "#/$defs/record"}
     return Draft202012Validator(sub)
 

@@ -20,10 +20,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 from pytest_vlmbench.errors import UsageMistake, UserInputError
 
@@ -59,6 +59,9 @@ class OutputCheck:
 def schema_problem(schema: Mapping[str, Any]) -> str | None:
     """Why a task's schema cannot be used: invalid per its metaschema, or provably never
     satisfied (see `unsatisfiable`); None when it can."""
+    from jsonschema import Draft202012Validator  # 80 ms: not at plugin start-up
+    from jsonschema.exceptions import SchemaError
+
     try:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
@@ -80,6 +83,8 @@ class OutputChecker:
             problem = schema_problem(schema)
             if problem is not None:
                 raise BadSchema(f"{source}: {problem}")
+            from jsonschema import Draft202012Validator
+
             self._validator = Draft202012Validator(schema)
 
     def check(self, text: str, finish_reason: str | None) -> OutputCheck:
@@ -135,6 +140,8 @@ class _Unsatisfiable:
         # Under a nested $id, "#/..." means that resource, not the root: follow no $ref
         # and validate no enum there rather than risk reading the wrong target.
         self.nested_ids = _has_nested_id(root)
+        from jsonschema import Draft202012Validator
+
         try:
             self.validator: Draft202012Validator | None = Draft202012Validator(root)
         except Exception:  # a checker that cannot be built proves nothing

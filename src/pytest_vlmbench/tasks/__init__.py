@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.structured import ConstraintError, OutputChecker, schema_problem
@@ -273,18 +273,45 @@ CAPTION_BRIEF = Task(
     params=GenerationParams(max_tokens=48),
 )
 
-PHOTO_SCORE = Task(
-    name="photo_score",
-    system="You rate photographs for a photo-ranking app. Answer with JSON only.",
-    prompt=(
-        "Rate this photo from 1 (poor) to 10 (excellent). Reply as JSON with keys "
-        '"score" (integer 1-10), "caption" (short) and "tags" (at most 8 short words).'
-    ),
-    schema=PHOTO_SCORE_SCHEMA,
-    expects_json=True,
-    # Every token is at least one character and a valid answer is under 256 characters
-    # (ASCII, see fixtures/grammars/photo_score.gbnf), so a grammar answer is never cut.
-    params=GenerationParams(max_tokens=256),
-)
+def _photo_score() -> Task:
+    return Task(
+        name="photo_score",
+        system="You rate photographs for a photo-ranking app. Answer with JSON only.",
+        prompt=(
+            "Rate this photo from 1 (poor) to 10 (excellent). Reply as JSON with keys "
+            '"score" (integer 1-10), "caption" (short) and "tags" (at most 8 short words).'
+        ),
+        schema=PHOTO_SCORE_SCHEMA,
+        expects_json=True,
+        # Every token is at least one character and a valid answer is under 256 characters
+        # (ASCII, see fixtures/grammars/photo_score.gbnf), so a grammar answer is never cut.
+        params=GenerationParams(max_tokens=256),
+    )
 
-BUILTIN_TASKS: dict[str, Task] = {t.name: t for t in (CAPTION_BRIEF, PHOTO_SCORE)}
+
+if TYPE_CHECKING:
+    PHOTO_SCORE: Task
+    BUILTIN_TASKS: dict[str, Task]
+
+
+def __getattr__(name: str) -> Any:
+    """PHOTO_SCORE and BUILTIN_TASKS are made on first use: a task with a schema checks
+    it with jsonschema when made, and importing the plugin (which imports this module)
+    must not import jsonschema (80 ms on every pytest start)."""
+    value: Any
+    if name == "PHOTO_SCORE":
+        value = _photo_score()
+    elif name == "BUILTIN_TASKS":
+        score = globals().get("PHOTO_SCORE") or __getattr__("PHOTO_SCORE")
+        value = {t.name: t for t in (CAPTION_BRIEF, score)}
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def builtin_tasks() -> dict[str, Task]:
+    """The built-in tasks by name (made on first use)."""
+    tasks: dict[str, Task] = __getattr__("BUILTIN_TASKS") if "BUILTIN_TASKS" not in globals() \
+        else globals()["BUILTIN_TASKS"]
+    return tasks
