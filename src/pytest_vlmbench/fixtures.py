@@ -144,7 +144,7 @@ class Bench:
         failure = None
         try:
             with native_stderr_to(session.log_path, f"benchmark {benchmark_id}") as native:
-                progress = _progress_writer(request.config, native)
+                progress = _progress_writer(session, native)
                 runner = Runner(
                     self._handle.case, self._handle.model, plan, session.writer, progress,
                     monitor=session.power(),
@@ -253,28 +253,18 @@ def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
             f"output check{detail}")
 
 
-def _progress_writer(config: pytest.Config, native: Capture) -> Any:
+def _progress_writer(session: VlmSession, native: Capture) -> Any:
     """Per-request lines on the terminal (not captured), unless -q was given; safe to
     call from the runner's progress thread."""
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-    if reporter is None or config.get_verbosity() < 0:
+    if session.config.get_verbosity() < 0 \
+            or session.config.pluginmanager.get_plugin("terminalreporter") is None:
         return None
-
     lock = threading.Lock()  # the runner's ticker thread writes too (long requests)
 
     def write(line: str) -> None:
         with lock:
-            _write(line)
-
-    def _write(line: str) -> None:
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.ensure_newline()
-                reporter.write_line(f"    {line}")
+            session.say(f"    {line}")
             native.reapply()  # resuming pytest's capture took fd 2 back
-        else:
-            reporter.write_line(f"    {line}")
 
     return write
 

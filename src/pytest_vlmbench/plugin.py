@@ -237,14 +237,6 @@ def _user_mistake(excinfo: pytest.ExceptionInfo[BaseException] | None) -> str | 
     return str(excinfo.value) or type(excinfo.value).__name__
 
 
-def _note_usage_mistake(config: pytest.Config, excinfo: pytest.ExceptionInfo[BaseException],
-                        line: str, *, collecting: bool = False) -> None:
-    vlm = config.stash.get(SESSION_KEY, None)
-    if vlm is not None and isinstance(excinfo.value, UsageMistake):
-        vlm.usage_mistakes.append(line)
-        vlm.collection_mistake = vlm.collection_mistake or collecting
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -285,7 +277,10 @@ def pytest_make_collect_report(
     line = _user_mistake(excinfo)
     if line is not None and excinfo is not None and report.failed:
         report.longrepr = f"{collector.nodeid}: {line}"
-        _note_usage_mistake(collector.config, excinfo, line, collecting=True)
+        vlm = collector.config.stash.get(SESSION_KEY, None)
+        if vlm is not None and isinstance(excinfo.value, UsageMistake):
+            vlm.usage_mistakes.append(line)
+            vlm.collection_mistake = True  # pytest calls the stopped collection "interrupted"
     return report
 
 

@@ -8,8 +8,9 @@ ends it, and the benchmark is still summarised from what completed.
 
 Progress goes to the `progress` line writer: one line per request with the benchmark's
 ETA, and, while a request runs longer than `tick_s`, a line every `tick_s` seconds with
-its elapsed time and the tokens sampled so far (from a daemon thread that sleeps on an
-Event, so it costs the request nothing measurable; the writer must be thread-safe).
+its elapsed time and the tokens sampled so far (from one daemon thread per benchmark
+that sleeps on an Event, so it costs the request nothing measurable; the writer must be
+thread-safe).
 """
 
 from __future__ import annotations
@@ -129,43 +130,72 @@ def repeat_warning(dataset: Dataset, repetitions: list[int], warmups: int) -> st
 
 
 class _Ticker:
-    """While one request runs, a line every `every_s` seconds: elapsed time and tokens.
+    """While a request runs, a line every `every_s` seconds: elapsed time and tokens.
 
-    A daemon thread that sleeps on an Event, so it wakes only every `every_s` seconds
-    (the request pays nothing measurable) and is stopped and joined on exit, before the
-    record is written: no line about a request ever follows its result line.
+    One daemon thread for the whole benchmark (not one per request: the request loop
+    stays lean), sleeping on an Event until the watched request's next tick. `watch`
+    names the request about to start, `idle` ends it; the line is written under the
+    lock `idle` takes, so no line about a request ever follows its result line.
     """
 
-    def __init__(self, every_s: float, write: Callable[[str], None], label: str,
-                 counter: Progress) -> None:
+    def __init__(self, every_s: float, write: Callable[[str], None]) -> None:
         self.every_s = every_s
         self.write = write
-        self.label = label
-        self.counter = counter
-        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._current: tuple[str, Progress, float] | None = None  # label, counter, start
         self._thread = threading.Thread(target=self._loop, name="vlmbench-ticker", daemon=True)
-        self._t0 = 0.0
 
-    def __enter__(self) -> _Ticker:
-        self._t0 = time.perf_counter()
+    def start(self) -> None:
         with contextlib.suppress(RuntimeError):  # no thread to be had: run, silently
             self._thread.start()
-        return self
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            elapsed = time.perf_counter() - self._t0
-            tokens = self.counter.tokens
-            so_far = f", {tokens} tokens so far" if tokens else ""
-            try:
-                self.write(f"{self.label}: running {elapsed:.1f} s{so_far}")
-            except Exception:  # a closed terminal must not end the run: stop ticking
-                return
+    def watch(self, label: str, counter: Progress) -> None:
+        with self._lock:
+            self._current = (label, counter, time.perf_counter())
+        self._wake.set()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+    def idle(self) -> None:
+        with self._lock:
+            self._current = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._current = None
+        self._wake.set()
         if self._thread.ident is not None:  # it started
             self._thread.join()
+
+    def _loop(self) -> None:
+        ticks = 0  # lines written about the watched request
+        watched: tuple[str, Progress, float] | None = None
+        while True:
+            timeout = None if watched is None \
+                else watched[2] + (ticks + 1) * self.every_s - time.perf_counter()
+            if timeout is None or timeout > 0:
+                self._wake.wait(timeout)
+            self._wake.clear()
+            with self._lock:
+                if self._closed:
+                    return
+                if self._current is not watched:  # another request (or none) now
+                    watched, ticks = self._current, 0
+                    continue
+                if watched is None:
+                    continue
+                label, counter, started = watched
+                elapsed = time.perf_counter() - started
+                if elapsed < (ticks + 1) * self.every_s:
+                    continue
+                ticks += 1
+                tokens = counter.tokens
+                so_far = f", {tokens} tokens so far" if tokens else ""
+                try:
+                    self.write(f"{label}: running {elapsed:.1f} s{so_far}")
+                except Exception:  # a closed terminal must not end the run: stop ticking
+                    return
 
 
 class Runner:
@@ -191,6 +221,7 @@ class Runner:
         self.progress = progress
         self.monitor = monitor
         self.tick_s = tick_s
+        self._ticker: _Ticker | None = None  # while run() runs, with progress and tick_s
         self._window: Window | None = None
         self._cpu_before: machine_load.CpuTimes | None = None
         self.records: list[dict[str, Any]] = []
@@ -253,11 +284,9 @@ class Runner:
             system=plan.task.system, user=user, images=images, params=plan.task.params,
             seed=plan.seed, constraint=constraint, progress=counter,
         )
-        ticker = (_Ticker(self.tick_s, self.progress, label or record["sample_id"], counter)
-                  if self.progress is not None and self.tick_s is not None and self.tick_s > 0
-                  else None)
+        ticker = self._ticker
         if ticker is not None:
-            ticker.__enter__()
+            ticker.watch(label or record["sample_id"], counter)
         t_call = time.perf_counter_ns()
         try:
             response = self.model.generate(request)
@@ -268,8 +297,8 @@ class Runner:
                           error=_error("request", exc))
             return record
         finally:
-            if ticker is not None:  # stopped before the record is written or reported
-                ticker.__exit__()
+            if ticker is not None:  # idle before the record is written or reported
+                ticker.idle()
         check = checker.check(response.text, response.finish_reason)
         record.update(
             t_start_ns=response.t_start_ns,
@@ -314,6 +343,9 @@ class Runner:
             # grammar converter's complaint about it.
             checker = plan.task.checker()
             constraint = self.model.prepare(plan.task)
+            if self.progress is not None and self.tick_s is not None and self.tick_s > 0:
+                self._ticker = _Ticker(self.tick_s, self.progress)
+                self._ticker.start()
             if self.monitor is not None:  # idle baseline (first time), memory peak reset
                 self._window = self.monitor.begin()
             self._cpu_before = machine_load.read()
@@ -344,6 +376,9 @@ class Runner:
             status, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            if self._ticker is not None:
+                self._ticker.close()
+                self._ticker = None
             entry = self._entry(started, status, error, prompt_version, data_hash, warm_latency)
             try:
                 sink(entry)

@@ -232,10 +232,10 @@ class VlmSession:
         advice = machine_load.thread_advice(threads, self.cpu_share())
         if advice is not None:
             self.thread_advice = advice
-            self.say(f"warning: {advice}")
+            self.say(f"warning: {advice}", yellow=True)
 
-    def say(self, line: str) -> None:
-        """A line on the terminal now, outside pytest's capture (yellow: a warning)."""
+    def say(self, line: str, **markup: bool) -> None:
+        """A line on the terminal now, outside pytest's capture (markup: yellow=True...)."""
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         capture = self.config.pluginmanager.get_plugin("capturemanager")
         if reporter is None:
@@ -243,7 +243,7 @@ class VlmSession:
         with capture.global_and_fixture_disabled() if capture is not None \
                 else contextlib.nullcontext():
             reporter.ensure_newline()
-            reporter.write_line(line, yellow=True)
+            reporter.write_line(line, **markup)
 
     def output_problem(self) -> str | None:
         """Why the results file cannot be written, found before the first request (a
