@@ -22,9 +22,12 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pytest_vlmbench.devices import known_precisions
 
 EMBEDDED_CATALOG = Path(__file__).with_name("models.toml")
 """The catalog the package ships: the embedded default models and opt-in real VLMs."""
@@ -102,13 +105,17 @@ def _toml(value: Any) -> str:
     return repr(value)
 
 
+def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
+    """ " (did you mean 'x' or 'y'?)" for the names closest to a misspelt one, or ""."""
+    close = difflib.get_close_matches(name, sorted(known), n=n)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
 def check_llama_cpp_settings(settings: dict[str, Any], where: str) -> None:
     """Raise CatalogError for a setting llama_cpp does not know or a value it cannot use."""
     unknown = sorted(set(settings) - set(LLAMA_CPP_SETTINGS))
     if unknown:
-        close = [m for name in unknown
-                 for m in difflib.get_close_matches(name, LLAMA_CPP_SETTINGS, n=1)]
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        hint = "".join(did_you_mean(name, LLAMA_CPP_SETTINGS, n=1) for name in unknown)
         raise CatalogError(
             f"{where}: field 'settings' has unknown llama_cpp setting(s) "
             f"{', '.join(map(repr, unknown))}{hint}; allowed: "
@@ -253,6 +260,11 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
         if name.lower() in precisions:
             raise CatalogError(
                 f"{where}: field 'precisions.{name}' repeats {name.lower()!r} (names ignore case)"
+            )
+        if name.lower() not in known_precisions():  # a typo would skip its cells, exit 0
+            raise CatalogError(
+                f"{where}: precision {name.lower()!r} is not one any device profile "
+                f"knows{did_you_mean(name.lower(), known_precisions())}"
             )
         precisions[name.lower()] = WeightSource.parse(source, f"{where}: field 'precisions.{name}'")
     projector = None

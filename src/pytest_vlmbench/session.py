@@ -9,7 +9,6 @@ two large models at once. The results document is rewritten after every benchmar
 from __future__ import annotations
 
 import contextlib
-import difflib
 import secrets
 import sys
 import tempfile
@@ -29,7 +28,13 @@ from pytest_vlmbench.backends import (
     device_problem,
     get_backend,
 )
-from pytest_vlmbench.catalog import Catalog, CatalogError, ModelSpec, load_catalog
+from pytest_vlmbench.catalog import (
+    Catalog,
+    CatalogError,
+    ModelSpec,
+    did_you_mean,
+    load_catalog,
+)
 from pytest_vlmbench.devices import CPU_FALLBACK, Detection, DeviceProfile
 from pytest_vlmbench.native_log import native_stderr_to
 from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
@@ -57,11 +62,6 @@ class LoadedHandle:
     case: ModelCase
     spec: ModelSpec
     model: LoadedModel
-
-
-def _did_you_mean(name: str, known: frozenset[str]) -> str:
-    close = difflib.get_close_matches(name, sorted(known), n=3)
-    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 class ModelPool:
@@ -370,20 +370,13 @@ class VlmSession:
         device is not looked at here (a plain test session never detects it); the
         "selects nothing" half is `check_runs_something`, once benchmarks are collected.
         """
-        catalog = self.catalog()
+        self.catalog()  # validated on load, its precision names included (catalog.py)
         known = devices.known_precisions()
-        for spec in catalog.models.values():
-            for precision in spec.precisions:
-                if precision not in known:
-                    raise CatalogError(
-                        f"{catalog.path}: model {spec.id!r}: precision {precision!r} is not "
-                        f"one any device profile knows{_did_you_mean(precision, known)}"
-                    )
         for precision in self.options.precisions or ():
             if precision not in known:
                 raise CatalogError(
                     f"--vlm-precisions: {precision!r} is not a precision any device profile "
-                    f"knows{_did_you_mean(precision, known)}"
+                    f"knows{did_you_mean(precision, known)}"
                 )
         self.matrix(check_backends=False, with_device=False)  # model ids, defaults
 
