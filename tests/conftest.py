@@ -21,8 +21,8 @@ import numpy  # noqa: F401
 import PIL.Image  # noqa: F401
 import pytest
 
-from pytest_vlmbench import results
-from pytest_vlmbench.records import read_records
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.run.records import read_records
 
 TINY_CATALOG = """
 [[model]]

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import native_log, options
-from pytest_vlmbench.backends import LoadContext, Progress, Request
-from pytest_vlmbench.catalog import LLAMA_CPP_SETTINGS, load_catalog
-from pytest_vlmbench.devices import PROFILES
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import load
+from pytest_vlmbench.backends import LoadContext, Progress, Request, native_log
+from pytest_vlmbench.models.catalog import LLAMA_CPP_SETTINGS, load_catalog
+from pytest_vlmbench.models.devices import PROFILES
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.results.document import load
+from pytest_vlmbench.run.records import read_records
 from pytest_vlmbench.tasks import GenerationParams
 from tests.bad_input import FAILED, Case, check_case, make_project, run_case
 from tests.conftest import TINY_CATALOG
@@ -135,8 +135,8 @@ def test_truncated_tensor_data_names_the_tensor_and_the_missing_bytes(
     tmp_path: Path, model_cache: Path
 ) -> None:
     """A real model cut short inside its tensor data (a download that stopped)."""
-    from pytest_vlmbench.catalog import WeightSource
-    from pytest_vlmbench.weights import resolve
+    from pytest_vlmbench.models.catalog import WeightSource
+    from pytest_vlmbench.models.weights import resolve
 
     whole = resolve(WeightSource.parse("generated:llama-tiny", "test"),
                     catalog_dir=tmp_path, cache_dir=model_cache)

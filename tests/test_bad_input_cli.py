@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench.results import KIND
+from pytest_vlmbench.results.document import KIND
 from tests.bad_input import OK, Case, check_case, make_project, run_case
 from tests.conftest import TINY_CATALOG
 
@@ -160,7 +160,6 @@ def test_models_outside_any_project_lists_the_embedded_catalog(tmp_path: Path) -
 def test_ctrl_c_in_a_subcommand_is_one_line(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     from pytest_vlmbench import cli
-
     def interrupted(_args: object) -> int:
         raise KeyboardInterrupt
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench.catalog import (
+from pytest_vlmbench.models.catalog import (
+    EMBEDDED_CATALOG,
     LLAMA_CPP_SETTINGS,
     Catalog,
     CatalogError,
@@ -140,7 +141,7 @@ def test_weight_source_str_round_trips() -> None:
 
 
 def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
-    catalog = load_catalog(REPO / "src" / "pytest_vlmbench" / "models.toml", LLAMA)
+    catalog = load_catalog(EMBEDDED_CATALOG, LLAMA)
     assert sorted(catalog.defaults()) == ["gemma3-270m", "tiny-vlm"]
     assert catalog.get("gemma3-270m").modality == "text"
     vlm = catalog.get("tiny-vlm")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_vlmbench import compare, noise, results
+from pytest_vlmbench import compare
 from pytest_vlmbench.compare import (
     DEFAULT_RULES,
     EXIT_NOTHING_COMPARABLE,
@@ -34,8 +34,10 @@ from pytest_vlmbench.compare import (
     render_table,
     to_json,
 )
-from pytest_vlmbench.results import ResultsError
-from pytest_vlmbench.summary import summarize
+from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.metrics.summary import summarize
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.results.document import ResultsError
 
 DATA = Path(__file__).parent / "data"
 REAL = DATA / "results-20261123T102147Z-ba1e6b.json"

@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from pytest_vlmbench import options
 from pytest_vlmbench.datasets import (
     ENTRY_POINT_GROUP,
     Dataset,
@@ -39,6 +38,7 @@ from pytest_vlmbench.datasets import (
 )
 from pytest_vlmbench.datasets.images import DEFAULT_EXTENSIONS
 from pytest_vlmbench.datasets.synthetic import COLOURS, POSITIONS, SHAPES
+from pytest_vlmbench.plugin import options
 from tests.conftest import Project
 
 FIXTURE_IMAGES = Path(__file__).resolve().parent.parent / "fixtures" / "images"

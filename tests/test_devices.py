@@ -16,8 +16,8 @@ from typing import Any
 import pynvml as real
 import pytest
 
-from pytest_vlmbench import devices
-from pytest_vlmbench.devices import (
+from pytest_vlmbench.models import devices
+from pytest_vlmbench.models.devices import (
     CPU_FALLBACK,
     PROFILES,
     DeviceError,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench import gguf_synth, options
-from pytest_vlmbench.results import validate_record
-from pytest_vlmbench.summary import stage_violations
+from pytest_vlmbench.metrics.summary import stage_violations
+from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.results.document import validate_record
 from tests.conftest import Outcome
 
 REPO = Path(__file__).resolve().parent.parent

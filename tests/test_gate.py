@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench import compare, options
-from pytest_vlmbench.gate import Gate, GateError
-from pytest_vlmbench.options import Options
-from pytest_vlmbench.records import read_records
+from pytest_vlmbench import compare
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.plugin.gate import Gate, GateError
+from pytest_vlmbench.plugin.options import Options
+from pytest_vlmbench.run.records import read_records
 from tests.test_compare import DRIFT, Bench, baseline_dir, latencies, write_run
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import gguf_synth
-from pytest_vlmbench.gguf_synth import (
+from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.models.gguf_synth import (
     GEMMA_CHAT_TEMPLATE,
     ensure_generated,
     gemma3_image_tokens,

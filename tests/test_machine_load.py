@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench import machine_load, options
-from pytest_vlmbench.machine_load import CpuShare, CpuTimes
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.run import machine_load
+from pytest_vlmbench.run.machine_load import CpuShare, CpuTimes
 
 HZ = 100
 

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import cli, results
-from pytest_vlmbench.merge import (
+from pytest_vlmbench import cli
+from pytest_vlmbench.metrics.summary import METHODS, summarize
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.results.document import KIND, SCHEMA_VERSION, ResultsError
+from pytest_vlmbench.results.merge import (
     MergeError,
     MergeWarning,
     merge_documents,
@@ -19,9 +22,7 @@ from pytest_vlmbench.merge import (
     read_input,
     records_name,
 )
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import KIND, SCHEMA_VERSION, ResultsError
-from pytest_vlmbench.summary import METHODS, summarize
+from pytest_vlmbench.run.records import read_records
 
 CPU = {"name": "cpu", "description": "a CPU, no accelerator", "accelerator": "cpu",
        "memory_gb": None, "bandwidth_gbs": None, "precisions": ["fp32", "q4_k_m"],

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench import noise
-from pytest_vlmbench.noise import (
+from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.metrics.noise import (
     EXACT_MAX,
     bootstrap_ci,
     effect,
@@ -20,7 +20,7 @@ from pytest_vlmbench.noise import (
     mann_whitney_u,
     statistic,
 )
-from pytest_vlmbench.stats import percentile
+from pytest_vlmbench.metrics.stats import percentile
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -15,10 +15,11 @@ from typing import Any
 import llama_cpp
 import pytest
 
-from pytest_vlmbench import devices, options, session
 from pytest_vlmbench.backends import device_problem
 from pytest_vlmbench.backends.llama_cpp import LlamaCppBackend
-from pytest_vlmbench.devices import CPU_FALLBACK, PROFILES, NvmlGpu
+from pytest_vlmbench.models import devices
+from pytest_vlmbench.models.devices import CPU_FALLBACK, PROFILES, NvmlGpu
+from pytest_vlmbench.plugin import options, session
 from tests.conftest import Project
 
 BENCH = """

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import options
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import KIND, load, validate_record
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.results.document import KIND, load, validate_record
+from pytest_vlmbench.run.records import read_records
 from tests.conftest import Outcome, Project
 
 SAMPLES = 6

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vlmbench import options
+from pytest_vlmbench.plugin import options
 from tests.conftest import TINY_CATALOG, Project
 
 BENCH = """

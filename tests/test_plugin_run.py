@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from pytest_vlmbench import options
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import load, validate_record
-from pytest_vlmbench.summary import stage_violations
+from pytest_vlmbench.metrics.summary import stage_violations
+from pytest_vlmbench.plugin import options
+from pytest_vlmbench.results.document import load, validate_record
+from pytest_vlmbench.run.records import read_records
 from tests.conftest import Project, recompute_latency_p95, write_png
 
 RUN_BOTH_TASKS = """

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from pytest_vlmbench.metrics.roofline import roofline
 from pytest_vlmbench.power import PowerMeter, Reading, resolve
 from pytest_vlmbench.power.energy import Trace, attribute, idle_power, rails_energy
 from pytest_vlmbench.power.monitor import PowerMonitor
 from pytest_vlmbench.power.sampler import Sampler
-from pytest_vlmbench.roofline import roofline
 
 S = 1_000_000_000  # ns per second
 
@@ -237,8 +237,7 @@ def test_a_meter_that_stops_is_reported_and_nobody_waits_for_it() -> None:
 
 
 def test_process_peak_survives_a_reset() -> None:
-    from pytest_vlmbench import memory
-
+    from pytest_vlmbench.run import memory
     block = bytearray(64 * 2**20)
     for i in range(0, len(block), 4096):
         block[i] = 1

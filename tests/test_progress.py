@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from pytest_vlmbench.backends import LoadContext, LoadedModel, Request, Response, get_backend
-from pytest_vlmbench.catalog import load_catalog
 from pytest_vlmbench.datasets import ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-from pytest_vlmbench.devices import PROFILES
-from pytest_vlmbench.records import RecordWriter, read_records
-from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner, _duration
+from pytest_vlmbench.models.catalog import load_catalog
+from pytest_vlmbench.models.devices import PROFILES
+from pytest_vlmbench.run.records import RecordWriter, read_records
+from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner, _duration
 from pytest_vlmbench.tasks import GenerationParams, Task
 from tests.conftest import TINY_CATALOG
 

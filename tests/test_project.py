@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench.catalog import EMBEDDED_CATALOG
+from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG
 from pytest_vlmbench.project import Project, ProjectError, find_project
 
 LAYOUTS: dict[str, tuple[Mapping[str, str], str, str, str | None]] = {

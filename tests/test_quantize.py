@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench.catalog import CatalogError, WeightSource
-from pytest_vlmbench.quantize import QuantizeError, quantize
-from pytest_vlmbench.weights import resolve
+from pytest_vlmbench.models.catalog import CatalogError, WeightSource
+from pytest_vlmbench.models.quantize import QuantizeError, quantize
+from pytest_vlmbench.models.weights import resolve
 
 
 def test_quantized_source_is_derived_once_hashed_and_deterministic(tmp_path: Path) -> None:

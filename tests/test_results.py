@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench import environment, results
-from pytest_vlmbench.records import RecordWriter, read_records
-from pytest_vlmbench.results import (
+from pytest_vlmbench.metrics.summary import METHODS, summarize
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.results.document import (
     KIND,
     SCHEMA_VERSION,
     ResultsError,
@@ -24,7 +24,8 @@ from pytest_vlmbench.results import (
     validate_record,
     write_atomic,
 )
-from pytest_vlmbench.summary import METHODS, summarize
+from pytest_vlmbench.run import environment
+from pytest_vlmbench.run.records import RecordWriter, read_records
 
 
 def record(seq: int, **overrides: Any) -> dict[str, Any]:

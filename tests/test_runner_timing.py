@@ -18,18 +18,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_vlmbench import machine_load
 from pytest_vlmbench.backends import BackendError, Request, Response
 from pytest_vlmbench.datasets import ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-from pytest_vlmbench.records import RecordWriter, read_records
-from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner
-from pytest_vlmbench.summary import (
+from pytest_vlmbench.metrics.summary import (
     STAGE_TOLERANCE_FRACTION,
     STAGE_TOLERANCE_NS,
     stage_violations,
     summarize,
 )
+from pytest_vlmbench.run import machine_load
+from pytest_vlmbench.run.records import RecordWriter, read_records
+from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner
 from pytest_vlmbench.tasks import GenerationParams, Task
 
 DELAY_S = 0.2
@@ -212,7 +212,7 @@ def test_enough_samples_no_repeat_warning(tmp_path: Path) -> None:
 
 def test_repeat_warning_names_the_folder_and_the_warmup() -> None:
     from pytest_vlmbench.datasets import FolderDataset
-    from pytest_vlmbench.runner import repeat_warning
+    from pytest_vlmbench.run.runner import repeat_warning
 
     photos = FolderDataset("fixtures/images")
     assert repeat_warning(photos, [0, 0, 0, 0, 0, 1, 1, 1], warmups=1) == (
@@ -261,8 +261,8 @@ def test_a_dataset_without_samples_is_a_usage_mistake_before_any_request(
 def test_an_unsatisfiable_schema_is_refused_when_the_task_is_made() -> None:
     """Before any model is asked to compile it: our one line, not the grammar
     converter's complaint (the runner's checker says the same for a schema it gets)."""
-    from pytest_vlmbench.structured import ConstraintError, OutputChecker, schema_problem
     from pytest_vlmbench.tasks import TaskError
+    from pytest_vlmbench.tasks.structured import ConstraintError, OutputChecker, schema_problem
 
     schema = {"type": "integer", "minimum": 3, "maximum": 2}
     with pytest.raises(TaskError, match=r"^task 'score': schema can never be satisfied: "

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench.slo import METRICS, SLOError, breach_message, check_spec, evaluate
+from pytest_vlmbench.metrics.slo import METRICS, SLOError, breach_message, check_spec, evaluate
 
 
 def summary(**overrides: Any) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from pytest_vlmbench import results
-from pytest_vlmbench.stats import distribution, mean, percentile, stdev
+from pytest_vlmbench.metrics.stats import distribution, mean, percentile, stdev
+from pytest_vlmbench.results import document as results
 
 # Bounded so that differences of two values cannot overflow to inf (numpy and we would
 # then both return inf or nan and the comparison would say nothing).

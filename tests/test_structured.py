@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench import results
-from pytest_vlmbench.structured import ConstraintError, OutputChecker, ParseOutcome
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.tasks.structured import ConstraintError, OutputChecker, ParseOutcome
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -206,7 +206,7 @@ def value_and_schema(draw: st.DrawFn) -> tuple[Any, Any]:
 def test_a_schema_some_value_satisfies_is_never_flagged(case: tuple[Any, Any]) -> None:
     from jsonschema import Draft202012Validator
 
-    from pytest_vlmbench.structured import unsatisfiable
+    from pytest_vlmbench.tasks.structured import unsatisfiable
 
     value, schema = case
     Draft202012Validator.check_schema(schema)
@@ -251,7 +251,7 @@ CONTRADICTIONS: list[tuple[Any, str]] = [
 @pytest.mark.parametrize(("schema", "reason"), CONTRADICTIONS,
                          ids=[r for _, r in CONTRADICTIONS])
 def test_each_contradiction_is_named(schema: Any, reason: str) -> None:
-    from pytest_vlmbench.structured import unsatisfiable
+    from pytest_vlmbench.tasks.structured import unsatisfiable
 
     found = unsatisfiable(schema)
     assert found is not None
@@ -270,7 +270,7 @@ def test_a_contradiction_where_a_value_is_required_is_always_caught(
     """Wherever a contradiction must hold (alongside, in a required property, in the
     items of a non-empty array, in every anyOf branch), the schema is refused; where it
     need not (an optional property, one anyOf branch of two), it is not."""
-    from pytest_vlmbench.structured import unsatisfiable
+    from pytest_vlmbench.tasks.structured import unsatisfiable
 
     _, fine = case
     bad, _ = contradiction
@@ -327,7 +327,7 @@ def test_a_flagged_schema_rejects_every_value_tried(schema: Any, values: list[An
     """Soundness on random schemas: when any value validates, the schema is not flagged."""
     from jsonschema import Draft202012Validator
 
-    from pytest_vlmbench.structured import unsatisfiable
+    from pytest_vlmbench.tasks.structured import unsatisfiable
 
     validator = Draft202012Validator(schema)
     if any(validator.is_valid(v) for v in values):

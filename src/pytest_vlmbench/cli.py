@@ -26,17 +26,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pytest_vlmbench import devices, machine_load, table
-from pytest_vlmbench.catalog import CatalogError, load_catalog
-from pytest_vlmbench.options import (
+from pytest_vlmbench.models import devices
+from pytest_vlmbench.models.catalog import CatalogError, load_catalog
+from pytest_vlmbench.plugin.options import (
     DEFAULT_BASELINE_RUNS,
     DEFAULT_DRIFT_ALLOWANCE,
     allowance,
     int_at_least,
 )
 from pytest_vlmbench.project import ProjectError, Resolved, find_project
-from pytest_vlmbench.records import read_records
-from pytest_vlmbench.results import ResultsError, load, records_path, validate_record
+from pytest_vlmbench.report import table
+from pytest_vlmbench.results.document import ResultsError, load, records_path, validate_record
+from pytest_vlmbench.run import machine_load
+from pytest_vlmbench.run.records import read_records
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
@@ -118,7 +120,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from pytest_vlmbench.merge import merge_files  # only this subcommand needs it
+    from pytest_vlmbench.results.merge import merge_files  # only this subcommand needs it
 
     out = Path(args.out)
     try:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import iniconfig
 
-from pytest_vlmbench.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
 from pytest_vlmbench.errors import UserInputError
+from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
 
 CATALOG_KEY = "vlm_catalog"
 OUT_KEY = "vlm_out"

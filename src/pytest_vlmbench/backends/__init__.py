@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from pytest_vlmbench import registry
-from pytest_vlmbench.catalog import ModelSpec
+from pytest_vlmbench import extensions
 from pytest_vlmbench.datasets import PreparedImage
-from pytest_vlmbench.devices import DeviceProfile
+from pytest_vlmbench.models.catalog import ModelSpec
+from pytest_vlmbench.models.devices import DeviceProfile
 from pytest_vlmbench.tasks import GenerationParams, Task
 
 ENTRY_POINT_GROUP = "pytest_vlmbench.backends"
@@ -123,13 +123,13 @@ BackendFactory = Callable[[], Backend]
 
 
 def _resolve(target: str) -> BackendFactory:
-    factory: BackendFactory = registry.load(target)
+    factory: BackendFactory = extensions.load(target)
     return factory
 
 
 def available() -> dict[str, str]:
     """Backend names -> import targets, built-ins first, then installed entry points."""
-    return registry.names(BUILTIN, ENTRY_POINT_GROUP)
+    return extensions.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def device_problem(backend: Backend, device: DeviceProfile) -> str | None:

@@ -39,11 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench import gguf_synth
 from pytest_vlmbench.backends import BackendError, LoadContext, Progress, Request, Response
-from pytest_vlmbench.catalog import CatalogError, ModelSpec, check_llama_cpp_settings
-from pytest_vlmbench.devices import DeviceProfile
-from pytest_vlmbench.native_log import (
+from pytest_vlmbench.backends.native_log import (
     error_mark,
     errors_since,
     interrupt_pending,
@@ -53,15 +50,18 @@ from pytest_vlmbench.native_log import (
     route_line,
     sigint_deferred,
 )
-from pytest_vlmbench.structured import ConstraintError
-from pytest_vlmbench.tasks import Task
-from pytest_vlmbench.weights import (
+from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.models.catalog import CatalogError, ModelSpec, check_llama_cpp_settings
+from pytest_vlmbench.models.devices import DeviceProfile
+from pytest_vlmbench.models.weights import (
     Artifact,
     WeightsError,
     gguf_header_problem,
     gguf_magic_problem,
     resolve,
 )
+from pytest_vlmbench.tasks import Task
+from pytest_vlmbench.tasks.structured import ConstraintError
 
 import llama_cpp  # isort: skip  # the backend module is imported only when used
 from llama_cpp.llama_chat_format import MTMDChatHandler  # isort: skip
@@ -377,7 +377,7 @@ class LlamaCppModel:
         if ctx.threads is not None:  # the command line wins over the catalog
             settings["n_threads"] = settings["n_threads_batch"] = ctx.threads
         if settings["n_threads"] is None:
-            from pytest_vlmbench.devices import cpu_threads
+            from pytest_vlmbench.models.devices import cpu_threads
 
             settings["n_threads"] = settings["n_threads_batch"] = cpu_threads()
         self._prompt_cache = bool(settings.pop("prompt_cache"))

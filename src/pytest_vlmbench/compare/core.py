@@ -6,7 +6,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_vlmbench import noise
 from pytest_vlmbench.compare.rules import (
     DEFAULT_RULES,
     METRICS,
@@ -28,7 +27,8 @@ from pytest_vlmbench.compare.verdicts import (
     Verdict,
     judge,
 )
-from pytest_vlmbench.results import ResultsError
+from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.results.document import ResultsError
 
 EXIT_OK = 0
 """No gated metric regressed."""
@@ -117,7 +117,7 @@ def _busy(side: str, entry: Mapping[str, Any]) -> str | None:
     machine = entry.get("machine")
     if not isinstance(machine, dict) or machine.get("busy") is not True:
         return None
-    from pytest_vlmbench.machine_load import describe
+    from pytest_vlmbench.run.machine_load import describe
 
     amount = describe(machine)  # "other processes took 45% of 2 CPUs (0.9 CPU), steal 0%"
     details = [amount] if amount else [

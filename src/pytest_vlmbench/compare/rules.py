@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pytest_vlmbench.noise import Statistic
+from pytest_vlmbench.metrics.noise import Statistic
 
 DEFAULT_RULE_SPECS = (
     "p50_latency:+10%", "tokens_per_s:-10%", "parse_rate:-0.05", "success_rate:-0.01",

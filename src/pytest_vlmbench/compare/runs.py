@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pytest_vlmbench.compare.samples import Columns, RunBenchmark, columns_of, read_columns
-from pytest_vlmbench.results import KIND, ResultsError, existing_records_path, load, loads
+from pytest_vlmbench.results.document import KIND, ResultsError, existing_records_path, load, loads
 
 DEFAULT_DIR = Path(".vlmbench")  # the plugin's default output directory (options.DEFAULT_OUT_DIR)
 LATEST = "latest"

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_vlmbench import noise
 from pytest_vlmbench.compare.rules import Metric
-from pytest_vlmbench.results import (
+from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.results.document import (
     SAMPLE_EVERY,
     SAMPLE_HEAD,
     check_record,

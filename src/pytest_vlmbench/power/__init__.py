@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pytest_vlmbench import registry
+from pytest_vlmbench import extensions
 
 ENTRY_POINT_GROUP = "pytest_vlmbench.power_meters"
 DEFAULT_INTERVAL_S = 0.1
@@ -119,7 +119,7 @@ class PowerMeter:
 
 
 def _load_class(target: str) -> type[PowerMeter]:
-    cls = registry.load(target)
+    cls = extensions.load(target)
     if not (isinstance(cls, type) and issubclass(cls, PowerMeter)):
         raise MeterUnavailable(f"{target} is not a pytest_vlmbench.power.PowerMeter subclass")
     return cls
@@ -127,7 +127,7 @@ def _load_class(target: str) -> type[PowerMeter]:
 
 def registered() -> dict[str, str]:
     """Every meter name -> its "module:class", built-ins first, then entry points."""
-    return registry.names(BUILTIN, ENTRY_POINT_GROUP)
+    return extensions.names(BUILTIN, ENTRY_POINT_GROUP)
 
 
 def known_names() -> list[str]:

@@ -21,8 +21,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pytest_vlmbench.metrics.stats import distribution
 from pytest_vlmbench.power import Reading
-from pytest_vlmbench.stats import distribution
 
 PER_REQUEST_MIN_RESOLUTIONS = 2.0
 SHORT_WINDOW_RESOLUTIONS = 5.0

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench import memory
 from pytest_vlmbench.power import Resolution, resolve
 from pytest_vlmbench.power.energy import attribute, idle_power
 from pytest_vlmbench.power.sampler import Sampler
+from pytest_vlmbench.run import memory
 
 
 @dataclass(frozen=True)

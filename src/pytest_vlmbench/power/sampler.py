@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pytest_vlmbench import memory
 from pytest_vlmbench.power import PowerMeter, Reading
+from pytest_vlmbench.run import memory
 
 DEAD_AFTER_FAILURES = 20  # consecutive failed polls before a meter is given up
 

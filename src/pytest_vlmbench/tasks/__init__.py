@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_vlmbench.errors import UsageMistake
-from pytest_vlmbench.structured import ConstraintError, OutputChecker, schema_problem
+from pytest_vlmbench.tasks.structured import ConstraintError, OutputChecker, schema_problem
 
 DEFAULT_TEXT_TEMPLATE = "Picture: {description}\n\n{prompt}"
 

@@ -37,7 +37,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_vlmbench.stats import percentile
+from pytest_vlmbench.metrics.stats import percentile
 
 EXACT_MAX = 20
 """Largest sample size (each side) for the exact Mann-Whitney distribution."""

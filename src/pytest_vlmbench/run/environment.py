@@ -20,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.devices import cpu_threads
+from pytest_vlmbench.models.devices import cpu_threads
 
 _PACKAGES = ("pytest-vlmbench", "pytest", "llama-cpp-python", "jsonschema", "pillow", "numpy",
              "gguf", "pytest-benchmark", "pytest-xdist")

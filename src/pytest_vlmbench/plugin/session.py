@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_vlmbench import __version__, devices, environment, machine_load, memory
+from pytest_vlmbench import __version__
 from pytest_vlmbench.backends import (
     BackendError,
     LoadContext,
@@ -28,25 +28,27 @@ from pytest_vlmbench.backends import (
     device_problem,
     get_backend,
 )
-from pytest_vlmbench.catalog import (
+from pytest_vlmbench.backends.native_log import native_stderr_to
+from pytest_vlmbench.metrics.summary import METHODS
+from pytest_vlmbench.models import devices
+from pytest_vlmbench.models.catalog import (
     Catalog,
     CatalogError,
     ModelSpec,
     did_you_mean,
     load_catalog,
 )
-from pytest_vlmbench.devices import CPU_FALLBACK, Detection, DeviceProfile
-from pytest_vlmbench.native_log import native_stderr_to
-from pytest_vlmbench.options import DEFAULT_OUT_DIR, Options
+from pytest_vlmbench.models.devices import CPU_FALLBACK, Detection, DeviceProfile
+from pytest_vlmbench.plugin.options import DEFAULT_OUT_DIR, Options
 from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
 from pytest_vlmbench.power.monitor import PowerMonitor
-from pytest_vlmbench.records import RecordWriter
-from pytest_vlmbench.results import KIND, SCHEMA_VERSION, ResultsError, write_atomic
-from pytest_vlmbench.runner import ModelCase
-from pytest_vlmbench.summary import METHODS
+from pytest_vlmbench.results.document import KIND, SCHEMA_VERSION, ResultsError, write_atomic
+from pytest_vlmbench.run import environment, machine_load, memory
+from pytest_vlmbench.run.records import RecordWriter
+from pytest_vlmbench.run.runner import ModelCase
 
 if TYPE_CHECKING:
-    from pytest_vlmbench.gate import Gate
+    from pytest_vlmbench.plugin.gate import Gate
 
 
 @dataclass
@@ -500,7 +502,7 @@ class VlmSession:
 
     def merge_workers(self, interrupted: bool) -> None:
         """pytest-xdist controller: merge the workers' partial documents into ours."""
-        from pytest_vlmbench.parallel import merge_partials, worker_dir
+        from pytest_vlmbench.plugin.parallel import merge_partials, worker_dir
 
         directory = worker_dir(self.results_path, self.run_id)
         try:

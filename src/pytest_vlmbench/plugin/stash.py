@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_vlmbench.session import VlmSession
+from pytest_vlmbench.plugin.session import VlmSession
 
 SESSION_KEY = pytest.StashKey[VlmSession]()

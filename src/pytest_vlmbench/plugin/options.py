@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vlmbench.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
-from pytest_vlmbench.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
-from pytest_vlmbench.devices import PROFILES
+from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
+from pytest_vlmbench.models.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
+from pytest_vlmbench.models.devices import PROFILES
 
 DEVICE = "--vlm-device"
 MODELS = "--vlm-models"

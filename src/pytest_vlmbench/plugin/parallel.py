@@ -80,7 +80,7 @@ def merge_partials(directory: Path, out: Path,
     """Merge the workers' documents into `out` and remove them; returns the merged
     document and its warnings, or None when no worker wrote one. A failed merge
     (MergeError) leaves the partial files where they are."""
-    from pytest_vlmbench.merge import merge_files
+    from pytest_vlmbench.results.merge import merge_files
 
     partials = partial_documents(directory)
     result = None

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench import gguf_synth
-from pytest_vlmbench.catalog import WeightSource
+from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.models.catalog import WeightSource
 
 
 class WeightsError(Exception):
@@ -135,7 +135,7 @@ def _from_hf(value: str) -> Path:
 
 
 def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path:
-    from pytest_vlmbench.quantize import QuantizeError, derived_path, quantize
+    from pytest_vlmbench.models.quantize import QuantizeError, derived_path, quantize
 
     quant = source.value.partition(":")[0]
     base = resolve(source.inner, catalog_dir=catalog_dir, cache_dir=cache_dir)

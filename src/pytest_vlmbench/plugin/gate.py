@@ -38,7 +38,7 @@ from pytest_vlmbench.compare import (
     parse_rules,
     render_markdown,
 )
-from pytest_vlmbench.results import ResultsError
+from pytest_vlmbench.results.document import ResultsError
 
 LATEST_FROM = "the output directory, where this run's results file goes (--vlm-out)"
 """What `latest` is, in an error: the user did not name the directory searched."""

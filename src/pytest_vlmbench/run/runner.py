@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_vlmbench import machine_load, memory
 from pytest_vlmbench.backends import LoadedModel, Progress, Request
 from pytest_vlmbench.datasets import (
     Dataset,
@@ -36,12 +35,13 @@ from pytest_vlmbench.datasets import (
     dataset_notes,
 )
 from pytest_vlmbench.datasets.images import prepare_image
+from pytest_vlmbench.metrics.roofline import roofline
+from pytest_vlmbench.metrics.summary import stage_warning, summarize, warmup_warning
 from pytest_vlmbench.power.monitor import PowerMonitor, Window
-from pytest_vlmbench.records import RecordWriter
-from pytest_vlmbench.roofline import roofline
-from pytest_vlmbench.structured import ParseOutcome
-from pytest_vlmbench.summary import stage_warning, summarize, warmup_warning
+from pytest_vlmbench.run import machine_load, memory
+from pytest_vlmbench.run.records import RecordWriter
 from pytest_vlmbench.tasks import Task
+from pytest_vlmbench.tasks.structured import ParseOutcome
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_vlmbench.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
-from pytest_vlmbench.structured import ParseOutcome
+from pytest_vlmbench.metrics.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
+from pytest_vlmbench.tasks.structured import ParseOutcome
 
 METHODS = {
     "percentile": PERCENTILE_METHOD,

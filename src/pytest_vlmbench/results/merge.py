@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench import __version__, environment
-from pytest_vlmbench.results import (
+from pytest_vlmbench import __version__
+from pytest_vlmbench.results.document import (
     KIND,
     SCHEMA_VERSION,
     ResultsError,
@@ -36,6 +36,7 @@ from pytest_vlmbench.results import (
     write_atomic,
     write_text_atomic,
 )
+from pytest_vlmbench.run import environment
 
 Document = dict[str, Any]
 Record = dict[str, Any]

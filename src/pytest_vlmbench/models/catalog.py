@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.devices import known_precisions
+from pytest_vlmbench.models.devices import known_precisions
 
 EMBEDDED_CATALOG = Path(__file__).with_name("models.toml")
 """The catalog the package ships: the embedded default models and opt-in real VLMs."""
@@ -141,7 +141,7 @@ class WeightSource:
         if kind == "hf" and value.count("/") < 2:
             raise CatalogError(f"{where}: 'hf:' source {text!r} must be hf:OWNER/REPO/FILE")
         if kind == "quantized":
-            from pytest_vlmbench.quantize import FTYPES
+            from pytest_vlmbench.models.quantize import FTYPES
 
             quant, sep, inner = value.partition(":")
             if not sep or quant not in FTYPES:

@@ -24,7 +24,7 @@ try:  # JSON text to Python, 3-5x the standard library's speed on 100,000-record
 except ImportError:  # pragma: no cover - orjson is a dependency; json is the fallback
     from json import loads as loads  # type: ignore[assignment]
 
-from pytest_vlmbench.records import read_records
+from pytest_vlmbench.run.records import read_records
 
 SCHEMA_VERSION = 1
 KIND = "pytest-vlmbench-results"
@@ -36,7 +36,8 @@ class ResultsError(Exception):
 
 @cache
 def schema() -> dict[str, Any]:
-    text = files("pytest_vlmbench").joinpath("schema/results.schema.json").read_text("utf-8")
+    schema_file = files("pytest_vlmbench.results").joinpath("schema/results.schema.json")
+    text = schema_file.read_text("utf-8")
     loaded: dict[str, Any] = json.loads(text)
     return loaded
 

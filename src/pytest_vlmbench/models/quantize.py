@@ -94,7 +94,7 @@ def quantize(source: Path, target: Path, quant: str, *, threads: int | None = No
             "deriving a precision needs llama.cpp's quantiser: pip install "
             "'pytest-vlmbench[llama]'"
         ) from None
-    from pytest_vlmbench.devices import cpu_threads
+    from pytest_vlmbench.models.devices import cpu_threads
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")

@@ -14,18 +14,19 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import benchmark_bridge, environment
 from pytest_vlmbench.backends import BackendError
+from pytest_vlmbench.backends.native_log import Capture, native_stderr_to
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
 from pytest_vlmbench.errors import UsageMistake
-from pytest_vlmbench.native_log import Capture, native_stderr_to
-from pytest_vlmbench.runner import BenchmarkPlan, ModelCase, Runner
-from pytest_vlmbench.session import LoadedHandle, VlmSession
-from pytest_vlmbench.slo import SLOError, breach_message, check_spec, evaluate
-from pytest_vlmbench.stash import SESSION_KEY
-from pytest_vlmbench.structured import ConstraintError
+from pytest_vlmbench.metrics.slo import SLOError, breach_message, check_spec, evaluate
+from pytest_vlmbench.plugin import benchmark_bridge
+from pytest_vlmbench.plugin.session import LoadedHandle, VlmSession
+from pytest_vlmbench.plugin.stash import SESSION_KEY
+from pytest_vlmbench.run import environment
+from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner
 from pytest_vlmbench.tasks import Task, builtin_tasks
+from pytest_vlmbench.tasks.structured import ConstraintError
 
 
 def _session(config: pytest.Config) -> VlmSession:

@@ -14,16 +14,18 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench import benchmark_bridge, devices, parallel, table
-from pytest_vlmbench.catalog import CatalogError
-from pytest_vlmbench.devices import DeviceError
 from pytest_vlmbench.errors import UsageMistake, UserInputError
-from pytest_vlmbench.fixtures import vlm_bench, vlm_dataset, vlm_model
-from pytest_vlmbench.options import Options, register, register_aliases
+from pytest_vlmbench.models import devices
+from pytest_vlmbench.models.catalog import CatalogError
+from pytest_vlmbench.models.devices import DeviceError
+from pytest_vlmbench.plugin import benchmark_bridge, parallel
+from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model
+from pytest_vlmbench.plugin.options import Options, register, register_aliases
+from pytest_vlmbench.plugin.session import VlmSession
+from pytest_vlmbench.plugin.stash import SESSION_KEY
 from pytest_vlmbench.power import MeterUnavailable, known_names
-from pytest_vlmbench.runner import ModelCase
-from pytest_vlmbench.session import VlmSession
-from pytest_vlmbench.stash import SESSION_KEY
+from pytest_vlmbench.report import table
+from pytest_vlmbench.run.runner import ModelCase
 
 __all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
 
@@ -292,7 +294,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         return
     worker = hasattr(session.config, "workerinput")
     if vlm.options.compare:
-        from pytest_vlmbench.gate import Gate, GateError  # numpy: only when comparing
+        from pytest_vlmbench.plugin.gate import Gate, GateError  # numpy: only when comparing
 
         # `latest` means the newest run in the output directory; a worker writes into
         # workers-<run id>/ below it.

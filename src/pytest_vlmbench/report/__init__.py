@@ -1,0 +1,1 @@
+"""Presenting results: the one table renderer the terminal summary and compare share."""
