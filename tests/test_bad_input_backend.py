@@ -198,7 +198,7 @@ def test_backend_log_keeps_llama_cpp_diagnostics_but_no_prompt(
 # while a native call runs, which is where a KeyboardInterrupt used to be lost.
 SIGINT_AT_LINE = """
 import os, signal
-from pytest_vlmbench.backends import llama_cpp as backend
+from pytest_vlmbench.backends.llama_cpp import callbacks as backend
 
 _route, _seen = backend.route_line, [0]
 

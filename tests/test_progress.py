@@ -17,13 +17,21 @@ from typing import Any
 
 import pytest
 
-from pytest_vlmbench.backends import LoadContext, LoadedModel, Request, Response, get_backend
+from pytest_vlmbench.backends import (
+    Capabilities,
+    LoadContext,
+    LoadedModel,
+    Request,
+    Response,
+    get_backend,
+)
 from pytest_vlmbench.datasets import ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
 from pytest_vlmbench.models.catalog import load_catalog
 from pytest_vlmbench.models.devices import PROFILES
 from pytest_vlmbench.run.records import RecordWriter, read_records
-from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner, _duration
+from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner
+from pytest_vlmbench.run.ticker import duration as _duration
 from pytest_vlmbench.tasks import GenerationParams, Task
 from tests.conftest import TINY_CATALOG
 
@@ -122,6 +130,7 @@ class Sleeps:
         self.settings: dict[str, Any] = {}
         self.artifacts: list[dict[str, Any]] = []
         self.timings_ns = {"resolve": 0, "load": 1}
+        self.capabilities = Capabilities(counts=("prefill_tokens",))
         self.requests: list[Request] = []
 
     def prepare(self, task: Task) -> None:

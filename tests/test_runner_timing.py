@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_vlmbench.backends import BackendError, Request, Response
+from pytest_vlmbench.backends import BackendError, Capabilities, Request, Response
 from pytest_vlmbench.datasets import ImagePrep
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes
 from pytest_vlmbench.metrics.summary import (
@@ -43,6 +43,7 @@ class SlowThenFails:
         self.settings: dict[str, Any] = {}
         self.artifacts: list[dict[str, Any]] = []
         self.timings_ns = {"resolve": 0, "load": 1}
+        self.capabilities = Capabilities(stages=("prefill",), counts=("prefill_tokens",))
 
     def prepare(self, task: Task) -> None:
         return None

@@ -82,16 +82,45 @@ class Response:
     counts: dict[str, int] = field(default_factory=dict)  # e.g. prefill_tokens, image_tokens
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a loaded model can do and what its responses report, declared as data by the
+    backend: the runner decides by it (a constrained task on a model that cannot
+    constrain is one line, before any request), and tests check every response against
+    it. The defaults declare nothing: a backend claims only what it really does."""
+
+    streaming: bool = False
+    """Responses stream: `t_first_token_ns` is when the first content arrived (TTFT),
+    not a guess from the end of the request."""
+    images: bool = False
+    """Requests may carry images (a vision model with its projector loaded)."""
+    grammar: bool = False
+    """`prepare` turns a task's GBNF grammar into a constraint the sampler obeys."""
+    json_schema: bool = False
+    """`prepare` turns a task's JSON schema into a constraint the sampler obeys."""
+    batch: bool = False
+    """One `generate` call serves several requests together (batched decoding)."""
+    concurrency: int = 1
+    """How many `generate` calls may run at once on this loaded model."""
+    stages: tuple[str, ...] = ()
+    """Every name a response may report in `stages_ns` (some only for some requests)."""
+    counts: tuple[str, ...] = ()
+    """Every name a response may report in `counts` (e.g. `context_full` only when it
+    happened)."""
+    decode_bytes_per_token: int | None = None
+    """For the roofline: weight bytes one decode step reads; None when the backend cannot
+    tell (then the roofline says so)."""
+    decode_bytes_source: str | None = None
+    """How `decode_bytes_per_token` was counted, recorded beside the roofline."""
+
+
 class LoadedModel(Protocol):
     """A model ready to serve; `settings` are the speed-deciding settings, recorded."""
 
     settings: dict[str, Any]
     artifacts: list[dict[str, Any]]  # weight files: path, bytes, sha256, source
     timings_ns: dict[str, int]  # "resolve" (find/fetch/generate weights), "load"
-    # Optional, for the roofline: weight bytes one decode step reads, and how that was
-    # counted. Backends that cannot tell leave them out (read with getattr).
-    # decode_bytes_per_token: int | None
-    # decode_bytes_source: str
+    capabilities: Capabilities  # what it can do and report, for this model as loaded
 
     def prepare(self, task: Task) -> Any:
         """Compile the task's constraint once (grammar, schema); raise on a bad one."""
