@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_vlmbench.metrics.summary import stage_violations
-from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.models import synthetic, weights
 from pytest_vlmbench.plugin import options
 from pytest_vlmbench.results.document import validate_record
 from tests.conftest import Outcome
@@ -85,8 +85,8 @@ def test_default_suite_runs_both_embedded_models(
     # The projector is generated deterministically: the recorded hash is reproducible.
     (vlm_load,) = [e for e in doc["loads"] if e["model"] == "tiny-vlm"]
     projector = next(a for a in vlm_load["artifacts"] if a["source"] == "generated:gemma3-tiny")
-    fresh = gguf_synth.write_gemma3_projector(tmp_path / "p.gguf", text_embd=640, seed=0)
-    assert projector["sha256"] == gguf_synth.sha256_file(fresh)
+    fresh = synthetic.write_gemma3_projector(tmp_path / "p.gguf", text_embd=640, seed=0)
+    assert projector["sha256"] == weights.sha256_file(fresh)
     assert all(e["count"] == 1 for e in doc["loads"])
     (q8_load,) = [e for e in doc["loads"] if e["precision"] == "q8_0"]
     assert q8_load["artifacts"][0]["source"].startswith("quantized:q8_0:")

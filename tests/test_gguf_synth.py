@@ -11,21 +11,21 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
-from pytest_vlmbench.models import gguf_synth
-from pytest_vlmbench.models.gguf_synth import (
-    GEMMA_CHAT_TEMPLATE,
-    ensure_generated,
+from pytest_vlmbench.models import chat_template, synthetic
+from pytest_vlmbench.models.chat_template import GEMMA_CHAT_TEMPLATE
+from pytest_vlmbench.models.synthetic import (
     gemma3_image_tokens,
     mlp_image_tokens,
-    sha256_file,
     write_gemma3_projector,
     write_mlp_projector,
     write_tiny_llama,
 )
+from pytest_vlmbench.models.weights import ensure_generated, sha256_file
 
 WRITERS: dict[str, Callable[..., Path]] = {
     "gemma3": functools.partial(write_gemma3_projector, text_embd=640),
@@ -245,5 +245,6 @@ def test_gemma3_projector_with_gemma3_270m(tmp_path: Path, llama_cpp: Any) -> No
         assert with_image - text_only == gemma3_image_tokens() + 2
 
 
-def test_module_exports() -> None:
-    assert set(gguf_synth.__all__) <= set(dir(gguf_synth))
+@pytest.mark.parametrize("module", [synthetic, chat_template])
+def test_module_exports(module: ModuleType) -> None:
+    assert set(module.__all__) <= set(dir(module))

@@ -32,7 +32,7 @@ def bare(samples: int, warmup: int, threads: int) -> None:
     import llama_cpp
 
     from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-    from pytest_vlmbench.models.gguf_synth import GEMMA_CHAT_TEMPLATE
+    from pytest_vlmbench.models.chat_template import GEMMA_CHAT_TEMPLATE
     from pytest_vlmbench.tasks import CAPTION_BRIEF as task
 
     model = gemma.assemble(

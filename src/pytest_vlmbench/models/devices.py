@@ -16,6 +16,7 @@ formula and the readings in the profile, instead of being treated as a CPU.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -94,25 +95,22 @@ _ADA_HOPPER = _precisions(*_FLOAT_ALL, "fp8", *_GPU_INT, *GGUF_QUANTS)
 _BLACKWELL = _precisions(*_FLOAT_ALL, "fp8", "fp4", *_GPU_INT, *GGUF_QUANTS)
 
 
-def _gpu(
-    name: str, description: str, memory_gb: float, bandwidth_gbs: float,
-    precisions: tuple[str, ...], nvml_names: tuple[str, ...], source: str,
+def _from_sheet(
+    accelerator: str, power_meter: str, name: str, description: str, memory_gb: float,
+    bandwidth_gbs: float, precisions: tuple[str, ...], ids: tuple[str, ...], source: str,
 ) -> DeviceProfile:
+    """A profile from the vendor's spec sheet that `source` names; `ids` find the
+    machine: a GPU's NVML names, or substrings of a Jetson's device-tree model."""
+    gpu = accelerator == "cuda"
     return DeviceProfile(
-        name, description, "cuda", memory_gb, bandwidth_gbs, precisions, "nvml",
-        nvml_names=tuple(nvml_key(n) for n in nvml_names),
+        name, description, accelerator, memory_gb, bandwidth_gbs, precisions, power_meter,
+        match=() if gpu else ids, nvml_names=tuple(nvml_key(n) for n in ids) if gpu else (),
         bandwidth_source=f"{source}: {bandwidth_gbs:g} GB/s",
     )
 
 
-def _jetson(
-    name: str, description: str, memory_gb: float, bandwidth_gbs: float,
-    precisions: tuple[str, ...], match: tuple[str, ...], source: str,
-) -> DeviceProfile:
-    return DeviceProfile(
-        name, description, "jetson", memory_gb, bandwidth_gbs, precisions, "tegrastats",
-        match=match, bandwidth_source=f"{source}: {bandwidth_gbs:g} GB/s",
-    )
+_gpu = functools.partial(_from_sheet, "cuda", "nvml")
+_jetson = functools.partial(_from_sheet, "jetson", "tegrastats")
 
 
 # Memory and bandwidth from the vendors' spec sheets (the source names which). The NVML

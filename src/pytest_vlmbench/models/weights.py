@@ -7,16 +7,19 @@ and modification time; none of this happens inside a timed region.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import json
 import os
 import struct
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.models import gguf_synth
+from pytest_vlmbench.models import synthetic
 from pytest_vlmbench.models.catalog import WeightSource
 
 
@@ -41,16 +44,16 @@ class Artifact:
 # fast tests. `generated:NAME@SEED` picks another seed.
 def _gemma3_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
     return (f"mmproj-gemma3-tiny-s{seed}.gguf",
-            lambda p: gguf_synth.write_gemma3_projector(p, text_embd=640, seed=seed))
+            lambda p: synthetic.write_gemma3_projector(p, text_embd=640, seed=seed))
 
 
 def _llama_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
-    return (f"llama-tiny-s{seed}.gguf", lambda p: gguf_synth.write_tiny_llama(p, seed=seed))
+    return (f"llama-tiny-s{seed}.gguf", lambda p: synthetic.write_tiny_llama(p, seed=seed))
 
 
 def _mlp_tiny(seed: int) -> tuple[str, Callable[[Path], Path]]:
     return (f"mmproj-mlp-tiny-s{seed}.gguf",
-            lambda p: gguf_synth.write_mlp_projector(p, text_embd=64, seed=seed, blocks=2))
+            lambda p: synthetic.write_mlp_projector(p, text_embd=64, seed=seed, blocks=2))
 
 
 GENERATED: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {
@@ -58,6 +61,43 @@ GENERATED: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {
     "llama-tiny": _llama_tiny,
     "mlp-tiny": _mlp_tiny,
 }
+
+
+def ensure_generated(cache_dir: Path, name: str, writer: Callable[[Path], Path]) -> Path:
+    """Return ``cache_dir/name``, writing it with ``writer`` if it is missing.
+
+    The file is written to a temporary name in the same directory and moved
+    into place with ``os.replace``, so readers never see a partial file and
+    two racing processes both end with one complete file (the later replace
+    wins; the writers are deterministic, so the bytes are the same).
+    """
+    cache_dir = Path(cache_dir)
+    target = cache_dir / name
+    if target.exists():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp: Path | None = None
+    try:  # Ctrl-C anywhere in here (writing a large model takes a while) leaves no file
+        fd, tmp_name = tempfile.mkstemp(dir=cache_dir, prefix=f".{name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        os.close(fd)
+        writer(tmp)
+        tmp.chmod(0o644)  # mkstemp makes 0600; the cache is meant to be read by others
+        tmp.replace(target)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    return target
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks; recorded so runs name their weights."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_cached(path: Path, cache_dir: Path) -> str:
@@ -73,7 +113,7 @@ def sha256_cached(path: Path, cache_dir: Path) -> str:
             known = {}
     if key in known:
         return known[key]
-    digest = gguf_synth.sha256_file(path)
+    digest = sha256_file(path)
     known[key] = digest
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = index.with_suffix(f".{os.getpid()}.tmp")
@@ -174,7 +214,7 @@ def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Arti
         except ValueError:
             raise WeightsError(f"generated:{source.value}: seed must be an integer") from None
         file_name, writer = GENERATED[name](seed)
-        path = gguf_synth.ensure_generated(cache_dir / "generated", file_name, writer)
+        path = ensure_generated(cache_dir / "generated", file_name, writer)
     else:  # pragma: no cover - WeightSource.parse rejects other kinds
         raise WeightsError(f"unknown weight source {source}")
     sha = known_sha or sha256_cached(path, cache_dir)

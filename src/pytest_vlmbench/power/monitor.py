@@ -10,7 +10,7 @@ cost, or why there is no meter).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,24 +28,21 @@ class Window:
     hwm_reset: bool
 
 
+@dataclass(eq=False)  # one session's monitor: equal only to itself
 class PowerMonitor:
     """Owns the meter and the sampler for a session."""
 
-    def __init__(
-        self, requested: str, profile_meter: str, interval_s: float, idle_s: float,
-        trace_path: Path | None, device: str = "",
-    ) -> None:
-        self.device = device
-        self.requested = requested
-        self.profile_meter = profile_meter
-        self.interval_s = interval_s
-        self.idle_s = idle_s
-        self.trace_path = trace_path
-        self.resolution: Resolution | None = None
-        self.sampler: Sampler | None = None
-        self.idle: dict[str, Any] | None = None
-        # Set under pytest-xdist when other workers draw on what this meter measures.
-        self.shared_note: str | None = None
+    requested: str
+    profile_meter: str
+    interval_s: float
+    idle_s: float
+    trace_path: Path | None
+    device: str = ""
+    resolution: Resolution | None = field(default=None, init=False)
+    sampler: Sampler | None = field(default=None, init=False)
+    idle: dict[str, Any] | None = field(default=None, init=False)
+    shared_note: str | None = field(default=None, init=False)
+    """Set under pytest-xdist when other workers draw on what this meter measures."""
 
     @property
     def started(self) -> bool:

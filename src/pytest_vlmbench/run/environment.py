@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench.models.devices import cpu_threads
+from pytest_vlmbench.run.memory import proc_kb
 
 _PACKAGES = ("pytest-vlmbench", "pytest", "llama-cpp-python", "jsonschema", "pillow", "numpy",
              "gguf", "pytest-benchmark", "pytest-xdist")
@@ -202,16 +203,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _memory_bytes() -> int | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
-
-
 def _git(rootdir: Path) -> dict[str, Any] | None:
     try:
         commit = subprocess.run(
@@ -244,7 +235,7 @@ def capture(rootdir: Path) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu": _cpu_model(),
         "cpu_threads_available": cpu_threads(),
-        "memory_bytes": _memory_bytes(),
+        "memory_bytes": proc_kb(Path("/proc/meminfo"), "MemTotal"),
         "python": sys.version.split()[0],
         "packages": packages(),
         "git": _git(rootdir),

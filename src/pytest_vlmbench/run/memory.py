@@ -36,14 +36,23 @@ def peak_rss_bytes() -> int | None:
     return _peak_seen
 
 
+def proc_kb(path: Path, key: str) -> int | None:
+    """A ``Key:  N kB`` line of a /proc file (status, meminfo) in bytes; None where the
+    file or the key is missing."""
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 def hwm_since_reset() -> int | None:
     """The kernel's high-water mark (VmHWM): since the last `reset_peak`, if any."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
+    hwm = proc_kb(Path("/proc/self/status"), "VmHWM")
+    if hwm is not None:
+        return hwm
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if not maxrss:
         return None

@@ -215,10 +215,12 @@ class _Unsatisfiable:
                 found = self._numbers(schema, integer=kind == "integer")
             elif kind == "string":
                 found = _pair(schema, "minLength", "maxLength")
-            elif kind == "array":
-                found = self._array(schema, path, depth, seen)
+            elif kind == "array":  # a reason is never empty: `or` tries the next check
+                found = (_pair(schema, "minItems", "maxItems")
+                         or self._array(schema, path, depth, seen))
             elif kind == "object":
-                found = self._object(schema, path, depth, seen)
+                found = (_pair(schema, "minProperties", "maxProperties")
+                         or self._object(schema, path, depth, seen))
             elif kind == "integer":
                 continue  # covered by "number"
             else:
@@ -256,9 +258,7 @@ class _Unsatisfiable:
 
     def _array(self, schema: Mapping[str, Any], path: str, depth: int,
                seen: frozenset[str]) -> str | None:
-        found = _pair(schema, "minItems", "maxItems")
-        if found is not None:
-            return found
+        """What minItems requires of prefixItems, items and contains."""
         min_items = int(schema.get("minItems", 0)) if _num(schema.get("minItems")) else 0
         prefix = schema.get("prefixItems")
         prefix = prefix if isinstance(prefix, list) else []
@@ -284,9 +284,7 @@ class _Unsatisfiable:
 
     def _object(self, schema: Mapping[str, Any], path: str, depth: int,
                 seen: frozenset[str]) -> str | None:
-        found = _pair(schema, "minProperties", "maxProperties")
-        if found is not None:
-            return found
+        """What the required names need of properties, patterns and propertyNames."""
         required = [r for r in schema.get("required", ()) if isinstance(r, str)]
         required = list(dict.fromkeys(required))
         most = schema.get("maxProperties")
