@@ -156,7 +156,7 @@ def test_a_reused_output_name_starts_its_files_afresh(tmp_path: Path, model_cach
 
 
 def test_masked_test_ids_stay_distinct() -> None:
-    from pytest_vlmbench.plugin.fixtures import _masked_id
+    from pytest_vlmbench.plugin.bench import _masked_id
 
     a = _masked_id("t.py::test_b[tiny-text-fp32-cpu-sk-proj-AbCdEfGhIjKlMnOpQrStUvWx0123]")
     b = _masked_id("t.py::test_b[tiny-text-fp32-cpu-sk-proj-ZyXwVuTsRqPoNmLkJiHgFeDc9876]")

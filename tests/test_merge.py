@@ -20,8 +20,8 @@ from pytest_vlmbench.results.merge import (
     merge_files,
     merge_loaded,
     read_input,
-    records_name,
 )
+from pytest_vlmbench.results.naming import records_name
 from pytest_vlmbench.run.records import read_records
 
 CPU = {"name": "cpu", "description": "a CPU, no accelerator", "accelerator": "cpu",

@@ -15,11 +15,12 @@ from typing import Any
 import llama_cpp
 import pytest
 
+from pytest_vlmbench import backends
 from pytest_vlmbench.backends import device_problem
 from pytest_vlmbench.backends.llama_cpp import LlamaCppBackend
 from pytest_vlmbench.models import devices
 from pytest_vlmbench.models.devices import CPU_FALLBACK, PROFILES, NvmlGpu
-from pytest_vlmbench.plugin import options, session
+from pytest_vlmbench.plugin import options
 from tests.conftest import Project
 
 BENCH = """
@@ -214,7 +215,7 @@ def test_sessions_without_benchmarks_never_ask_a_backend(
         asked.append(name)
         return LlamaCppBackend()
 
-    monkeypatch.setattr(session, "get_backend", get_backend)
+    monkeypatch.setattr(backends, "get_backend", get_backend)
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
     project.pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
     project.run(options.CPU_FALLBACK).run.assert_outcomes(passed=1)

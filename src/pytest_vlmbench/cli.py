@@ -36,6 +36,7 @@ from pytest_vlmbench.plugin.options import (
 )
 from pytest_vlmbench.project import ProjectError, Resolved, find_project
 from pytest_vlmbench.report import table
+from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import ResultsError, load, records_path, validate_record
 from pytest_vlmbench.run import machine_load
 from pytest_vlmbench.run.records import read_records
@@ -161,7 +162,7 @@ def _compare(args: argparse.Namespace) -> int:
         rules = compare.parse_rules(args.fail_on) if args.fail_on else None
         # `latest` is where pytest started here writes its runs; the ini is read only
         # then, so a broken ini never stands in the way of comparing named files
-        out_dir, latest_from = compare.DEFAULT_DIR, None
+        out_dir, latest_from = Path(naming.DEFAULT_OUT_DIR), None
         if compare.LATEST in args.runs:
             out = find_project().out_dir()
             out_dir, latest_from = out.path, f"the output directory, {out.source}"
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BASELINE... CURRENT, the last being the current run. Each is a results "
                    "file, a directory of saved runs (results documents found by content, "
                    "whatever their names) or 'latest' (the output directory pytest would "
-                   "write to here: vlm_out's directory, else .vlmbench/ under the "
+                   f"write to here: vlm_out's directory, else {naming.DEFAULT_OUT_DIR}/ under the "
                    "rootdir); a baseline "
                    "directory gives its newest --baseline-runs finished runs of the newest "
                    "one's commit, the current one its newest run")

@@ -33,10 +33,10 @@ import iniconfig
 
 from pytest_vlmbench.errors import UserInputError
 from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
+from pytest_vlmbench.results.naming import DEFAULT_OUT_DIR
 
 CATALOG_KEY = "vlm_catalog"
 OUT_KEY = "vlm_out"
-DEFAULT_OUT_DIR = ".vlmbench"  # options.DEFAULT_OUT_DIR (not imported: options imports pytest)
 
 
 class ProjectError(UserInputError):

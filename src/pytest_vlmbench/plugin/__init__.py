@@ -1,7 +1,11 @@
 """The pytest plugin: options, markers, matrix parametrisation, session hooks.
 
-Only hooks live here; the work lives in modules named for what they own. This module
-imports nothing heavy: backends are imported when a model is loaded.
+Only hooks live here; the work lives in modules named for what they own. pytest
+imports this module at every start wherever the plugin is installed, so at module
+level it imports the standard library, pytest and our light modules only (options,
+the catalog and device tables, file naming); backends, datasets, the runner, power
+meters, numpy and the results schema are imported when a benchmark needs them
+(tests/test_startup.py holds that line).
 """
 
 from __future__ import annotations
@@ -9,8 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Generator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -20,12 +23,12 @@ from pytest_vlmbench.models.catalog import CatalogError
 from pytest_vlmbench.models.devices import DeviceError
 from pytest_vlmbench.plugin import benchmark_bridge, parallel
 from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model
-from pytest_vlmbench.plugin.options import Options, register, register_aliases
-from pytest_vlmbench.plugin.session import VlmSession
+from pytest_vlmbench.plugin.options import MARKERS, Options, register, register_aliases
 from pytest_vlmbench.plugin.stash import SESSION_KEY
-from pytest_vlmbench.power import MeterUnavailable, known_names
-from pytest_vlmbench.report import table
-from pytest_vlmbench.run.runner import ModelCase
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.plugin.session import VlmSession
+    from pytest_vlmbench.run.runner import ModelCase
 
 __all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
 
@@ -50,26 +53,8 @@ def pytest_load_initial_conftests(
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "vlm_slo(**limits): service-level objectives checked after vlm_bench.run, e.g. "
-        "vlm_slo(max_latency_p95_s=2.0, min_parse_rate=1.0)",
-    )
-    config.addinivalue_line(
-        "markers",
-        "vlm_fail_on(*rules): gate rules for --vlm-compare on this benchmark, overriding the "
-        "session's for the metrics they name, e.g. vlm_fail_on('p95_latency:+5%')",
-    )
-    config.addinivalue_line(
-        "markers",
-        "vlm_one_precision: run this benchmark at one precision per model (the first of the "
-        "model's selected precisions), for figures that precision does not change",
-    )
-    config.addinivalue_line(
-        "markers",
-        "vlm_modality(name): run this benchmark only on models of this modality "
-        "('vision' or 'text')",
-    )
+    for marker in MARKERS:
+        config.addinivalue_line("markers", marker)
     workerinput = getattr(config, "workerinput", None)
     options = Options.from_config(config)
     if options.fail_on:  # a typo in a rule is a usage error even without --vlm-compare
@@ -79,19 +64,20 @@ def pytest_configure(config: pytest.Config) -> None:
             parse_rules(options.fail_on)
         except RuleError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: --vlm-fail-on: {exc}") from None
-    if options.power_meter not in known_names():
-        raise pytest.UsageError(
-            f"pytest-vlmbench: unknown power meter {options.power_meter!r}; known: "
-            f"{', '.join(known_names())}"
-        )
+    if options.power_meter not in ("auto", "none"):  # a named one: ask the registry
+        from pytest_vlmbench.power import known_names
+
+        if options.power_meter not in known_names():
+            raise pytest.UsageError(
+                f"pytest-vlmbench: unknown power meter {options.power_meter!r}; known: "
+                f"{', '.join(known_names())}"
+            )
     run_id = results_path = None
     if workerinput is not None:
         if parallel.RUN_ID_KEY not in workerinput:  # a controller without our hook
             return
         run_id = workerinput[parallel.RUN_ID_KEY]
-        results_path = Path(workerinput[parallel.WORKER_DIR_KEY]) / (
-            f"results-{run_id}.{workerinput['workerid']}.json"
-        )
+        results_path = parallel.worker_results(workerinput)
         if workerinput.get(parallel.GPU_PER_WORKER_KEY):
             os.environ["CUDA_VISIBLE_DEVICES"] = parallel.assign_gpu(
                 workerinput["workerid"], os.environ
@@ -109,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
             # pytest_unconfigure.
             config.stash[_CUDA_ENV_KEY] = os.environ.get("CUDA_VISIBLE_DEVICES")
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from pytest_vlmbench.plugin.session import VlmSession  # light: imports on first use
+
     vlm = config.stash[SESSION_KEY] = VlmSession(
         config, options, resolved, config.stash.get(_TAKEN_KEY, []),
         run_id=run_id, results_path=results_path,
@@ -131,9 +119,10 @@ def pytest_collection(session: pytest.Session) -> None:
     """Validate the catalog and the matrix before collecting, so an error is one line and
     exit status 4 (raised later, from pytest_generate_tests, it would be a collection
     traceback). A project without a catalog of its own uses the package's, which is
-    valid, so plain test suites that never use the plugin are not troubled by this."""
+    valid, so plain test suites that never use the plugin are not troubled by this,
+    nor even read it (Matrix.chosen)."""
     vlm = session.config.stash.get(SESSION_KEY, None)
-    if vlm is None:
+    if vlm is None or not vlm.chosen():
         return
     try:
         vlm.check_matrix()  # the catalog and precisions only: no backend is imported
@@ -182,6 +171,10 @@ def _case_of(item: pytest.Item) -> ModelCase | None:
     if callspec is None:
         return None
     case = callspec.params.get("vlm_model")
+    if case is None:  # not a benchmark: the runner stays unimported
+        return None
+    from pytest_vlmbench.run.runner import ModelCase
+
     return case if isinstance(case, ModelCase) else None
 
 
@@ -307,6 +300,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     if vlm.options.power_meter == "auto":
         return
+    from pytest_vlmbench.power import MeterUnavailable
+
     controller = session.config.pluginmanager.has_plugin("dsession")
     try:
         monitor = vlm.power()
@@ -442,6 +437,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     vlm = config.stash.get(SESSION_KEY, None)
     if vlm is None or not (vlm.has_results() or vlm.merge_error):
         return
+    from pytest_vlmbench.report import table
+
     tr = terminalreporter
     tr.section("pytest-vlmbench")
     tr.write_line(f"device {vlm.device.name} ({vlm.detection.evidence}); {_counts(vlm)}")
@@ -457,7 +454,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for warning in b["warnings"]:
             tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
     merged = vlm.merged
-    load_entries = merged["loads"] if merged else list(vlm.pool.loads.values())
+    load_entries = merged["loads"] if merged else vlm.loads()
     loads = ", ".join(
         f"{e['model']}-{e['precision']} FAILED" if e.get("error") is not None
         else f"{e['model']}-{e['precision']} interrupted" if "load_s" not in e

@@ -2,34 +2,28 @@
 
 `vlm_model` is parametrised by the plugin over models x precisions for the device, so
 asking for it (directly or through `vlm_bench`) is what makes a test a benchmark.
+pytest imports this module with the plugin at every start, so the fixtures import
+what they need (backends, datasets, the runner) when a test first asks for them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_vlmbench.backends import BackendError
-from pytest_vlmbench.backends.native_log import Capture, native_stderr_to
-from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
-from pytest_vlmbench.datasets.synthetic import SyntheticScenes
-from pytest_vlmbench.errors import UsageMistake
-from pytest_vlmbench.metrics.slo import SLOError, breach_message, check_spec, evaluate
-from pytest_vlmbench.plugin import benchmark_bridge
-from pytest_vlmbench.plugin.session import LoadedHandle, VlmSession
 from pytest_vlmbench.plugin.stash import SESSION_KEY
-from pytest_vlmbench.run import environment
-from pytest_vlmbench.run.runner import BenchmarkPlan, ModelCase, Runner
-from pytest_vlmbench.tasks import Task, builtin_tasks
-from pytest_vlmbench.tasks.structured import ConstraintError
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.datasets import Dataset
+    from pytest_vlmbench.plugin.bench import Bench
+    from pytest_vlmbench.plugin.pool import LoadedHandle
+    from pytest_vlmbench.plugin.session import VlmSession
+    from pytest_vlmbench.run.runner import ModelCase
 
 
-def _session(config: pytest.Config) -> VlmSession:
+def session_of(config: pytest.Config) -> VlmSession:
+    """This process's session; a test fails with one line where the plugin is off."""
     session: VlmSession | None = config.stash.get(SESSION_KEY, None)
     if session is None:
         pytest.fail("pytest-vlmbench is not active in this process (an xdist worker?)",
@@ -40,9 +34,11 @@ def _session(config: pytest.Config) -> VlmSession:
 @pytest.fixture
 def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
     """The loaded model for this matrix cell (loaded once per session and reused)."""
+    from pytest_vlmbench.backends import BackendError
+
     case: ModelCase = request.param
     try:
-        return _session(request.config).pool.get(case)
+        return session_of(request.config).pool.get(case)
     except BackendError as exc:
         message = str(exc)
     pytest.fail(message, pytrace=False)
@@ -51,226 +47,15 @@ def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
 @pytest.fixture
 def vlm_dataset(request: pytest.FixtureRequest) -> Dataset:
     """The default dataset: seeded synthetic scenes, one per measured request."""
-    opts = _session(request.config).options
+    from pytest_vlmbench.datasets.synthetic import SyntheticScenes
+
+    opts = session_of(request.config).options
     return SyntheticScenes(n=opts.samples, seed=opts.seed)
-
-
-class Bench:
-    """Runs a task against the test's model: `vlm_bench.run(task, dataset)`.
-
-    Returns the benchmark's results entry (a dict, as written to the results file).
-    SLOs from the `vlm_slo` marker and the `slo=` argument are checked afterwards and
-    a breach fails the test with one line.
-    """
-
-    def __init__(self, request: pytest.FixtureRequest, handle: LoadedHandle) -> None:
-        self._request = request
-        self._handle = handle
-        self._runs = 0
-
-    def run(
-        self,
-        task: Task | str,
-        dataset: Dataset | None = None,
-        *,
-        samples: int | None = None,
-        warmup: int | None = None,
-        slo: Mapping[str, float] | None = None,
-        image_size: int | None = None,
-    ) -> dict[str, Any]:
-        request, session = self._request, _session(self._request.config)
-        opts = session.options
-        node = request.node
-        if isinstance(task, str):
-            known = builtin_tasks()
-            if task not in known:
-                raise RunArgumentError(
-                    f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(known)}"
-                )
-            task = known[task]
-        _check_kinds(task, dataset)
-        _check_counts(samples=samples, warmup=warmup, image_size=image_size)
-        spec: dict[str, float] = {}
-        slo_error: str | None = None
-        try:
-            for marker in reversed(list(node.iter_markers("vlm_slo"))):
-                spec.update(check_spec(marker.kwargs, f"{node.nodeid}: @pytest.mark.vlm_slo"))
-            spec.update(check_spec(slo or {}, f"{node.nodeid}: vlm_bench.run(slo=...)"))
-        except SLOError as exc:
-            slo_error = str(exc)
-        if slo_error is not None:
-            pytest.fail(slo_error, pytrace=False)
-        self._runs += 1
-        nodeid = _masked_id(node.nodeid)  # a token in a test id stays out
-        benchmark_id = nodeid if self._runs == 1 else f"{nodeid}#{task.name}"
-        chosen = dataset if dataset is not None else request.getfixturevalue("vlm_dataset")
-        if self._handle.case.modality == "text":
-            first = next(iter(chosen.samples()), None)
-            if first is not None and first.description is None:
-                pytest.skip(
-                    f"{self._handle.case.model} is a text-only model and dataset "
-                    f"{chosen.name!r} has no text descriptions of its images"
-                )
-        bandwidth = session.bandwidth()
-        plan = BenchmarkPlan(
-            benchmark_id=benchmark_id,
-            test=nodeid,
-            task=task,
-            dataset=chosen,
-            prep=ImagePrep(long_edge=image_size or opts.image_size),
-            samples=samples or opts.samples,
-            warmup=opts.warmup if warmup is None else warmup,
-            seed=opts.seed,
-            run_id=session.run_id,
-            slo=spec,
-            bandwidth_gbs=bandwidth[0],
-            bandwidth_source=bandwidth[1],
-        )
-        entries: list[dict[str, Any]] = []
-        fail_on = [str(rule) for m in node.iter_markers("vlm_fail_on") for rule in m.args]
-        if fail_on:
-            from pytest_vlmbench.compare import RuleError, parse_rules
-
-            try:
-                parse_rules(fail_on)
-            except RuleError as exc:
-                pytest.fail(f"{node.nodeid}: @pytest.mark.vlm_fail_on: {exc}", pytrace=False)
-
-        def sink(entry: dict[str, Any]) -> None:
-            if fail_on:
-                entry["fail_on"] = fail_on
-            entries.append(entry)
-            session.add_benchmark(entry)
-
-        failure = None
-        try:
-            with native_stderr_to(session.log_path, f"benchmark {benchmark_id}") as native:
-                progress = _progress_writer(session, native)
-                runner = Runner(
-                    self._handle.case, self._handle.model, plan, session.writer, progress,
-                    monitor=session.power(),
-                )
-                runner.run(sink)
-        except UsageMistake:
-            raise  # a schema nothing satisfies, a dataset with no samples: one line, exit 4
-        except (ConstraintError, DatasetError) as exc:
-            failure = str(exc)
-        if failure is not None:
-            pytest.fail(failure, pytrace=False)
-        entry = entries[0]
-        summary = entry["summary"]
-        regression = None
-        if session.gate is not None:
-            props, regression = session.gate.check(
-                session.document("running"), session.results_path, entry, runner.records
-            )
-            request.node.user_properties.extend(props)
-        entry["slo"] = evaluate(spec, summary)
-        entry["slo_passed"] = all(v["passed"] for v in entry["slo"]) if spec else None
-        session.write_results("running")
-        # Every run; pytest-benchmark gets them all when the test returns (plugin.py).
-        benchmark_bridge.add_run(request, entry, runner.records)
-        for key in ("requests", "succeeded", "parse_rate", "decode_tokens_per_s"):
-            request.node.user_properties.append((f"vlm_{key}", summary[key]))
-        request.node.user_properties.append(("vlm_latency_p95_s", summary["latency_s"]["p95"]))
-        if summary["requests"] and not summary["succeeded"]:
-            first = next(r["error"] for r in runner.records if r["error"] is not None)
-            pytest.fail(
-                f"all {summary['requests']} requests failed; first: {first['message']}",
-                pytrace=False,
-            )
-        message = breach_message(entry["slo"], summary["requests"])
-        invalid = _all_outputs_invalid(summary, runner.records, task)
-        if message or regression or invalid:
-            pytest.fail("\n".join(m for m in (invalid, message, regression) if m),
-                        pytrace=False)
-        return entry
-
-
-class RunArgumentError(UsageMistake):
-    """A `vlm_bench.run()` argument no benchmark can run with."""
-
-
-def _masked_id(nodeid: str) -> str:
-    """The test id with secrets masked; when something was masked, a short digest of the
-    original follows, so two ids that differ only in their secrets stay two benchmarks
-    (and the same test keeps the same id from run to run, for compare)."""
-    masked = environment.redact_text(nodeid)
-    if masked == nodeid:
-        return nodeid
-    return f"{masked}~{hashlib.sha256(nodeid.encode()).hexdigest()[:8]}"
-
-
-def _check_kinds(task: object, dataset: object) -> None:
-    """A path where a dataset belongs, a class where an instance does: one line, not an
-    AttributeError from deep inside the runner."""
-    if not isinstance(task, Task):
-        raise RunArgumentError(
-            f"vlm_bench.run: task must be a pytest_vlmbench.tasks.Task or a built-in task "
-            f"name, got {type(task).__name__} {task!r:.60}")
-    if dataset is None:
-        return
-    if isinstance(dataset, str | os.PathLike):
-        raise RunArgumentError(
-            f"vlm_bench.run: dataset {str(dataset)!r} is a path; wrap it: "
-            f"FolderDataset({str(dataset)!r})")
-    if isinstance(dataset, type) or not all(
-            callable(getattr(dataset, name, None)) for name in ("samples", "fingerprint")):
-        shown = dataset.__name__ + " (a class; call it)" if isinstance(dataset, type) \
-            else type(dataset).__name__
-        raise RunArgumentError(
-            f"vlm_bench.run: dataset must be a dataset (FolderDataset(...), "
-            f"SyntheticScenes(...)), got {shown}")
-
-
-def _check_counts(**values: int | None) -> None:
-    """`samples=0` used to run the default count (`0 or default`), a negative warm-up
-    nothing: each is refused, naming the argument."""
-    minimum = {"samples": 1, "warmup": 0, "image_size": 1}
-    for name, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RunArgumentError(
-                f"vlm_bench.run({name}={value!r}): expected a whole number")
-        if value < minimum[name]:
-            raise RunArgumentError(
-                f"vlm_bench.run({name}={value}): must be at least {minimum[name]}")
-
-
-def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
-                         task: Task) -> str | None:
-    """One line when the task checks its outputs and not one successful measured
-    request gave a valid one (a schema nothing satisfies, a grammar and schema that
-    disagree): a parse rate of 0 is a broken benchmark, not a figure."""
-    if not task.checks_output or not summary["succeeded"] or summary["parse"]["valid"]:
-        return None
-    measured = [r for r in records if r["phase"] == "measure" and r["error"] is None]
-    first = next((r for r in measured if r["parse"] == "schema_violation"),
-                 measured[0] if measured else None)
-    detail = (f"; first, {first['sample_id']}: {first['parse']}: {first['parse_detail']}"
-              if first else "")
-    return (f"task {task.name!r}: none of the {summary['succeeded']} outputs passed its "
-            f"output check{detail}")
-
-
-def _progress_writer(session: VlmSession, native: Capture) -> Any:
-    """Per-request lines on the terminal (not captured), unless -q was given; safe to
-    call from the runner's progress thread."""
-    if session.config.get_verbosity() < 0 \
-            or session.config.pluginmanager.get_plugin("terminalreporter") is None:
-        return None
-    lock = threading.Lock()  # the runner's ticker thread writes too (long requests)
-
-    def write(line: str) -> None:
-        with lock:
-            session.say(f"    {line}")
-            native.reapply()  # resuming pytest's capture took fd 2 back
-
-    return write
 
 
 @pytest.fixture
 def vlm_bench(request: pytest.FixtureRequest, vlm_model: LoadedHandle) -> Bench:
-    """Runs tasks against `vlm_model`; see Bench.run."""
+    """Runs tasks against `vlm_model`; see Bench.run (bench.py)."""
+    from pytest_vlmbench.plugin.bench import Bench
+
     return Bench(request, vlm_model)

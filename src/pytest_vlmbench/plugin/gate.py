@@ -38,6 +38,7 @@ from pytest_vlmbench.compare import (
     parse_rules,
     render_markdown,
 )
+from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import ResultsError
 
 LATEST_FROM = "the output directory, where this run's results file goes (--vlm-out)"
@@ -114,9 +115,7 @@ class Gate:
                 fh.write(markdown + "\n")
             self.summary_path = Path(step)
         else:
-            self.summary_path = results_path.with_name(
-                results_path.name.removesuffix(".json") + ".compare.md"
-            )
+            self.summary_path = naming.compare_summary_file(results_path)
             self.summary_path.write_text(markdown + "\n", encoding="utf-8")
         return self.comparison
 

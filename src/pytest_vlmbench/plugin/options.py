@@ -19,6 +19,7 @@ import pytest
 from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
 from pytest_vlmbench.models.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
 from pytest_vlmbench.models.devices import PROFILES
+from pytest_vlmbench.results.naming import backend_log_file, default_results
 
 DEVICE = "--vlm-device"
 MODELS = "--vlm-models"
@@ -43,14 +44,26 @@ POWER_INTERVAL = "--vlm-power-interval-ms"
 IDLE_S = "--vlm-idle-s"
 BANDWIDTH = "--vlm-bandwidth-gbs"
 
+MARKERS = (
+    "vlm_slo(**limits): service-level objectives checked after vlm_bench.run, e.g. "
+    "vlm_slo(max_latency_p95_s=2.0, min_parse_rate=1.0)",
+    "vlm_fail_on(*rules): gate rules for --vlm-compare on this benchmark, overriding the "
+    "session's for the metrics they name, e.g. vlm_fail_on('p95_latency:+5%')",
+    "vlm_one_precision: run this benchmark at one precision per model (the first of the "
+    "model's selected precisions), for figures that precision does not change",
+    "vlm_modality(name): run this benchmark only on models of this modality "
+    "('vision' or 'text')",
+)
+"""The markers a benchmark may carry, as `pytest --markers` lists them."""
+
 ALIASES = {
     DEVICE: "--device", MODELS: "--models", PRECISIONS: "--precisions",
     POWER_METER: "--power-meter",
 }
 
 DEFAULT_SAMPLES = 8
+_DEFAULT_RESULTS = default_results(Path(), "<run id>")  # for the help: under the rootdir
 DEFAULT_WARMUP = 1
-DEFAULT_OUT_DIR = ".vlmbench"
 DEFAULT_POWER_INTERVAL_MS = 100
 DEFAULT_IDLE_S = 3.0
 DEFAULT_BASELINE_RUNS = 5  # compare.DEFAULT_BASELINE_RUNS (not imported: numpy)
@@ -143,7 +156,8 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
              f"warm-up requests per benchmark, not in the statistics (default {DEFAULT_WARMUP})"),
     SEED: ("vlm_seed", _non_negative_int, "string", "seed for datasets and sampling (default 0)"),
     OUT: ("vlm_out", str, "string",
-          f"results file (default {DEFAULT_OUT_DIR}/results-<run id>.json)"),
+          f"results file (default {_DEFAULT_RESULTS}; {{run_id}} in the name is replaced "
+          "by the run id)"),
     CATALOG: ("vlm_catalog", str, "string",
               "model catalog TOML (default: benchmarks/models.toml under the rootdir if it "
               "exists, else the catalog the package ships)"),
@@ -187,8 +201,8 @@ def register(parser: pytest.Parser) -> None:
         parser.addini(dest, help=help_text, type="string", default=None)
     group.addoption(
         BACKEND_LOGS, dest="vlm_backend_logs", action="store_true", default=None,
-        help="show native backend output (llama.cpp) instead of writing it to "
-        f"{DEFAULT_OUT_DIR}/backend.log",
+        help="show native backend output (llama.cpp) instead of writing it to the run's "
+        f"log beside its results file ({backend_log_file(_DEFAULT_RESULTS)})",
     )
     parser.addini("vlm_backend_logs", help="see --vlm-backend-logs", type="bool", default=False)
     group.addoption(

@@ -20,13 +20,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pytest_vlmbench.results import naming
+
 RUN_ID_KEY = "vlmbench_run_id"
 WORKER_DIR_KEY = "vlmbench_worker_dir"
 GPU_PER_WORKER_KEY = "vlmbench_gpu_per_worker"
-
-
-def worker_dir(results_path: Path, run_id: str) -> Path:
-    return results_path.parent / f"workers-{run_id}"
 
 
 def worker_number(workerid: str) -> int:
@@ -66,13 +64,19 @@ def _nvml_count() -> int | None:
 def worker_inputs(run_id: str, results_path: Path, gpu_per_worker: bool) -> dict[str, Any]:
     return {
         RUN_ID_KEY: run_id,
-        WORKER_DIR_KEY: str(worker_dir(results_path, run_id)),
+        WORKER_DIR_KEY: str(naming.worker_dir(results_path, run_id)),
         GPU_PER_WORKER_KEY: gpu_per_worker,
     }
 
 
+def worker_results(workerinput: dict[str, Any]) -> Path:
+    """Where this worker writes its partial results document."""
+    return naming.worker_results(Path(workerinput[WORKER_DIR_KEY]), workerinput[RUN_ID_KEY],
+                                 workerinput["workerid"])
+
+
 def partial_documents(directory: Path) -> list[Path]:
-    return sorted(directory.glob("results-*.json")) if directory.is_dir() else []
+    return sorted(directory.glob(naming.RESULTS_GLOB)) if directory.is_dir() else []
 
 
 def merge_partials(directory: Path, out: Path,
@@ -88,7 +92,7 @@ def merge_partials(directory: Path, out: Path,
         merged = merge_files(partials, out, shared_run_id=True, force=True, command=command)
         result = merged.document, list(merged.warnings)
     if directory.is_dir():
-        for trace in directory.glob("*.power.jsonl"):  # runs[].power_trace_file names them
+        for trace in directory.glob(naming.POWER_TRACE_GLOB):  # runs[].power_trace_file names them
             trace.replace(out.parent / trace.name)
         shutil.rmtree(directory, ignore_errors=True)
     return result

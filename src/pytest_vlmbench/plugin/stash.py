@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
-from pytest_vlmbench.plugin.session import VlmSession
+if TYPE_CHECKING:  # the session's module is imported where a session is made
+    from pytest_vlmbench.plugin.session import VlmSession
 
-SESSION_KEY = pytest.StashKey[VlmSession]()
+SESSION_KEY: pytest.StashKey[VlmSession] = pytest.StashKey()

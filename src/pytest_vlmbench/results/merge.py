@@ -16,7 +16,6 @@ document never names a records file that is not there.
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import warnings
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench import __version__
+from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import (
     KIND,
     SCHEMA_VERSION,
@@ -68,14 +68,9 @@ class Merged:
         return list(dict.fromkeys(str(h["run_id"]) for h in self.document["runs"]))
 
 
-def records_name(out: Path) -> str:
-    """The records file beside OUT, named like a session's."""
-    return out.name.removesuffix(".json") + ".records.jsonl"
-
-
 def new_run_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(UTC)
-    return f"merged-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    """A merge is a run of its own; its id says it was merged."""
+    return naming.new_run_id(now, prefix="merged-")
 
 
 def read_input(path: Path) -> LoadedInput:
@@ -317,7 +312,7 @@ def merge_files(
     """Read, merge and write; refuses an existing OUT (unless `force`) or OUT as an input."""
     if not inputs:
         raise MergeError("nothing to merge: no input documents")
-    rout = out.parent / records_name(out)
+    rout = naming.records_file(out)
     if not force:
         for target in (out, rout):
             if target.exists():
