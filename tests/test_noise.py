@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.metrics import noise, registry
 from pytest_vlmbench.metrics.noise import (
     EXACT_MAX,
     bootstrap_ci,
@@ -145,7 +145,7 @@ def test_fisher_rejects_impossible_tables() -> None:
 @given(values=st.lists(st.floats(0.0, 1e3, allow_nan=False), min_size=1, max_size=30))
 def test_vectorised_statistics_match_stats_percentile(values: list[float]) -> None:
     matrix = np.array([values, values[::-1]])
-    for name in noise.STATISTICS:
+    for name in registry.STATISTICS:
         rows = noise._statistic_rows(matrix, name)
         assert rows[0] == pytest.approx(statistic(values, name), rel=1e-9, abs=1e-9)
         assert rows[1] == pytest.approx(rows[0], rel=1e-9, abs=1e-9)
@@ -267,7 +267,7 @@ def test_fisher_detectable_drop_none_when_unreachable() -> None:
 
 @pytest.mark.parametrize("name", ["median", "p95", "p99", "mean"])
 def test_large_bootstrap_matches_the_direct_one(monkeypatch: pytest.MonkeyPatch,
-                                                name: noise.Statistic) -> None:
+                                                name: registry.Statistic) -> None:
     """Drawing each resample's order statistics (or its mean) directly gives the same
     interval as resampling index arrays, within the bootstrap's own Monte Carlo error."""
     rng = np.random.default_rng(5)

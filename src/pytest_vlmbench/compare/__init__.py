@@ -46,7 +46,6 @@ from pytest_vlmbench.compare.rules import (
     DEFAULT_RULES,
     METRICS,
     OFF,
-    Metric,
     Rule,
     RuleError,
     parse_rule,
@@ -75,6 +74,7 @@ from pytest_vlmbench.compare.verdicts import (
     Settings,
     Verdict,
 )
+from pytest_vlmbench.metrics.registry import Metric
 
 __all__ = [
     "CLEAR",

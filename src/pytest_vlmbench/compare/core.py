@@ -9,7 +9,6 @@ from typing import Any
 from pytest_vlmbench.compare.rules import (
     DEFAULT_RULES,
     METRICS,
-    Metric,
     Rule,
     RuleError,
     display_rule,
@@ -28,6 +27,7 @@ from pytest_vlmbench.compare.verdicts import (
     judge,
 )
 from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.results.document import ResultsError
 
 EXIT_OK = 0

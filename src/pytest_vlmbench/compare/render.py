@@ -11,9 +11,11 @@ from pytest_vlmbench.compare.core import (
     EXIT_REGRESSION,
     Comparison,
 )
-from pytest_vlmbench.compare.rules import METRICS, Metric
+from pytest_vlmbench.compare.rules import METRICS
 from pytest_vlmbench.compare.runs import Baseline, BenchmarkKey, Run
 from pytest_vlmbench.compare.verdicts import VERDICTS, MetricResult
+from pytest_vlmbench.metrics.registry import Metric
+from pytest_vlmbench.report.table import aligned, markdown
 
 
 def _value(metric: Metric, v: float | None) -> str:
@@ -149,15 +151,8 @@ def render_table(comparison: Comparison) -> list[str]:
     ]
     rows = _rows(comparison)
     if rows:
-        table = [_headers(comparison), *rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(_HEADERS))]
-        marks = ["", *("!!" if r[_VERDICT] == "REGRESSED" else "" for r in rows)]
-        for n, (row, mark) in enumerate(zip(table, marks, strict=True)):
-            cells = [c.rjust(w) if i in _RIGHT else c.ljust(w)
-                     for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-            lines.append(f"{mark:2} " + "  ".join(cells).rstrip())
-            if n == 0:
-                lines.append("   " + "  ".join("-" * w for w in widths))
+        marks = ["!!" if r[_VERDICT] == "REGRESSED" else "" for r in rows]
+        lines.extend(aligned(_headers(comparison), rows, right=_RIGHT, marks=marks))
     for title, items in _lists(comparison):
         if items:
             lines.append(f"{title}:")
@@ -197,19 +192,17 @@ def render_markdown(comparison: Comparison) -> str:
         f"{_tally(comparison)}",
         "",
     ]
-    rows = _rows(comparison)
+    rows = []
+    for row in _rows(comparison):
+        cells = [_md(c) for c in row]
+        cells[0] = f"`{cells[0]}`"
+        if row[_VERDICT] == "REGRESSED":
+            cells[_VERDICT] = "**:x: REGRESSED**"
+        elif row[_VERDICT] == "improved":
+            cells[_VERDICT] = ":white_check_mark: improved"
+        rows.append(cells)
     if rows:
-        out.append("| " + " | ".join(_headers(comparison)) + " |")
-        out.append("|" + "|".join("---:" if i in _RIGHT else "---"
-                                  for i in range(len(_HEADERS))) + "|")
-        for row in rows:
-            cells = [_md(c) for c in row]
-            cells[0] = f"`{cells[0]}`"
-            if row[_VERDICT] == "REGRESSED":
-                cells[_VERDICT] = "**:x: REGRESSED**"
-            elif row[_VERDICT] == "improved":
-                cells[_VERDICT] = ":white_check_mark: improved"
-            out.append("| " + " | ".join(cells) + " |")
+        out.extend(markdown(_headers(comparison), rows, right=_RIGHT))
         out.append("")
     for title, items in _lists(comparison):
         if items:

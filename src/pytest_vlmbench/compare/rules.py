@@ -1,9 +1,10 @@
-"""What `vlmbench compare` compares, and the rules that gate it.
+"""The rules that gate `vlmbench compare` and `--vlm-compare`.
 
-A metric is declared once here: how each request gives a value (`sample`), which
-statistic summarises a run, which way is worse. A rule `METRIC:LIMIT` says how much
-worse the metric may get. Rules are edits of the default set: `METRIC:LIMIT` sets or
-replaces the rule for METRIC, `METRIC:off` drops it, `none` drops every rule so far.
+The metrics are the registry's (metrics/registry.py: those with a `sample`): how each
+request gives a value, which statistic summarises a run, which way is worse. A rule
+`METRIC:LIMIT` says how much worse the metric may get. Rules are edits of the default
+set: `METRIC:LIMIT` sets or replaces the rule for METRIC, `METRIC:off` drops it, `none`
+drops every rule so far.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pytest_vlmbench.metrics.noise import Statistic
+from pytest_vlmbench.metrics import registry
+from pytest_vlmbench.metrics.registry import Metric as Metric  # compare.rules.Metric
 
 DEFAULT_RULE_SPECS = (
     "p50_latency:+10%", "tokens_per_s:-10%", "parse_rate:-0.05", "success_rate:-0.01",
@@ -29,56 +31,8 @@ class RuleError(ValueError):
     """A --fail-on rule that cannot be parsed."""
 
 
-@dataclass(frozen=True)
-class Metric:
-    """A compared figure: how it is computed per request and which way is worse."""
-
-    name: str
-    unit: str
-    higher_is_worse: bool
-    statistic: Statistic
-    proportion: bool
-    display: float
-    """Threshold for metrics without a rule (relative, or absolute for proportions)."""
-    description: str
-    sample: str = ""
-    """The per-request values it summarises (several latency percentiles share one)."""
-
-    @property
-    def worse(self) -> int:
-        return 1 if self.higher_is_worse else -1
-
-    @property
-    def timing(self) -> bool:
-        """Moved by the machine's speed (every metric but the rates): judged run by run
-        when the baseline has several runs."""
-        return not self.proportion
-
-
-def _m(name: str, unit: str, higher_is_worse: bool, stat: Statistic, sample: str,
-       description: str, *, proportion: bool = False, display: float = 0.10) -> Metric:
-    return Metric(name, unit, higher_is_worse, stat, proportion, display, description, sample)
-
-
-METRICS: dict[str, Metric] = {m.name: m for m in (
-    _m("p50_latency", "s", True, "median", "latency", "median request latency"),
-    _m("p90_latency", "s", True, "p90", "latency", "90th percentile latency"),
-    _m("p95_latency", "s", True, "p95", "latency", "95th percentile latency"),
-    _m("p99_latency", "s", True, "p99", "latency", "99th percentile latency"),
-    _m("mean_latency", "s", True, "mean", "latency", "mean latency"),
-    _m("p50_ttft", "s", True, "median", "ttft", "median time to first token"),
-    _m("p95_ttft", "s", True, "p95", "ttft", "95th percentile time to first token"),
-    _m("tokens_per_s", "tok/s", False, "median", "tokens_per_s",
-       "median per-request decode rate"),
-    _m("prompt_tokens_per_s", "tok/s", False, "median", "prompt_tokens_per_s",
-       "median per-request prompt-processing rate (prefill tokens / prefill time)"),
-    _m("parse_rate", "", False, "mean", "parse_rate", "valid outputs / successful requests",
-       proportion=True, display=0.05),
-    _m("success_rate", "", False, "mean", "success_rate",
-       "requests without error / measured requests", proportion=True, display=0.01),
-    _m("energy_per_token", "J/token", True, "median", "energy_per_token",
-       "median per-request energy / completion tokens"),
-)}
+METRICS: Mapping[str, Metric] = registry.View(registry.compared)
+"""The metrics compare judges (those of the registry with per-request samples), live."""
 
 
 @dataclass(frozen=True)

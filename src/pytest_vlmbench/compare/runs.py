@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from pytest_vlmbench.compare.samples import Columns, RunBenchmark, columns_of, read_columns
+from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import KIND, ResultsError, existing_records_path, load, loads
 
-DEFAULT_DIR = Path(".vlmbench")  # the plugin's default output directory (options.DEFAULT_OUT_DIR)
+DEFAULT_DIR = Path(naming.DEFAULT_OUT_DIR)  # the plugin's default output directory
 LATEST = "latest"
 DEFAULT_BASELINE_RUNS = 5  # options.DEFAULT_BASELINE_RUNS
 
@@ -172,7 +173,6 @@ def _peek(path: Path) -> dict[str, Any]:
 HEAD_BYTES = 64 * 1024
 """How much of a file is read to tell a results document from another file: the
 plugin writes `kind` first, and a directory may hold many runs of megabytes each."""
-DEFAULT_NAME = "results-*.json"
 """The plugin's default file name: such a file is always read, and reported when it is
 not a results document."""
 _KIND_IN_HEAD = re.compile(rb'"kind"\s*:\s*"' + re.escape(KIND.encode()) + rb'"')
@@ -198,7 +198,7 @@ def results_files(directory: Path) -> list[Path]:
     shows a results document. Not recursive: pytest-xdist workers' partial documents
     (workers-<run id>/) are never a run of their own."""
     return sorted(path for path in directory.iterdir()
-                  if (path.match(DEFAULT_NAME) and path.is_file()) or _is_results(path))
+                  if (path.match(naming.RESULTS_GLOB) and path.is_file()) or _is_results(path))
 
 
 def _candidates(directory: Path, exclude_run_id: str | None) -> tuple[list[_Candidate], list[str]]:
@@ -211,7 +211,7 @@ def _candidates(directory: Path, exclude_run_id: str | None) -> tuple[list[_Cand
     except OSError as exc:
         raise ResultsError(f"{directory}: cannot list ({exc.strerror})") from None
     if not paths:
-        raise ResultsError(f"no {DEFAULT_NAME} in {directory}, nor another results document "
+        raise ResultsError(f"no {naming.RESULTS_GLOB} in {directory}, nor another results document "
                            f"(a JSON file of kind {KIND!r})")
     found: list[_Candidate] = []
     errors: list[str] = []

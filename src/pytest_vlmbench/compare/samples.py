@@ -9,6 +9,7 @@ t_end_ns), but a request that errored says nothing about how fast a good one is.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_vlmbench.compare.rules import Metric
-from pytest_vlmbench.metrics import noise
+from pytest_vlmbench.metrics import noise, registry
+from pytest_vlmbench.metrics.per_request import engine_decode, per_second, prefill, stream_decode
+from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.results.document import (
     SAMPLE_EVERY,
     SAMPLE_HEAD,
@@ -54,6 +56,8 @@ class Columns:
     prompt_tokens_per_s: array[float] = field(default_factory=lambda: array("d"))
     parse: array[float] = field(default_factory=lambda: array("d"))
     """1 valid / 0 not, for successful requests whose output was checked."""
+    declared: dict[str, array[float]] = field(default_factory=dict)
+    """Values of the metrics declared with a per_request computation, by sample name."""
 
 
 def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Columns], *,
@@ -66,6 +70,7 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
     naming `source`, its line and the field at fault.
     """
     fields, head, every = record_fields(), SAMPLE_HEAD, SAMPLE_EVERY
+    declared = [(m.sample, m.per_request) for m in registry.computed() if m.per_request]
     last: RunBenchmark | None = None
     c = Columns()
     success, latency, ttft = c.success.append, c.latency.append, c.ttft.append
@@ -113,24 +118,19 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
                 latency((end - start) / 1e9)
                 if first is not None:
                     ttft((first - start) / 1e9)
-            stages, counts = r["stages_ns"], r["counts"]
-            decode_ns = stages.get("decode")
-            evals = counts.get("decode_evals")
-            if decode_ns and evals is not None:
-                decode(evals / (decode_ns * 1e-9))
+            window = engine_decode(r)
+            if window is not None and window[1]:
+                decode(per_second(window))
                 c.decode_source.add("engine")
-            elif first is not None and end is not None and end > first:
-                tokens = counts.get("decode_tokens")
-                if tokens is None:
-                    tokens = max(0, (r["completion_tokens"] or 0) - 1)
-                if tokens >= 1:
-                    decode(tokens / ((end - first) * 1e-9))
-                    c.decode_source.add("stream")
-            prefill_ns = stages.get("prefill")
-            if prefill_ns:
-                prefill_tokens = counts.get("prefill_tokens")
-                if prefill_tokens is not None:
-                    prompt(prefill_tokens / (prefill_ns * 1e-9))
+            elif (window := stream_decode(r)) is not None:
+                decode(per_second(window))
+                c.decode_source.add("stream")
+            if (window := prefill(r)) is not None:
+                prompt(per_second(window))
+            for sample, compute in declared:
+                value = compute(r)
+                if value is not None and math.isfinite(value):
+                    c.declared.setdefault(sample, array("d")).append(value)
             outcome = r["parse"]
             if outcome == "valid":
                 parse(1.0)
@@ -195,6 +195,7 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
         "tokens_per_s": _array(c.tokens_per_s),
         "prompt_tokens_per_s": _array(c.prompt_tokens_per_s),
         "parse_rate": _array(c.parse), "success_rate": _array(c.success),
+        **{name: _array(values) for name, values in c.declared.items()},
     }
     unavailable: dict[str, str] = {}
     energy = entry["summary"].get("energy")

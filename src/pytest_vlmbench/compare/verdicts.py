@@ -20,9 +20,10 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_vlmbench.compare.rules import Metric, Rule
+from pytest_vlmbench.compare.rules import Rule
 from pytest_vlmbench.metrics import noise
 from pytest_vlmbench.metrics.noise import Effect, RunLevel
+from pytest_vlmbench.metrics.registry import Metric
 
 DEFAULT_ALPHA = 0.01
 DEFAULT_MIN_SAMPLES = 5

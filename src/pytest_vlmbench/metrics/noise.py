@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from pytest_vlmbench.metrics.registry import Statistic
 from pytest_vlmbench.metrics.stats import percentile
 
 EXACT_MAX = 20
@@ -56,9 +57,7 @@ statistic of each resample is drawn without materialising the resample."""
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 
-Statistic = Literal["median", "mean", "p90", "p95", "p99"]
 Effect = Literal["ratio", "difference"]
-STATISTICS: tuple[Statistic, ...] = ("median", "mean", "p90", "p95", "p99")
 _QUANTILE: dict[str, float] = {"median": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 
 Values = Sequence[float] | NDArray[np.float64]

@@ -1,5 +1,6 @@
 """Service-level objectives: limits on a benchmark's summary that fail the test.
 
+The objectives are the metric registry's (registry.py: each metric's `slo` name).
 Names say the direction: `max_*` limits must not be exceeded, `min_*` must be met.
 A breach fails the test with one line naming the metric, the limit and the measured
 value. A metric that could not be measured (no successful request) is a breach: a
@@ -12,32 +13,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-# SLO name -> (summary path, operator, unit for messages)
-METRICS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "max_latency_p50_s": (("latency_s", "median"), "<=", "s"),
-    "max_latency_p90_s": (("latency_s", "p90"), "<=", "s"),
-    "max_latency_p95_s": (("latency_s", "p95"), "<=", "s"),
-    "max_latency_p99_s": (("latency_s", "p99"), "<=", "s"),
-    "max_latency_mean_s": (("latency_s", "mean"), "<=", "s"),
-    "max_ttft_p50_s": (("ttft_s", "median"), "<=", "s"),
-    "max_ttft_p95_s": (("ttft_s", "p95"), "<=", "s"),
-    "min_decode_tokens_per_s": (("decode_tokens_per_s",), ">=", "tokens/s"),
-    "min_prompt_tokens_per_s": (("prompt_tokens_per_s",), ">=", "tokens/s"),
-    "min_stream_tokens_per_s": (("stream_tokens_per_s",), ">=", "tokens/s"),
-    "min_requests_per_s": (("requests_per_s",), ">=", "requests/s"),
-    "min_parse_rate": (("parse_rate",), ">=", ""),
-    "min_success_rate": (("success_rate",), ">=", ""),
-    "max_energy_per_token_j": (("energy", "energy_per_token_j"), "<=", "J/token"),
-    "max_above_idle_energy_per_token_j": (
-        ("energy", "above_idle_energy_per_token_j"), "<=", "J/token"),
-    "max_energy_per_request_j": (("energy", "energy_per_request_j"), "<=", "J/request"),
-    "min_tokens_per_s_per_w": (("energy", "tokens_per_s_per_w"), ">=", "tokens/s/W"),
-    "max_avg_power_w": (("energy", "avg_power_w"), "<=", "W"),
-    "max_peak_power_w": (("energy", "peak_power_w"), "<=", "W"),
-}
+from pytest_vlmbench.metrics import registry
 
 
-ENERGY_SLOS = frozenset(name for name, (path, _op, _u) in METRICS.items() if path[0] == "energy")
+def _slo_table() -> dict[str, tuple[tuple[str, ...], str, str]]:
+    return {name: (m.summary, m.op, m.unit) for name, m in registry.slos().items()}
+
+
+METRICS: Mapping[str, tuple[tuple[str, ...], str, str]] = registry.View(_slo_table)
+"""SLO name -> (summary path, operator, unit), made from the metric registry and live:
+a metric registered later is an SLO too."""
+
+
+"""SLO name -> (summary path, operator, unit), from the metric registry (live: a
+metric registered later is an SLO too)."""
 
 
 class SLOError(Exception):
@@ -57,20 +46,12 @@ def check_spec(slo: Mapping[str, Any], where: str) -> dict[str, float]:
     return spec
 
 
-def _lookup(summary: Mapping[str, Any], path: tuple[str, ...]) -> float | None:
-    value: Any = summary
-    for key in path:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return float(value) if isinstance(value, int | float) else None
-
-
 def evaluate(spec: Mapping[str, float], summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     verdicts = []
+    slos = registry.slos()
     for name, limit in spec.items():
-        path, op, _unit = METRICS[name]
-        measured = _lookup(summary, path)
+        metric = slos[name]
+        measured, op = metric.value(summary), metric.op
         if measured is None:
             passed = False
         else:
@@ -84,15 +65,18 @@ def evaluate(spec: Mapping[str, float], summary: Mapping[str, Any]) -> list[dict
 def breach_message(verdicts: list[dict[str, Any]], n: int) -> str | None:
     """One line for all breaches, or None when every objective is met."""
     parts = []
+    slos = registry.slos()
     for v in verdicts:
         if v["passed"]:
             continue
-        unit = METRICS[v["metric"]][2]
-        suffix = f" {unit}" if unit else ""
+        metric = slos[v["metric"]]
+        suffix = f" {metric.unit}" if metric.unit else ""
         if v["measured"] is not None:
             shown = f"{v['measured']:.4g}{suffix}"
-        elif v["metric"] in ENERGY_SLOS:
+        elif metric.summary[0] == "energy":
             shown = "not measured (no energy reading: see power in the results)"
+        elif metric.summary[0] == "metrics":
+            shown = f"not measured (summary.metrics.{metric.name}.absent_reason says why)"
         else:
             shown = "not measured"
         bad_op = ">" if v["op"] == "<=" else "<"

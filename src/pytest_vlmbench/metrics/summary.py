@@ -1,8 +1,9 @@
 """A benchmark's summary, computed only from its measured records.
 
 Nothing here reads a clock: every figure is a function of the records on disk, so a
-reader can recompute it (tests do). Conventions, also written into each results
-document under `methods`:
+reader can recompute it (tests do). A request's latency, TTFT and rates are defined
+once, in per_request.py; the figures are declared, with their units and directions, in
+registry.py. Conventions, also written into each results document under `methods`:
 - success: the request returned without an error; failed requests are counted in
   `failed` and `success_rate`, and excluded from latency/TTFT/tokens statistics;
 - parse_rate: valid outputs / all measured requests (failures count as not valid);
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from pytest_vlmbench.metrics import per_request
+from pytest_vlmbench.metrics.registry import Statistic, computed
 from pytest_vlmbench.metrics.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
 from pytest_vlmbench.tasks.structured import ParseOutcome
 
@@ -41,13 +44,20 @@ METHODS = {
     "ttft": "t_first_token_ns - t_start_ns: first streamed chunk with content",
     "decode_tokens_per_s": "engine decode rate, as llama-bench tg: sum(counts.decode_evals) / "
     "sum(stages_ns.decode) over successful requests, when every one reports both "
-    "(decode_source=engine); else equal to stream_tokens_per_s (decode_source=stream)",
+    "(decode_source=engine); else equal to stream_tokens_per_s (decode_source=stream). "
+    "Compare's tokens_per_s judges the same quotient request by request (its median), "
+    "from the engine counters where a request has them, else from the stream",
     "stream_tokens_per_s": "sum(decode_tokens) / sum(t_end_ns - t_first_token_ns) over "
     "successful requests with decode_tokens >= 1; decode_tokens = counts.decode_tokens (tokens "
     "sampled after the first, end-of-generation included) or else completion_tokens - 1",
     "prompt_tokens_per_s": "prompt-processing rate, as llama-bench pp: "
     "sum(counts.prefill_tokens) / sum(stages_ns.prefill) over successful requests reporting "
-    "both (image tokens included: their embeddings are decoded like prompt tokens)",
+    "both (image tokens included: their embeddings are decoded like prompt tokens); compare's "
+    "prompt_tokens_per_s is the median of the same quotient per request",
+    "metrics": "figures declared outside the package (metrics.registry.register or the "
+    "pytest_vlmbench.metrics entry points): each metric's statistic over the values its "
+    "per_request function gives the successful measured requests; null with absent_reason "
+    "when none gives one",
     "success_rate": "requests without error / measured requests",
     "failures": "a failed request is timed by the runner from the call to the error "
     "(t_start_ns/t_end_ns of its record): it is inside wall_s, the energy window and "
@@ -111,15 +121,35 @@ def stage_warning(records: Sequence[dict[str, Any]]) -> str | None:
             f"{first['sample_id']}: {why}); the stage figures of this backend overlap")
 
 
-def _decode_tokens(record: dict[str, Any]) -> int:
-    """Tokens produced inside the decode window (after the first token)."""
-    if "decode_tokens" in record["counts"]:
-        return int(record["counts"]["decode_tokens"])
-    return max(0, (record["completion_tokens"] or 0) - 1)
+def _present(figure: Callable[[dict[str, Any]], float | None],
+             records: Sequence[dict[str, Any]]) -> list[float]:
+    """A per-request figure of each record that has it."""
+    return [v for v in map(figure, records) if v is not None]
 
 
 def _mean(values: Sequence[float]) -> float | None:
     return math.fsum(values) / len(values) if values else None
+
+
+def _statistic(values: Sequence[float], statistic: Statistic) -> float:
+    return math.fsum(values) / len(values) if statistic == "mean" \
+        else percentile(values, 50.0 if statistic == "median" else float(statistic[1:]))
+
+
+def declared_metrics(ok: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each registered metric with a computation of its own (registry.computed): its
+    statistic over the successful requests that give a value, or absent with why."""
+    out: dict[str, dict[str, Any]] = {}
+    for metric in computed():
+        assert metric.per_request is not None
+        values = [v for v in map(metric.per_request, ok) if v is not None and math.isfinite(v)]
+        out[metric.name] = {
+            "value": _statistic(values, metric.statistic) if values else None,
+            "unit": metric.unit, "statistic": metric.statistic, "n": len(values),
+            "absent_reason": None if values else
+            ("no successful request" if not ok else "no request gave a value"),
+        }
+    return out
 
 
 def summarize(
@@ -129,29 +159,13 @@ def summarize(
     measured = [r for r in records if r["phase"] == "measure"]
     ok = [r for r in measured if r["error"] is None]
     n = len(measured)
-    latency = [(r["t_end_ns"] - r["t_start_ns"]) / 1e9 for r in ok]
-    ttft = [
-        (r["t_first_token_ns"] - r["t_start_ns"]) / 1e9
-        for r in ok if r["t_first_token_ns"] is not None
-    ]
-    decoding = [
-        r for r in ok
-        if r["t_first_token_ns"] is not None and _decode_tokens(r) >= 1
-        and r["t_end_ns"] > r["t_first_token_ns"]
-    ]
-    per_request_rate = [
-        _decode_tokens(r) / ((r["t_end_ns"] - r["t_first_token_ns"]) / 1e9) for r in decoding
-    ]
-    decode_ns = sum(r["t_end_ns"] - r["t_first_token_ns"] for r in decoding)
-    decode_tokens = sum(_decode_tokens(r) for r in decoding)
-    stream_rate = decode_tokens / (decode_ns / 1e9) if decode_ns > 0 else None
-    engine = ok and all(
-        "decode" in r["stages_ns"] and "decode_evals" in r["counts"] for r in ok
-    )
-    engine_ns = sum(r["stages_ns"]["decode"] for r in ok) if engine else 0
-    engine_rate = (
-        sum(r["counts"]["decode_evals"] for r in ok) / (engine_ns / 1e9) if engine_ns else None
-    )
+    latency = _present(per_request.latency_s, ok)
+    ttft = _present(per_request.ttft_s, ok)
+    streamed = [w for w in map(per_request.stream_decode, ok) if w is not None]
+    engine = [per_request.engine_decode(r) for r in ok]
+    engine_rate = per_request.ratio_of_sums([w for w in engine if w is not None]) \
+        if ok and None not in engine else None
+    stream_rate = per_request.ratio_of_sums(streamed)
     timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
     wall_s = (
         (max(r["t_end_ns"] for r in timed) - min(r["t_start_ns"] for r in timed)) / 1e9
@@ -167,20 +181,13 @@ def summarize(
         stages["unattributed"] = distribution([
             (r["t_end_ns"] - r["t_start_ns"] - sum(r["stages_ns"].values())) / 1e9 for r in ok
         ])
-    prompt = [r for r in ok if r["stages_ns"].get("prefill") and "prefill_tokens" in r["counts"]]
-    prompt_ns = sum(r["stages_ns"]["prefill"] for r in prompt)
-    prompt_rate = (
-        sum(r["counts"]["prefill_tokens"] for r in prompt) / (prompt_ns / 1e9)
-        if prompt and len(prompt) == len(ok) and prompt_ns > 0 else None
-    )
-    failed_latency = [
-        (r["t_end_ns"] - r["t_start_ns"]) / 1e9 for r in measured
-        if r["error"] is not None and r["t_start_ns"] is not None and r["t_end_ns"] is not None
-    ]
+    prompt = [w for w in map(per_request.prefill, ok) if w is not None]
+    prompt_rate = per_request.ratio_of_sums(prompt) if len(prompt) == len(ok) else None
+    failed_latency = _present(per_request.latency_s, [r for r in measured if r["error"]])
     prepared = [r["prepare_ns"] / 1e9 for r in measured if r["prepare_ns"] is not None]
     if prepared:
         stages["prepare"] = distribution(prepared)
-    return {
+    summary = {
         "requests": n,
         "succeeded": len(ok),
         "failed": n - len(ok),
@@ -192,7 +199,8 @@ def summarize(
         "decode_source": "engine" if engine_rate is not None else "stream",
         "stream_tokens_per_s": stream_rate,
         "prompt_tokens_per_s": prompt_rate,
-        "stream_tokens_per_s_per_request": distribution(per_request_rate),
+        "stream_tokens_per_s_per_request": distribution(
+            [per_request.per_second(w) for w in streamed]),
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "wall_s": wall_s,
         "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome},
@@ -209,16 +217,18 @@ def summarize(
         "peak_rss_bytes": peak_rss,
         "load_s": load_s,
     }
+    declared = declared_metrics(ok)
+    if declared:  # only when a metric is declared: the built-in document is unchanged
+        summary["metrics"] = declared
+    return summary
 
 
 def warmup_warning(
     records: Sequence[dict[str, Any]], head: int = 2, factor: float = 1.5
 ) -> str | None:
     """Warn when the first measured requests are clearly slower than the rest."""
-    lat = [
-        (r["t_end_ns"] - r["t_start_ns"]) / 1e9
-        for r in records if r["phase"] == "measure" and r["error"] is None
-    ]
+    lat = _present(per_request.latency_s,
+                   [r for r in records if r["phase"] == "measure" and r["error"] is None])
     if len(lat) < head + 3:
         return None
     first = percentile(lat[:head], 50)

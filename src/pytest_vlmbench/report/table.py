@@ -1,38 +1,59 @@
-"""The end-of-session table: one row per benchmark, from the results entries.
+"""Tables: the one renderer for text tables, and the end-of-session benchmark table.
 
-`ok/n` is successful over measured requests: the latency, TTFT and token columns are
-computed over the successful ones only.
+`aligned` and `markdown` lay out any table (the terminal summary's and compare's use
+them). `render` is the benchmark table: one row per benchmark, a column per metric the
+registry shows in the table (metrics/registry.py), so a metric declared by a plugin
+gets its column too. `ok/n` is successful over measured requests: the latency, TTFT
+and token columns are computed over the successful ones only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from pytest_vlmbench.metrics import registry
 
-def _num(value: Any, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
+Row = Sequence[str]
 
 
-HEADERS = ("benchmark", "model", "precision", "ok/n", "p50 s", "p95 s", "TTFT p50 s",
-           "pp tok/s", "decode tok/s", "stream tok/s", "MB/token", "parse", "success",
-           "J/token", "tok/s/W", "% roofline", "SLO")
+def aligned(headers: Row, rows: Sequence[Row], *, right: Collection[int],
+            marks: Sequence[str] | None = None) -> list[str]:
+    """Text lines: the header, a rule of dashes, then the rows; columns padded to their
+    widest cell, those in `right` right-aligned. `marks` (one per row) prefix each row
+    with a two-character flag column (compare's `!!`)."""
+    table = [headers, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    prefix = [""] if marks is None else ["   ", *(f"{m:2} " for m in marks)]
+    lines = []
+    for n, row in enumerate(table):
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append(prefix[n if marks is not None else 0] + "  ".join(cells).rstrip())
+        if n == 0:
+            lines.append(prefix[0] + "  ".join("-" * w for w in widths))
+    return lines
 
 
-def _mb(value: Any) -> str:
-    return "-" if not value else f"{value / 1e6:.0f}"
+def markdown(headers: Row, rows: Sequence[Row], *, right: Collection[int]) -> list[str]:
+    """A GitHub-flavoured markdown table (cells are written as given: escape `|`)."""
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
 
 
-def _get(summary: dict[str, Any], block: str, key: str) -> Any:
-    inner = summary.get(block)
-    return inner.get(key) if isinstance(inner, dict) else None
+LEADING = ("benchmark", "model", "precision", "ok/n")
 
 
-def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+def headers() -> tuple[str, ...]:
+    columns = registry.columns()
+    return (*LEADING, *(m.column.header for m in columns if m.column), "SLO")
+
+
+def rows(benchmarks: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    columns = [m for m in registry.columns() if m.column]
     out: list[tuple[str, ...]] = []
     for b in benchmarks:
         s = b["summary"]
@@ -41,28 +62,12 @@ def rows(benchmarks: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         out.append((
             name if b["status"] == "complete" else f"{name} ({b['status']})",
             b["model"], b["precision"], f"{s['succeeded']}/{s['requests']}",
-            _num(s["latency_s"]["median"], ".3f"), _num(s["latency_s"]["p95"], ".3f"),
-            _num(s["ttft_s"]["median"], ".3f"), _num(s.get("prompt_tokens_per_s"), ".0f"),
-            _num(s["decode_tokens_per_s"], ".1f"), _num(s["stream_tokens_per_s"], ".1f"),
-            _mb(_get(s, "roofline", "bytes_per_token")),
-            _pct(s["parse_rate"]), _pct(s["success_rate"]),
-            _num(_get(s, "energy", "energy_per_token_j"), ".4g"),
-            _num(_get(s, "energy", "tokens_per_s_per_w"), ".3g"),
-            _num(_get(s, "roofline", "percent_of_bound"), ".0f"), slo,
+            *(m.column.cell(m.value(s)) for m in columns if m.column), slo,
         ))
     return out
 
 
-def render(benchmarks: Sequence[dict[str, Any]]) -> list[str]:
-    table = [HEADERS, *rows(benchmarks)]
-    widths = [max(len(r[i]) for r in table) for i in range(len(HEADERS))]
-    lines = []
-    for n, row in enumerate(table):
-        cells = [
-            c.ljust(w) if i < 3 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return lines
+def render(benchmarks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The benchmark table's lines: names and models left-aligned, figures right."""
+    head = headers()
+    return aligned(head, rows(benchmarks), right=range(3, len(head)))
