@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vlmbench.metrics.stats import distribution
 from pytest_vlmbench.power import Reading
+from pytest_vlmbench.results.models import EnergySummary, Record
+
+Records = Sequence[Record] | Sequence[Mapping[str, Any]]
+"""What attribute reads: records, typed; the Mapping arm is for the runner's records, still
+plain dicts when monitor.finish passes them (mypy checks every access on the Record arm)."""
 
 PER_REQUEST_MIN_RESOLUTIONS = 2.0
 SHORT_WINDOW_RESOLUTIONS = 5.0
@@ -157,14 +162,15 @@ def _div(a: float | None, b: float | None) -> float | None:
 
 
 def attribute(
-    readings: Sequence[Reading], records: Sequence[dict[str, Any]], *,
+    readings: Sequence[Reading], records: Records, *,
     resolution_s: float, idle_power_w: float | None, vision: bool,
-) -> dict[str, Any]:
+) -> EnergySummary:
     """A benchmark's energy block (summary.energy) from readings and its records."""
     measured = [r for r in records if r["phase"] == "measure"]
-    timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
+    timed = [(r, start, end) for r in measured
+             if (start := r["t_start_ns"]) is not None and (end := r["t_end_ns"]) is not None]
     warnings: list[str] = []
-    block: dict[str, Any] = {
+    block: EnergySummary = {
         "method": None, "window_s": None, "readings_in_window": 0, "energy_j": None,
         "avg_power_w": None, "peak_power_w": None, "idle_power_w": idle_power_w,
         "above_idle_energy_j": None, "energy_per_token_j": None,
@@ -182,8 +188,8 @@ def attribute(
     if trace.dropped:
         warnings.append(f"{trace.dropped} readings without "
                         f"{'energy' if trace.counter else 'power'} (failed reads) were left out")
-    t0 = min(r["t_start_ns"] for r in timed)
-    t1 = max(r["t_end_ns"] for r in timed)
+    t0 = min(start for _, start, _ in timed)
+    t1 = max(end for _, _, end in timed)
     window_s = (t1 - t0) / 1e9
     block["window_s"] = window_s
     block["readings_in_window"] = sum(1 for t in trace.t if t0 <= t <= t1)
@@ -217,14 +223,15 @@ def attribute(
         block["above_idle_energy_j"] = above
         block["above_idle_energy_per_token_j"] = _div(above, tokens)
         block["above_idle_tokens_per_s_per_w"] = _div(tokens, above) if above > 0 else None
-    per_request = []
+    per_request: list[dict[str, float]] = []
     skipped = 0
-    for r in ok:
-        duration = (r["t_end_ns"] - r["t_start_ns"]) / 1e9
-        if duration < PER_REQUEST_MIN_RESOLUTIONS * resolution_s:
+    for r, start, end in timed:  # a successful request is always timed
+        if r["error"] is not None:
+            continue
+        if (end - start) / 1e9 < PER_REQUEST_MIN_RESOLUTIONS * resolution_s:
             skipped += 1
             continue
-        e = trace.energy_between(r["t_start_ns"], r["t_end_ns"])
+        e = trace.energy_between(start, end)
         if e is not None and math.isfinite(e):
             per_request.append(
                 {"seq": r["seq"], "energy_j": e, "tokens": r["completion_tokens"] or 0}

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -24,6 +25,7 @@ try:  # JSON text to Python, 3-5x the standard library's speed on 100,000-record
 except ImportError:  # pragma: no cover - orjson is a dependency; json is the fallback
     from json import loads as loads  # type: ignore[assignment]
 
+from pytest_vlmbench.results.models import Record, ResultsDocument
 from pytest_vlmbench.run.records import read_records
 
 SCHEMA_VERSION = 1
@@ -181,7 +183,7 @@ def write_atomic(path: Path, doc: dict[str, Any]) -> None:
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Read and validate a results document."""
+    """Read and validate a results document (untyped: load_document is the typed read)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -201,12 +203,19 @@ def load(path: Path) -> dict[str, Any]:
     return doc
 
 
-def records_path(results_path: Path, doc: dict[str, Any]) -> Path:
-    """Where a document's records live (stored relative to the document)."""
+def load_document(path: Path) -> ResultsDocument:
+    """Read and validate a results document, typed: the schema check makes the cast true
+    (tests/test_read_models.py keeps the models and the schema in step)."""
+    return cast(ResultsDocument, load(path))
+
+
+def records_path(results_path: Path, doc: Mapping[str, Any]) -> Path:
+    """Where a document's records live (stored relative to the document); a Mapping so
+    that a ResultsDocument and a document still being built both pass."""
     return results_path.parent / str(doc["records_file"])
 
 
-def existing_records_path(path: Path, doc: dict[str, Any], needed_for: str) -> Path:
+def existing_records_path(path: Path, doc: Mapping[str, Any], needed_for: str) -> Path:
     """The document's records file; a missing one is an error naming what needs it:
     comparing or merging without the records would silently lose the run's ground truth."""
     rpath = records_path(path, doc)
@@ -218,11 +227,12 @@ def existing_records_path(path: Path, doc: dict[str, Any], needed_for: str) -> P
     return rpath
 
 
-def load_with_records(path: Path, needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load_document_with_records(path: Path,
+                               needed_for: str) -> tuple[ResultsDocument, list[Record]]:
     """A document and its records, every one validated. A missing records file is an
     error (`needed_for` says what needs it): comparing or merging without the records
     would silently lose the run's ground truth."""
-    doc = load(path)
+    doc = load_document(path)
     rpath = existing_records_path(path, doc, needed_for)
     try:
         records = read_records(rpath)
@@ -233,3 +243,11 @@ def load_with_records(path: Path, needed_for: str) -> tuple[dict[str, Any], list
     for i, record in enumerate(records, 1):
         validate_record(record, f"{rpath}:{i}")
     return doc, records
+
+
+def load_with_records(path: Path,
+                      needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """load_document_with_records, untyped, for callers still on plain dicts (merge.py);
+    to go once they read through the models."""
+    doc, records = load_document_with_records(path, needed_for)
+    return cast(dict[str, Any], doc), cast(list[dict[str, Any]], records)

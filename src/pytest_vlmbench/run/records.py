@@ -10,8 +10,12 @@ results.write_text_atomic gives the results document beside it.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:  # results.document imports this module: no import cycle at run time
+    from pytest_vlmbench.results.models import Record
 
 
 class RecordWriter:
@@ -25,7 +29,7 @@ class RecordWriter:
         self._fh: IO[str] | None = None
         self.count = 0
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: Mapping[str, Any]) -> None:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("w", encoding="utf-8")
@@ -39,15 +43,17 @@ class RecordWriter:
             self._fh = None
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """All records of a JSONL file; a torn last line (killed mid-write) is reported."""
-    records: list[dict[str, Any]] = []
+def read_records(path: Path) -> list[Record]:
+    """All records of a JSONL file; a torn last line (killed mid-write) is reported.
+    Typed as Record, not checked: load_with_records and `vlmbench validate` check them
+    against the schema."""
+    records: list[Record] = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                records.append(cast("Record", json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
     return records

@@ -1,0 +1,301 @@
+"""Typed read models of the results document and its records.
+
+The JSON Schema (schema/results.schema.json) is the authority on disk: documents and
+records are validated against it on write and on load (document.py). These TypedDicts
+are the read models the code reads through, so mypy --strict checks every field
+access. A key the schema lists in `required` is a plain key here, any other key is
+NotRequired; a nullable schema type is `X | None`; where the schema allows any object
+the model says dict[str, Any]. tests/test_read_models.py proves the two agree: the
+keys and required keys of every model against the schema, and a real run's document
+against both.
+
+No `from __future__ import annotations` here: Python 3.11 TypedDict sees
+NotRequired only in evaluated annotations (string ones make every key required).
+"""
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+Phase = Literal["warmup", "measure"]
+ParseOutcome = Literal[
+    "valid", "invalid_json", "schema_violation", "truncated", "not_checked", "no_output"
+]
+ErrorStage = Literal["prepare", "request", "check"]
+
+
+class RecordError(TypedDict):
+    """Why a request failed: the record's `error` when it is not null."""
+
+    stage: ErrorStage
+    type: str
+    message: str
+
+
+class ImageRef(TypedDict):
+    """One image a request sent (record `images[]`)."""
+
+    source: str
+    sha256: str
+    width: int
+    height: int
+
+
+class Record(TypedDict):
+    """One request: a line of the records file ($defs/record)."""
+
+    run_id: str
+    benchmark: str
+    seq: int
+    phase: Phase
+    sample_id: str
+    model: str
+    precision: str
+    backend: str
+    device: str
+    task: str
+    t_start_ns: int | None
+    t_first_token_ns: int | None
+    t_end_ns: int | None
+    prepare_ns: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    output: str | None
+    parse: ParseOutcome
+    parse_detail: str | None
+    stages_ns: dict[str, int]
+    counts: dict[str, int]
+    images: list[ImageRef]
+    error: RecordError | None
+
+
+class Distribution(TypedDict):
+    """n, mean, percentiles, stdev and CV of a metric ($defs/distribution;
+    metrics/stats.py distribution() makes it): all but n are None when n is 0."""
+
+    n: int
+    mean: float | None
+    median: float | None
+    min: float | None
+    max: float | None
+    p90: float | None
+    p95: float | None
+    p99: float | None
+    stdev: float | None
+    cv: float | None
+
+
+EnergySummary = dict[str, Any]
+"""summary.energy: the schema allows any object (or null when there was no meter)."""
+MemorySummary = dict[str, Any]
+"""summary.memory: the schema allows any object."""
+RooflineSummary = dict[str, Any]
+"""summary.roofline: the schema allows any object."""
+
+
+class MetricFigure(TypedDict):
+    """summary.metrics[name]: a figure of a metric declared outside the package
+    (metrics/registry.py)."""
+
+    value: float | None
+    unit: str
+    statistic: Literal["median", "mean", "p90", "p95", "p99"]
+    n: int
+    absent_reason: str | None
+
+
+class Summary(TypedDict):
+    """A benchmark's figures, computed from its measured records ($defs/summary)."""
+
+    requests: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+    latency_s: Distribution
+    ttft_s: Distribution
+    decode_tokens_per_s: float | None
+    stream_tokens_per_s_per_request: Distribution
+    requests_per_s: float | None
+    wall_s: float | None
+    parse: dict[str, int]
+    parse_rate: float | None
+    prompt_tokens_mean: float | None
+    completion_tokens_mean: float | None
+    output_chars_mean: float | None
+    stages_s: dict[str, Distribution]
+    peak_rss_bytes: int | None
+    load_s: float | None
+    decode_source: Literal["engine", "stream"]
+    stream_tokens_per_s: float | None
+    energy: NotRequired[EnergySummary | None]
+    memory: NotRequired[MemorySummary]
+    roofline: NotRequired[RooflineSummary]
+    prompt_tokens_per_s: NotRequired[float | None]
+    latency_failed_s: NotRequired[Distribution]
+    metrics: NotRequired[dict[str, MetricFigure]]
+
+
+class SloResult(TypedDict):
+    """One service-level objective checked against a summary ($defs/slo)."""
+
+    metric: str
+    op: Literal["<=", ">="]
+    limit: float
+    measured: float | None
+    passed: bool
+
+
+class DatasetRef(TypedDict):
+    """benchmark.dataset: which samples, by name and content hash."""
+
+    name: str
+    hash: str
+    prep: NotRequired[dict[str, Any]]
+
+
+class WarmupRef(TypedDict):
+    """benchmark.warmup: the requests sent before measuring."""
+
+    requests: int
+    latency_s: list[float | None]
+
+
+class RecordsRef(TypedDict):
+    """benchmark.records: where the benchmark's records are and how many."""
+
+    file: str
+    measured: int
+    warmup: int
+
+
+class MachineLoad(TypedDict):
+    """benchmark.machine: how busy the machine was (run/machine_load.py)."""
+
+    busy: NotRequired[bool | None]
+    note: NotRequired[str | None]
+    loadavg_1m: NotRequired[float | None]
+    other_cpu_fraction: NotRequired[float | None]
+    steal_fraction: NotRequired[float | None]
+    window_s: NotRequired[float | None]
+    method: NotRequired[str]
+    cpus: NotRequired[int]
+
+
+class BenchmarkEntry(TypedDict):
+    """One benchmark of the results document (benchmarks[], $defs/benchmark)."""
+
+    id: str
+    test: str
+    model: str
+    backend: str
+    precision: str
+    device: str
+    task: str
+    prompt_version: str
+    input_mode: Literal["image", "text"]
+    dataset: DatasetRef
+    samples: int
+    warmup: WarmupRef
+    status: Literal["complete", "interrupted", "error"]
+    error: str | None
+    summary: Summary
+    slo: list[SloResult]
+    slo_passed: NotRequired[bool | None]
+    warnings: list[str]
+    records: RecordsRef
+    settings: dict[str, Any]
+    started_at: str
+    run_id: NotRequired[str]
+    fail_on: NotRequired[list[str]]
+    machine: NotRequired[MachineLoad | None]
+
+
+class LoadEntry(TypedDict):
+    """One model load (loads[], $defs/load); artifacts are any objects to the schema."""
+
+    model: str
+    precision: str
+    backend: str
+    device: str
+    load_s: NotRequired[float]
+    resolve_s: NotRequired[float]
+    rss_before_bytes: NotRequired[int | None]
+    rss_after_bytes: NotRequired[int | None]
+    rss_delta_bytes: NotRequired[int | None]
+    rss_peak_bytes: NotRequired[int | None]
+    accelerator_memory_delta_bytes: NotRequired[int | None]
+    artifacts: NotRequired[list[dict[str, Any]]]
+    settings: NotRequired[dict[str, Any]]
+    count: int
+    error: str | None
+
+
+class NvmlInfo(TypedDict):
+    """device.nvml: NVML's readings of the GPU the profile is for."""
+
+    index: NotRequired[int]
+    name: NotRequired[str]
+    memory_total_bytes: NotRequired[int | None]
+    max_memory_clock_mhz: NotRequired[int | None]
+    memory_bus_width_bits: NotRequired[int | None]
+    compute_capability: NotRequired[str | None]
+    errors: NotRequired[dict[str, str]]
+
+
+class _ProfileFields(TypedDict):
+    """The optional fields a device profile and the session's device share."""
+
+    description: NotRequired[str]
+    memory_gb: NotRequired[float | None]
+    bandwidth_gbs: NotRequired[float | None]
+    bandwidth_source: NotRequired[str]
+    precisions: NotRequired[list[str]]
+    power_meter: NotRequired[str]
+
+
+class DeviceProfile(_ProfileFields):
+    """device.cpu_fallback.profile: the profile the fallback backends ran under."""
+
+    name: str
+    accelerator: str
+
+
+class CpuFallback(TypedDict):
+    """device.cpu_fallback: backends that ran on the CPU instead, and why."""
+
+    profile: DeviceProfile
+    backends: dict[str, str]
+
+
+class DeviceInfo(_ProfileFields):
+    """The document's device: the session's profile, what detection found and why."""
+
+    name: str
+    accelerator: NotRequired[str]
+    detected: str
+    evidence: str
+    nvml: NotRequired[NvmlInfo | None]
+    cpu_fallback: NotRequired[CpuFallback | None]
+
+
+class ResultsDocument(TypedDict):
+    """The results document's top level; tool, settings, environment, power and the
+    merged runs' headers are any objects to the schema."""
+
+    kind: Literal["pytest-vlmbench-results"]
+    schema_version: Literal[1]
+    tool: dict[str, Any]
+    run_id: str
+    started_at: str
+    finished_at: str | None
+    status: Literal["running", "complete", "interrupted"]
+    command: list[str]
+    settings: dict[str, Any]
+    environment: dict[str, Any]
+    device: DeviceInfo
+    methods: dict[str, str]
+    loads: list[LoadEntry]
+    benchmarks: list[BenchmarkEntry]
+    records_file: str
+    power: NotRequired[dict[str, Any]]
+    runs: NotRequired[list[dict[str, Any]]]
+    power_trace_file: NotRequired[str | None]
