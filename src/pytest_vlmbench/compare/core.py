@@ -29,6 +29,7 @@ from pytest_vlmbench.compare.verdicts import (
 from pytest_vlmbench.metrics import noise
 from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.results.document import ResultsError
+from pytest_vlmbench.results.models import BenchmarkEntry
 
 EXIT_OK = 0
 """No gated metric regressed."""
@@ -45,9 +46,9 @@ class Pair:
     """A benchmark found in both runs."""
 
     key: BenchmarkKey
-    baseline: dict[str, Any]
+    baseline: BenchmarkEntry
     """The newest baseline run's entry."""
-    current: dict[str, Any]
+    current: BenchmarkEntry
     metrics: list[MetricResult] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     reason: str | None = None

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from pytest_vlmbench.compare.samples import Columns, RunBenchmark, columns_of, read_columns
 from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import KIND, ResultsError, existing_records_path, load, loads
+from pytest_vlmbench.results.models import BenchmarkEntry, ResultsDocument
 
 DEFAULT_DIR = Path(naming.DEFAULT_OUT_DIR)  # the plugin's default output directory
 LATEST = "latest"
@@ -33,7 +34,7 @@ class Run:
     """A loaded results document and its records' columns by (run_id, benchmark)."""
 
     path: Path
-    doc: dict[str, Any]
+    doc: ResultsDocument
     columns: dict[RunBenchmark, Columns]
     notes: list[str] = field(default_factory=list)
 
@@ -46,7 +47,7 @@ class Run:
         return commit_of(self.doc)
 
     @classmethod
-    def from_records(cls, path: Path, doc: dict[str, Any],
+    def from_records(cls, path: Path, doc: ResultsDocument,
                      records: Iterable[Mapping[str, Any]]) -> Run:
         """A run from records in memory (trusted: the pytest gate's own)."""
         return cls(path, doc, columns_of(records))
@@ -94,7 +95,7 @@ class Instance:
     """One run of one benchmark: an entry of a document, and where its records are."""
 
     run: Run
-    entry: dict[str, Any]
+    entry: BenchmarkEntry
     order: int
     """The entry's index in its document (ties of started_at go to the later one)."""
 

@@ -18,10 +18,17 @@ Window = tuple[int, int]
 """(tokens, nanoseconds) of one request."""
 
 
-def latency_s(record: Mapping[str, Any]) -> float | None:
-    """t_end_ns - t_start_ns: the request from the call to its last token or error."""
+def span_ns(record: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(t_start_ns, t_end_ns): from the call to the last token or the error; None for a
+    sample that failed before its request was sent."""
     start, end = record["t_start_ns"], record["t_end_ns"]
-    return None if start is None or end is None else (end - start) / 1e9
+    return None if start is None or end is None else (int(start), int(end))
+
+
+def latency_s(record: Mapping[str, Any]) -> float | None:
+    """t_end_ns - t_start_ns, in seconds."""
+    span = span_ns(record)
+    return None if span is None else (span[1] - span[0]) / 1e9
 
 
 def ttft_s(record: Mapping[str, Any]) -> float | None:

@@ -110,7 +110,7 @@ class Metric:
         return "max_" if self.higher_is_worse else "min_"
 
     @property
-    def op(self) -> str:
+    def op(self) -> Literal["<=", ">="]:
         """The SLO comparison a measured value must satisfy against its limit."""
         return "<=" if self.higher_is_worse else ">="
 

@@ -10,10 +10,11 @@ run that produced nothing does not meet a latency objective.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_vlmbench.metrics import registry
+from pytest_vlmbench.results.models import SloResult
 
 
 def _slo_table() -> dict[str, tuple[tuple[str, ...], str, str]]:
@@ -46,8 +47,8 @@ def check_spec(slo: Mapping[str, Any], where: str) -> dict[str, float]:
     return spec
 
 
-def evaluate(spec: Mapping[str, float], summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    verdicts = []
+def evaluate(spec: Mapping[str, float], summary: Mapping[str, Any]) -> list[SloResult]:
+    verdicts: list[SloResult] = []
     slos = registry.slos()
     for name, limit in spec.items():
         metric = slos[name]
@@ -62,7 +63,7 @@ def evaluate(spec: Mapping[str, float], summary: Mapping[str, Any]) -> list[dict
     return verdicts
 
 
-def breach_message(verdicts: list[dict[str, Any]], n: int) -> str | None:
+def breach_message(verdicts: Sequence[SloResult], n: int) -> str | None:
     """One line for all breaches, or None when every objective is met."""
     parts = []
     slos = registry.slos()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from pytest_vlmbench.results.models import Distribution
+
 PERCENTILE_METHOD = (
     "linear interpolation between closest ranks (Hyndman & Fan type 7, numpy 'linear'): "
     "h = (n-1)*q/100; x[floor(h)] + (h-floor(h))*(x[floor(h)+1]-x[floor(h)])"
@@ -45,7 +47,7 @@ def stdev(values: Sequence[float]) -> float | None:
     return math.sqrt(math.fsum((v - m) ** 2 for v in values) / (len(values) - 1))
 
 
-def distribution(values: Sequence[float]) -> dict[str, float | int | None]:
+def distribution(values: Sequence[float]) -> Distribution:
     """n, mean, min, max, median, p90, p95, p99, stdev and CV of values (None when empty)."""
     if not values:
         return {

@@ -29,11 +29,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from pytest_vlmbench.metrics import per_request
 from pytest_vlmbench.metrics.registry import Statistic, computed
 from pytest_vlmbench.metrics.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
+from pytest_vlmbench.results.models import MetricFigure, Record, Summary
 from pytest_vlmbench.tasks.structured import ParseOutcome
 
 METHODS = {
@@ -89,7 +89,7 @@ STAGE_TOLERANCE_FRACTION = 0.01
 _PROMPT_STAGES = ("template", "image_encode", "prefill")
 
 
-def stage_violations(record: dict[str, Any]) -> list[str]:
+def stage_violations(record: Record) -> list[str]:
     """What breaks the stage invariants in one successful record (empty when none)."""
     if record["error"] is not None or record["t_start_ns"] is None or record["t_end_ns"] is None:
         return []
@@ -110,7 +110,7 @@ def stage_violations(record: dict[str, Any]) -> list[str]:
     return out
 
 
-def stage_warning(records: Sequence[dict[str, Any]]) -> str | None:
+def stage_warning(records: Sequence[Record]) -> str | None:
     """One warning when a backend's stages break the invariants in any measured record."""
     bad = [(r, v) for r in records if r["phase"] == "measure" for v in stage_violations(r)]
     if not bad:
@@ -121,10 +121,15 @@ def stage_warning(records: Sequence[dict[str, Any]]) -> str | None:
             f"{first['sample_id']}: {why}); the stage figures of this backend overlap")
 
 
-def _present(figure: Callable[[dict[str, Any]], float | None],
-             records: Sequence[dict[str, Any]]) -> list[float]:
+def _present(figure: Callable[[Record], float | None], records: Sequence[Record]) -> list[float]:
     """A per-request figure of each record that has it."""
     return [v for v in map(figure, records) if v is not None]
+
+
+def _unattributed_s(record: Record) -> float | None:
+    """What the stages leave of the latency (streaming, stop checks)."""
+    span = per_request.span_ns(record)
+    return None if span is None else (span[1] - span[0] - sum(record["stages_ns"].values())) / 1e9
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -136,10 +141,10 @@ def _statistic(values: Sequence[float], statistic: Statistic) -> float:
         else percentile(values, 50.0 if statistic == "median" else float(statistic[1:]))
 
 
-def declared_metrics(ok: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def declared_metrics(ok: Sequence[Record]) -> dict[str, MetricFigure]:
     """Each registered metric with a computation of its own (registry.computed): its
     statistic over the successful requests that give a value, or absent with why."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, MetricFigure] = {}
     for metric in computed():
         assert metric.per_request is not None
         values = [v for v in map(metric.per_request, ok) if v is not None and math.isfinite(v)]
@@ -153,9 +158,9 @@ def declared_metrics(ok: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], *, checks_output: bool, load_s: float | None,
+    records: Sequence[Record], *, checks_output: bool, load_s: float | None,
     peak_rss: int | None,
-) -> dict[str, Any]:
+) -> Summary:
     measured = [r for r in records if r["phase"] == "measure"]
     ok = [r for r in measured if r["error"] is None]
     n = len(measured)
@@ -166,11 +171,9 @@ def summarize(
     engine_rate = per_request.ratio_of_sums([w for w in engine if w is not None]) \
         if ok and None not in engine else None
     stream_rate = per_request.ratio_of_sums(streamed)
-    timed = [r for r in measured if r["t_start_ns"] is not None and r["t_end_ns"] is not None]
-    wall_s = (
-        (max(r["t_end_ns"] for r in timed) - min(r["t_start_ns"] for r in timed)) / 1e9
-        if timed else None
-    )
+    spans = [s for s in map(per_request.span_ns, measured) if s is not None]
+    wall_s = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e9 \
+        if spans else None
     outcomes = Counter(r["parse"] for r in measured)
     stage_names = sorted({k for r in ok for k in r["stages_ns"]})
     stages = {
@@ -178,16 +181,14 @@ def summarize(
         for name in stage_names
     }
     if stage_names:
-        stages["unattributed"] = distribution([
-            (r["t_end_ns"] - r["t_start_ns"] - sum(r["stages_ns"].values())) / 1e9 for r in ok
-        ])
+        stages["unattributed"] = distribution(_present(_unattributed_s, ok))
     prompt = [w for w in map(per_request.prefill, ok) if w is not None]
     prompt_rate = per_request.ratio_of_sums(prompt) if len(prompt) == len(ok) else None
     failed_latency = _present(per_request.latency_s, [r for r in measured if r["error"]])
     prepared = [r["prepare_ns"] / 1e9 for r in measured if r["prepare_ns"] is not None]
     if prepared:
         stages["prepare"] = distribution(prepared)
-    summary = {
+    summary: Summary = {
         "requests": n,
         "succeeded": len(ok),
         "failed": n - len(ok),
@@ -224,7 +225,7 @@ def summarize(
 
 
 def warmup_warning(
-    records: Sequence[dict[str, Any]], head: int = 2, factor: float = 1.5
+    records: Sequence[Record], head: int = 2, factor: float = 1.5
 ) -> str | None:
     """Warn when the first measured requests are clearly slower than the rest."""
     lat = _present(per_request.latency_s,

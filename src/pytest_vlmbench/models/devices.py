@@ -25,6 +25,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pytest_vlmbench.results.models import DeviceProfile as ProfileDocument
+from pytest_vlmbench.results.models import NvmlInfo
+
 # GGUF file types, as llama.cpp names them (f16/bf16/f32 are unquantised GGUF files).
 # llama.cpp's file types (gguf's LlamaFileType, "MOSTLY_" dropped, lower case), the
 # names GGUF files and catalogs use; the common ones first.
@@ -62,7 +65,7 @@ class DeviceProfile:
     def supports(self, precision: str) -> bool:
         return precision in self.precisions
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> ProfileDocument:
         return {
             "name": self.name,
             "description": self.description,
@@ -208,7 +211,7 @@ class NvmlGpu:
     compute_capability: tuple[int, int] | None = None
     errors: tuple[tuple[str, str], ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> NvmlInfo:
         return {
             "index": self.index,
             "name": self.name,

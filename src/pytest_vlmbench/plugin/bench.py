@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +21,7 @@ from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.metrics.slo import SLOError, breach_message, check_spec, evaluate
 from pytest_vlmbench.plugin import benchmark_bridge
 from pytest_vlmbench.plugin.fixtures import session_of
+from pytest_vlmbench.results.models import BenchmarkEntry, Record, Summary
 from pytest_vlmbench.run import environment
 from pytest_vlmbench.run.runner import BenchmarkPlan, Runner
 from pytest_vlmbench.tasks import Task, builtin_tasks
@@ -53,7 +54,7 @@ class Bench:
         warmup: int | None = None,
         slo: Mapping[str, float] | None = None,
         image_size: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> BenchmarkEntry:
         request, session = self._request, session_of(self._request.config)
         opts = session.options
         node = request.node
@@ -102,7 +103,7 @@ class Bench:
             bandwidth_gbs=bandwidth[0],
             bandwidth_source=bandwidth[1],
         )
-        entries: list[dict[str, Any]] = []
+        entries: list[BenchmarkEntry] = []
         fail_on = [str(rule) for m in node.iter_markers("vlm_fail_on") for rule in m.args]
         if fail_on:
             from pytest_vlmbench.compare import RuleError, parse_rules
@@ -112,7 +113,7 @@ class Bench:
             except RuleError as exc:
                 pytest.fail(f"{node.nodeid}: @pytest.mark.vlm_fail_on: {exc}", pytrace=False)
 
-        def sink(entry: dict[str, Any]) -> None:
+        def sink(entry: BenchmarkEntry) -> None:
             if fail_on:
                 entry["fail_on"] = fail_on
             entries.append(entry)
@@ -214,7 +215,7 @@ def _check_counts(**values: int | None) -> None:
                 f"vlm_bench.run({name}={value}): must be at least {minimum[name]}")
 
 
-def _all_outputs_invalid(summary: dict[str, Any], records: list[dict[str, Any]],
+def _all_outputs_invalid(summary: Summary, records: Sequence[Record],
                          task: Task) -> str | None:
     """One line when the task checks its outputs and not one successful measured
     request gave a valid one (a schema nothing satisfies, a grammar and schema that

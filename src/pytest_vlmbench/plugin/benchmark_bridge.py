@@ -40,6 +40,9 @@ from typing import Any
 
 import pytest
 
+from pytest_vlmbench.metrics.per_request import latency_s
+from pytest_vlmbench.results.models import BenchmarkEntry, Record
+
 PLUGIN_NAME = "pytest-benchmark"  # the name its pytest_configure registers its session under
 
 EXTRA_KEYS = ("requests", "succeeded", "failed", "success_rate", "parse_rate",
@@ -128,17 +131,15 @@ def prepare_item(item: pytest.Item) -> None:
         names.append("benchmark")
 
 
-def add_run(request: pytest.FixtureRequest, entry: dict[str, Any],
-            records: Sequence[dict[str, Any]]) -> bool:
+def add_run(request: pytest.FixtureRequest, entry: BenchmarkEntry,
+            records: Sequence[Record]) -> bool:
     """Keep one `vlm_bench.run()`'s measured latencies for `flush`; False if
     pytest-benchmark is not in use for this item or the run has no rounds."""
     feed = request.node.stash.get(_FEED_KEY, None)
     if feed is None or not active(request.config):
         return False
-    latencies = [
-        (r["t_end_ns"] - r["t_start_ns"]) / 1e9
-        for r in records if r["phase"] == "measure" and r["error"] is None
-    ]
+    latencies = [latency for r in records if r["phase"] == "measure" and r["error"] is None
+                 and (latency := latency_s(r)) is not None]
     if not latencies:
         return False
     if feed.fixture is None:

@@ -18,8 +18,8 @@ comparison is deterministic (seeded bootstrap).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pytest_vlmbench.compare import (
     DEFAULT_ALPHA,
@@ -40,6 +40,7 @@ from pytest_vlmbench.compare import (
 )
 from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import ResultsError
+from pytest_vlmbench.results.models import BenchmarkEntry, Record, ResultsDocument
 
 LATEST_FROM = "the output directory, where this run's results file goes (--vlm-out)"
 """What `latest` is, in an error: the user did not name the directory searched."""
@@ -78,10 +79,10 @@ class Gate:
         return compare_runs(self.baseline, current, self.rules, alpha=self.alpha,
                             drift_allowance=self.drift_allowance)
 
-    def check(self, document: dict[str, Any], results_path: Path, entry: dict[str, Any],
-              records: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], str | None]:
+    def check(self, document: ResultsDocument, results_path: Path, entry: BenchmarkEntry,
+              records: Sequence[Record]) -> tuple[list[tuple[str, str]], str | None]:
         """Compare one benchmark now: JUnit properties, and a failure line if it regressed."""
-        doc = {**document, "benchmarks": [entry]}
+        doc: ResultsDocument = {**document, "benchmarks": [entry]}
         current = Run.from_records(results_path, doc, records)
         comparison = self._compare(current)
         props: list[tuple[str, str]] = []

@@ -9,12 +9,13 @@ memory meters with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pytest_vlmbench.backends import BackendError, LoadContext, LoadedModel, get_backend
 from pytest_vlmbench.backends.native_log import native_stderr_to
 from pytest_vlmbench.models.catalog import ModelSpec
 from pytest_vlmbench.models.devices import CPU_FALLBACK
+from pytest_vlmbench.results.models import LoadEntry
 from pytest_vlmbench.run import memory
 from pytest_vlmbench.run.runner import ModelCase
 
@@ -38,7 +39,7 @@ class ModelPool:
         self.session = session
         self._current: tuple[ModelCase, LoadedHandle] | None = None
         self._failed: dict[ModelCase, str] = {}
-        self.loads: dict[str, dict[str, Any]] = {}
+        self.loads: dict[str, LoadEntry] = {}
 
     def get(self, case: ModelCase) -> LoadedHandle:
         if self._current is not None and self._current[0] == case:
@@ -92,20 +93,20 @@ class ModelPool:
                 raise BackendError(message) from None
         rss_after = memory.rss_bytes()
         accel_after = monitor.memory_now()
-        entry.update(
-            count=entry["count"] + 1,
-            load_s=model.timings_ns["load"] / 1e9,
-            resolve_s=model.timings_ns["resolve"] / 1e9,
-            rss_before_bytes=rss_before,
-            rss_after_bytes=rss_after,
-            rss_delta_bytes=None if rss_before is None or rss_after is None
+        entry.update({
+            "count": entry["count"] + 1,
+            "load_s": model.timings_ns["load"] / 1e9,
+            "resolve_s": model.timings_ns["resolve"] / 1e9,
+            "rss_before_bytes": rss_before,
+            "rss_after_bytes": rss_after,
+            "rss_delta_bytes": None if rss_before is None or rss_after is None
             else rss_after - rss_before,
-            rss_peak_bytes=memory.hwm_since_reset() if hwm_reset else None,
-            accelerator_memory_delta_bytes=None if accel_before is None or accel_after is None
+            "rss_peak_bytes": memory.hwm_since_reset() if hwm_reset else None,
+            "accelerator_memory_delta_bytes": None if accel_before is None or accel_after is None
             else accel_after - accel_before,
-            artifacts=model.artifacts,
-            settings=model.settings,
-        )
+            "artifacts": model.artifacts,
+            "settings": model.settings,
+        })
         self.session.check_threads(device, model.settings.get("n_threads"))
         handle = LoadedHandle(case, spec, model)
         self._current = (case, handle)

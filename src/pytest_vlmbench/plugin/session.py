@@ -23,6 +23,13 @@ from pytest_vlmbench.models import devices
 from pytest_vlmbench.models.devices import CPU_FALLBACK, Detection, DeviceProfile
 from pytest_vlmbench.plugin.matrix import Matrix
 from pytest_vlmbench.results import naming
+from pytest_vlmbench.results.models import (
+    BenchmarkEntry,
+    DeviceInfo,
+    LoadEntry,
+    ResultsDocument,
+    RunStatus,
+)
 
 if TYPE_CHECKING:
     from pytest_vlmbench.plugin.gate import Gate
@@ -57,7 +64,7 @@ class VlmSession(Matrix):
         self._monitor: PowerMonitor | None = None
         self._writer: RecordWriter | None = None
         self._pool: ModelPool | None = None
-        self.benchmarks: list[dict[str, Any]] = []
+        self.benchmarks: list[BenchmarkEntry] = []
         self.merged: dict[str, Any] | None = None
         self.gate: Gate | None = None  # --vlm-compare
         self.merge_error: str | None = None
@@ -89,7 +96,7 @@ class VlmSession(Matrix):
             self._writer = RecordWriter(self.records_path)
         return self._writer
 
-    def loads(self) -> list[dict[str, Any]]:
+    def loads(self) -> list[LoadEntry]:
         """The results document's `loads`: one entry per (model, precision) tried."""
         return [] if self._pool is None else list(self._pool.loads.values())
 
@@ -199,7 +206,7 @@ class VlmSession(Matrix):
         return device.bandwidth_gbs, f"device profile {device.name} ({device.bandwidth_source})"
 
     # -- results -------------------------------------------------------------------
-    def add_benchmark(self, entry: dict[str, Any]) -> None:
+    def add_benchmark(self, entry: BenchmarkEntry) -> None:
         if entry.get("device") == CPU_FALLBACK:
             entry["warnings"].append(self._fallback_warning(str(entry.get("backend"))))
         self.benchmarks.append(entry)
@@ -213,11 +220,11 @@ class VlmSession(Matrix):
             note += "; energy figures are the GPU's (NVML), not the CPU's that did the work"
         return note
 
-    def document_device(self) -> dict[str, Any]:
+    def document_device(self) -> DeviceInfo:
         """The results document's `device`: the session's profile, what was detected and
         why, NVML's readings of that GPU, and which backends fell back to the CPU."""
         detection = self.detection
-        return {
+        device: DeviceInfo = {
             **self.device.to_json(), "detected": detection.profile,
             "evidence": detection.evidence,
             "nvml": None if detection.gpu is None else detection.gpu.to_json(),
@@ -226,8 +233,9 @@ class VlmSession(Matrix):
                 "backends": dict(self.fallbacks),
             },
         }
+        return device
 
-    def document(self, status: str) -> dict[str, Any]:
+    def document(self, status: RunStatus) -> ResultsDocument:
         from pytest_vlmbench import __version__
         from pytest_vlmbench.metrics.summary import METHODS
         from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
@@ -237,7 +245,7 @@ class VlmSession(Matrix):
         if self._environment is None:
             self._environment = environment.capture(self.config.rootpath)
         o = self.options
-        return {
+        doc: ResultsDocument = {
             "kind": KIND,
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "pytest-vlmbench", "version": __version__},
@@ -269,12 +277,13 @@ class VlmSession(Matrix):
             "benchmarks": self.benchmarks,
             "records_file": self.records_path.name,
         }
+        return doc
 
     def has_results(self) -> bool:
         """Whether anything benchmark-related happened: a benchmark or a load attempt."""
         return bool(self.benchmarks or self.loads() or self.merged)
 
-    def write_results(self, status: str) -> None:
+    def write_results(self, status: RunStatus) -> None:
         if self.has_results():
             from pytest_vlmbench.results.document import write_atomic
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from pytest_vlmbench.metrics.stats import distribution
 from pytest_vlmbench.power import Reading
 from pytest_vlmbench.results.models import EnergySummary, Record
 
-Records = Sequence[Record] | Sequence[Mapping[str, Any]]
+Records = Sequence[Record]
 """What attribute reads: records, typed; the Mapping arm is for the runner's records, still
 plain dicts when monitor.finish passes them (mypy checks every access on the Record arm)."""
 

@@ -10,6 +10,7 @@ cost, or why there is no meter).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from pytest_vlmbench.power import Resolution, resolve
 from pytest_vlmbench.power.energy import attribute, idle_power
 from pytest_vlmbench.power.sampler import Sampler
+from pytest_vlmbench.results.models import Record
 from pytest_vlmbench.run import memory
 
 
@@ -105,7 +107,7 @@ class PowerMonitor:
         return sampler.latest_memory()
 
     def finish(
-        self, window: Window, records: list[dict[str, Any]], *, vision: bool,
+        self, window: Window, records: Sequence[Record], *, vision: bool,
         interrupted: bool = False,
     ) -> dict[str, Any]:
         """The benchmark's `energy` (None without a meter) and `memory` summary blocks.

@@ -9,10 +9,10 @@ and token columns are computed over the successful ones only.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Any
+from collections.abc import Collection, Sequence
 
 from pytest_vlmbench.metrics import registry
+from pytest_vlmbench.results.models import BenchmarkEntry
 
 Row = Sequence[str]
 
@@ -52,7 +52,7 @@ def headers() -> tuple[str, ...]:
     return (*LEADING, *(m.column.header for m in columns if m.column), "SLO")
 
 
-def rows(benchmarks: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+def rows(benchmarks: Sequence[BenchmarkEntry]) -> list[tuple[str, ...]]:
     columns = [m for m in registry.columns() if m.column]
     out: list[tuple[str, ...]] = []
     for b in benchmarks:
@@ -67,7 +67,7 @@ def rows(benchmarks: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
     return out
 
 
-def render(benchmarks: Sequence[Mapping[str, Any]]) -> list[str]:
+def render(benchmarks: Sequence[BenchmarkEntry]) -> list[str]:
     """The benchmark table's lines: names and models left-aligned, figures right."""
     head = headers()
     return aligned(head, rows(benchmarks), right=range(3, len(head)))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
@@ -28,8 +28,8 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json is the fa
 from pytest_vlmbench.results.models import Record, ResultsDocument
 from pytest_vlmbench.run.records import read_records
 
-SCHEMA_VERSION = 1
-KIND = "pytest-vlmbench-results"
+SCHEMA_VERSION: Final = 1
+KIND: Final = "pytest-vlmbench-results"
 
 
 class ResultsError(Exception):
@@ -172,7 +172,7 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_atomic(path: Path, doc: dict[str, Any]) -> None:
+def write_atomic(path: Path, doc: Mapping[str, Any]) -> None:
     """Validate, then write atomically."""
     validate(doc, str(path))
     try:
@@ -182,8 +182,9 @@ def write_atomic(path: Path, doc: dict[str, Any]) -> None:
     write_text_atomic(path, text + "\n")
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Read and validate a results document (untyped: load_document is the typed read)."""
+def load(path: Path) -> ResultsDocument:
+    """Read and validate a results document; the schema check makes the typed read model
+    true (tests/test_read_models.py keeps the models and the schema in step)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -200,13 +201,7 @@ def load(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
         raise ResultsError(f"{path}: not a pytest-vlmbench results document (no kind={KIND!r})")
     validate(doc, str(path))
-    return doc
-
-
-def load_document(path: Path) -> ResultsDocument:
-    """Read and validate a results document, typed: the schema check makes the cast true
-    (tests/test_read_models.py keeps the models and the schema in step)."""
-    return cast(ResultsDocument, load(path))
+    return cast(ResultsDocument, doc)
 
 
 def records_path(results_path: Path, doc: Mapping[str, Any]) -> Path:
@@ -227,12 +222,11 @@ def existing_records_path(path: Path, doc: Mapping[str, Any], needed_for: str) -
     return rpath
 
 
-def load_document_with_records(path: Path,
-                               needed_for: str) -> tuple[ResultsDocument, list[Record]]:
+def load_with_records(path: Path, needed_for: str) -> tuple[ResultsDocument, list[Record]]:
     """A document and its records, every one validated. A missing records file is an
     error (`needed_for` says what needs it): comparing or merging without the records
     would silently lose the run's ground truth."""
-    doc = load_document(path)
+    doc = load(path)
     rpath = existing_records_path(path, doc, needed_for)
     try:
         records = read_records(rpath)
@@ -243,11 +237,3 @@ def load_document_with_records(path: Path,
     for i, record in enumerate(records, 1):
         validate_record(record, f"{rpath}:{i}")
     return doc, records
-
-
-def load_with_records(path: Path,
-                      needed_for: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """load_document_with_records, untyped, for callers still on plain dicts (merge.py);
-    to go once they read through the models."""
-    doc, records = load_document_with_records(path, needed_for)
-    return cast(dict[str, Any], doc), cast(list[dict[str, Any]], records)

@@ -36,11 +36,12 @@ from pytest_vlmbench.results.document import (
     write_atomic,
     write_text_atomic,
 )
+from pytest_vlmbench.results.models import BenchmarkEntry, LoadEntry, Record, ResultsDocument
 from pytest_vlmbench.run import environment
 
 Document = dict[str, Any]
-Record = dict[str, Any]
-LoadedInput = tuple[Path, Document, list[Record]]
+"""The merged document as it is built (validated against the schema before it is kept)."""
+LoadedInput = tuple[Path, ResultsDocument, list[Record]]
 
 # weakest first: a run still "running" in its file never finished (killed, or in flight)
 _STATUS_ORDER = ("running", "interrupted", "complete")
@@ -83,14 +84,14 @@ def read_input(path: Path) -> LoadedInput:
     return path, doc, records
 
 
-def _run_ids_of(doc: Document) -> list[str]:
+def _run_ids_of(doc: ResultsDocument) -> list[str]:
     """The runs a document holds: its `runs` headers when merged, else itself."""
     if doc.get("runs"):
         return list(dict.fromkeys(str(h["run_id"]) for h in doc["runs"]))
     return [str(doc["run_id"])]
 
 
-def _header(path: Path, doc: Document, n_benchmarks: int, n_records: int) -> dict[str, Any]:
+def _header(path: Path, doc: ResultsDocument, n_benchmarks: int, n_records: int) -> dict[str, Any]:
     return {
         "run_id": doc["run_id"],
         "source": path.name,
@@ -196,8 +197,8 @@ def merge_loaded(
     first_doc = docs[0][1]
     methods: dict[str, str] = dict(first_doc["methods"])
     runs: list[dict[str, Any]] = []
-    benchmarks: list[dict[str, Any]] = []
-    loads: list[dict[str, Any]] = []
+    benchmarks: list[BenchmarkEntry] = []
+    loads: list[LoadEntry] = []
     records: list[Record] = []
     notes: list[str] = []
     entry_owner: dict[tuple[str, str], Path] = {}
@@ -207,9 +208,9 @@ def merge_loaded(
         doc_run = str(doc["run_id"])
         rpath = records_path(path, doc)
         keys: set[tuple[str, str]] = set()
-        for entry in doc["benchmarks"]:
-            entry = {**entry, "run_id": str(entry.get("run_id") or doc_run)}
-            key = (entry["run_id"], str(entry["id"]))
+        for found in doc["benchmarks"]:
+            entry: BenchmarkEntry = {**found, "run_id": str(found.get("run_id") or doc_run)}
+            key = (str(entry.get("run_id")), entry["id"])
             if key in entry_owner:
                 other = entry_owner[key]
                 where = "twice in" if other == path else f"in both {other} and"
@@ -218,8 +219,8 @@ def merge_loaded(
             keys.add(key)
             entry["records"] = {**entry["records"], "file": records_file}
             benchmarks.append(entry)
-        for entry in doc["loads"]:
-            loads.append({**entry, "run_id": str(entry.get("run_id") or doc_run)})
+        for load in doc["loads"]:
+            loads.append({**load, "run_id": str(load.get("run_id") or doc_run)})
 
         orphans: dict[str, int] = {}
         for i, record in enumerate(doc_records, 1):

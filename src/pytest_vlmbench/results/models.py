@@ -20,6 +20,9 @@ ParseOutcome = Literal[
     "valid", "invalid_json", "schema_violation", "truncated", "not_checked", "no_output"
 ]
 ErrorStage = Literal["prepare", "request", "check"]
+Status = Literal["complete", "interrupted", "error"]
+RunStatus = Literal["running", "complete", "interrupted"]
+InputMode = Literal["image", "text"]
 
 
 class RecordError(TypedDict):
@@ -191,11 +194,11 @@ class BenchmarkEntry(TypedDict):
     device: str
     task: str
     prompt_version: str
-    input_mode: Literal["image", "text"]
+    input_mode: InputMode
     dataset: DatasetRef
     samples: int
     warmup: WarmupRef
-    status: Literal["complete", "interrupted", "error"]
+    status: Status
     error: str | None
     summary: Summary
     slo: list[SloResult]
@@ -207,6 +210,11 @@ class BenchmarkEntry(TypedDict):
     run_id: NotRequired[str]
     fail_on: NotRequired[list[str]]
     machine: NotRequired[MachineLoad | None]
+
+
+LoadFallback = TypedDict("LoadFallback", {"from": str, "reason": str | None})
+"""loads[].cpu_fallback: the model ran on the CPU, not on this device's GPU (the
+functional form: `from` is a keyword)."""
 
 
 class LoadEntry(TypedDict):
@@ -227,6 +235,9 @@ class LoadEntry(TypedDict):
     settings: NotRequired[dict[str, Any]]
     count: int
     error: str | None
+    run_id: NotRequired[str]
+    cpu_fallback: NotRequired[LoadFallback]
+    interrupted: NotRequired[bool]
 
 
 class NvmlInfo(TypedDict):
@@ -287,7 +298,7 @@ class ResultsDocument(TypedDict):
     run_id: str
     started_at: str
     finished_at: str | None
-    status: Literal["running", "complete", "interrupted"]
+    status: RunStatus
     command: list[str]
     settings: dict[str, Any]
     environment: dict[str, Any]

@@ -28,10 +28,12 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pytest_vlmbench.results.models import MachineLoad
 
 BUSY_OTHER_FRACTION = 0.10
 BUSY_STEAL_FRACTION = 0.05
@@ -130,7 +132,7 @@ def _others(before: CpuTimes, after: CpuTimes, hz: int | None) -> tuple[float, f
     return max(0.0, busy_s - own_s), min(1.0, max(0.0, steal))
 
 
-def describe(machine: dict[str, Any]) -> str | None:
+def describe(machine: Mapping[str, Any]) -> str | None:
     """How much CPU others took, from a `machine` block: "other processes took 45% of 2
     CPUs (0.9 CPU), steal 0%"; None when it was not measured."""
     other, steal, cpus = (machine.get("other_cpu_fraction"), machine.get("steal_fraction"),
@@ -148,7 +150,7 @@ def describe(machine: dict[str, Any]) -> str | None:
 SHARED = "these timings describe a shared machine"
 
 
-def busy_warning(benchmark_id: str, machine: dict[str, Any] | None) -> str | None:
+def busy_warning(benchmark_id: str, machine: Mapping[str, Any] | None) -> str | None:
     """The terminal line for a benchmark run on a busy machine, from its results entry's
     `machine` block (also of documents written before the note named CPU amounts); None
     when the machine was not busy or it is unknown."""
@@ -160,14 +162,14 @@ def busy_warning(benchmark_id: str, machine: dict[str, Any] | None) -> str | Non
     return f"machine busy during {benchmark_id}: {amount}: {SHARED}"
 
 
-def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> dict[str, Any]:
+def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> MachineLoad:
     """The benchmark entry's `machine` block for the window between two readings."""
     wall_s = (after.wall_ns - before.wall_ns) / 1e9
     try:
         load = os.getloadavg()[0]
     except OSError:  # pragma: no cover - not available
         load = None
-    block: dict[str, Any] = {
+    block: MachineLoad = {
         "busy": None, "note": None, "loadavg_1m": load, "other_cpu_fraction": None,
         "steal_fraction": None, "window_s": wall_s,
         "cpus": after.cpus,

@@ -36,6 +36,17 @@ from pytest_vlmbench.metrics.per_request import latency_s
 from pytest_vlmbench.metrics.roofline import roofline
 from pytest_vlmbench.metrics.summary import stage_warning, summarize, warmup_warning
 from pytest_vlmbench.power.monitor import PowerMonitor, Window
+from pytest_vlmbench.results.models import (
+    BenchmarkEntry,
+    ErrorStage,
+    InputMode,
+    MachineLoad,
+    Phase,
+    Record,
+    RecordError,
+    Status,
+    Summary,
+)
 from pytest_vlmbench.run import machine_load, memory
 from pytest_vlmbench.run.records import RecordWriter
 from pytest_vlmbench.run.ticker import Ticker, duration
@@ -92,7 +103,7 @@ def _stream(dataset: Dataset, n: int) -> Iterator[tuple[Sample, int]]:
         repetition += 1
 
 
-def _error(stage: str, exc: BaseException) -> dict[str, str]:
+def _error(stage: ErrorStage, exc: BaseException) -> RecordError:
     return {"stage": stage, "type": type(exc).__name__, "message": str(exc) or repr(exc)}
 
 
@@ -130,14 +141,14 @@ class Runner:
         self._ticker: Ticker | None = None  # while run() runs, with progress and tick_s
         self._window: Window | None = None
         self._cpu_before: machine_load.CpuTimes | None = None
-        self.records: list[dict[str, Any]] = []
+        self.records: list[Record] = []
         self._repetitions: list[int] = []  # of the measured requests, for repeat_warning
         self._warm_latency: list[float | None] = []  # of the warm-ups, None: failed
-        self.input_mode = "image" if case.modality == "vision" else "text"
+        self.input_mode: InputMode = "image" if case.modality == "vision" else "text"
 
     # -- one request ----------------------------------------------------------------
-    def _one(self, seq: int, phase: str, sample: Sample, repetition: int,
-             constraint: Any, checker: Any, label: str = "") -> dict[str, Any]:
+    def _one(self, seq: int, phase: Phase, sample: Sample, repetition: int,
+             constraint: Any, checker: Any, label: str = "") -> Record:
         """One request's record: its input prepared, the model asked, the output checked;
         a failure at any step is the record's error."""
         record = self._blank_record(seq, phase, sample, repetition)
@@ -149,11 +160,11 @@ class Runner:
             self._fill(record, response, checker)
         return record
 
-    def _blank_record(self, seq: int, phase: str, sample: Sample,
-                      repetition: int) -> dict[str, Any]:
+    def _blank_record(self, seq: int, phase: Phase, sample: Sample,
+                      repetition: int) -> Record:
         plan, case = self.plan, self.case
         sample_id = sample.id if repetition == 0 else f"{sample.id}#{repetition}"
-        return {
+        record: Record = {
             "run_id": plan.run_id, "benchmark": plan.benchmark_id, "seq": seq,
             "phase": phase, "sample_id": sample_id, "model": case.model,
             "precision": case.precision, "backend": case.backend, "device": case.device,
@@ -163,8 +174,9 @@ class Runner:
             "output": None, "parse": ParseOutcome.NO_OUTPUT.value, "parse_detail": None,
             "stages_ns": {}, "counts": {}, "images": [], "error": None,
         }
+        return record
 
-    def _request_for(self, record: dict[str, Any], sample: Sample,
+    def _request_for(self, record: Record, sample: Sample,
                      constraint: Any) -> Request | None:
         """The sample as a request: its image prepared (timed, outside request latency)
         or its text description; None, with the record's error set, when it cannot be."""
@@ -175,8 +187,8 @@ class Runner:
             try:
                 prepared = prepare_image(sample, self.plan.prep)
             except Exception as exc:  # ImageError, or anything Pillow raises: a record
-                record.update(prepare_ns=time.perf_counter_ns() - t0,
-                              error=_error("prepare", exc))
+                record["prepare_ns"] = time.perf_counter_ns() - t0
+                record["error"] = _error("prepare", exc)
                 return None
             record["prepare_ns"] = time.perf_counter_ns() - t0
             images.append(prepared)
@@ -194,7 +206,7 @@ class Runner:
             seed=self.plan.seed, constraint=constraint, progress=Progress(),
         )
 
-    def _ask(self, request: Request, record: dict[str, Any], label: str) -> Response | None:
+    def _ask(self, request: Request, record: Record, label: str) -> Response | None:
         """The model's response, the ticker watching it; None, with the record's error
         and times set, when the request failed."""
         ticker = self._ticker
@@ -206,27 +218,27 @@ class Runner:
         except Exception as exc:  # a failed request is a record, not the end of the run
             # Timed by us from the call to the error: it is in the wall time, the rate's
             # denominator and the energy window (summary.METHODS["failures"]).
-            record.update(t_start_ns=t_call, t_end_ns=time.perf_counter_ns(),
-                          error=_error("request", exc))
+            record["t_start_ns"], record["t_end_ns"] = t_call, time.perf_counter_ns()
+            record["error"] = _error("request", exc)
             return None
         finally:
             if ticker is not None:  # idle before the record is written or reported
                 ticker.idle()
 
     @staticmethod
-    def _fill(record: dict[str, Any], response: Response, checker: Any) -> None:
+    def _fill(record: Record, response: Response, checker: Any) -> None:
         """The response and the check of its output, into the record."""
         check = checker.check(response.text, response.finish_reason)
-        record.update(
-            t_start_ns=response.t_start_ns, t_first_token_ns=response.t_first_token_ns,
-            t_end_ns=response.t_end_ns, prompt_tokens=response.prompt_tokens,
-            completion_tokens=response.completion_tokens,
-            finish_reason=response.finish_reason, output=response.text,
-            parse=check.outcome.value, parse_detail=check.detail,
-            stages_ns=response.stages_ns, counts=response.counts,
-        )
+        record.update({
+            "t_start_ns": response.t_start_ns, "t_first_token_ns": response.t_first_token_ns,
+            "t_end_ns": response.t_end_ns, "prompt_tokens": response.prompt_tokens,
+            "completion_tokens": response.completion_tokens,
+            "finish_reason": response.finish_reason, "output": response.text,
+            "parse": check.outcome.value, "parse_detail": check.detail,
+            "stages_ns": response.stages_ns, "counts": response.counts,
+        })
 
-    def _report(self, record: dict[str, Any], index: int, total: int,
+    def _report(self, record: Record, index: int, total: int,
                 eta_s: float | None = None) -> None:
         if self.progress is None:
             return
@@ -242,11 +254,12 @@ class Runner:
         self.progress(f"{record['phase']} {index}/{total} {record['sample_id']}: {what}")
 
     # -- the benchmark ----------------------------------------------------------------
-    def run(self, sink: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    def run(self, sink: Callable[[BenchmarkEntry], None]) -> BenchmarkEntry:
         """Run warm-up and measured requests; hand the benchmark entry to `sink` always."""
         plan = self.plan
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        status, error = "complete", None
+        status: Status = "complete"
+        error: str | None = None
         prompt_version = plan.task.prompt_version(seed=plan.seed, input_mode=self.input_mode)
         data_hash = dataset_hash(plan.dataset, plan.prep)
         try:
@@ -303,7 +316,8 @@ class Runner:
         seq = 0
         # Seconds per request (prepare + request + check), per phase, for the ETA.
         spent: dict[str, list[float]] = {"warmup": [], "measure": []}
-        for phase, count in (("warmup", plan.warmup), ("measure", plan.samples)):
+        phases: tuple[tuple[Phase, int], ...] = (("warmup", plan.warmup), ("measure", plan.samples))
+        for phase, count in phases:
             for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
                 label = f"{phase} {i}/{count} {sample.id}" + (f"#{rep}" if rep else "")
                 t0 = time.perf_counter()
@@ -315,7 +329,7 @@ class Runner:
                 self._note_phase(record, rep)
                 self._report(record, i, count, self._eta(spent, phase, count - i))
 
-    def _note_phase(self, record: dict[str, Any], repetition: int) -> None:
+    def _note_phase(self, record: Record, repetition: int) -> None:
         """A warm-up's latency (None: it failed), a measured request's repetition."""
         if record["phase"] == "measure":
             self._repetitions.append(repetition)
@@ -329,8 +343,8 @@ class Runner:
             self._ticker.close()
             self._ticker = None
 
-    def _hand_over(self, entry: dict[str, Any], sink: Callable[[dict[str, Any]], None],
-                   status: str) -> None:
+    def _hand_over(self, entry: BenchmarkEntry, sink: Callable[[BenchmarkEntry], None],
+                   status: Status) -> None:
         """`sink(entry)`; when something (Ctrl-C, an error) is already propagating, a
         failing sink is said on stderr and does not replace it."""
         try:
@@ -351,15 +365,15 @@ class Runner:
         basis = spent["measure"] or spent["warmup"]
         return left * sum(basis) / len(basis)
 
-    def _entry(self, started: str, status: str, error: str | None, prompt_version: str,
-               data_hash: str) -> dict[str, Any]:
+    def _entry(self, started: str, status: Status, error: str | None, prompt_version: str,
+               data_hash: str) -> BenchmarkEntry:
         """The benchmark's entry in the results document, from the records so far."""
         plan, case = self.plan, self.case
         measured = sum(r["phase"] == "measure" for r in self.records)
         summary = self._summary(status)
         machine = (machine_load.assess(self._cpu_before, machine_load.read())
                    if self._cpu_before is not None else None)
-        return {
+        entry: BenchmarkEntry = {
             "id": plan.benchmark_id, "run_id": plan.run_id, "test": plan.test,
             "model": case.model, "backend": case.backend, "precision": case.precision,
             "device": case.device, "task": plan.task.name,
@@ -377,8 +391,9 @@ class Runner:
             "machine": machine,
             "started_at": started,
         }
+        return entry
 
-    def _summary(self, status: str) -> dict[str, Any]:
+    def _summary(self, status: Status) -> Summary:
         """The records summarised, with energy (when metered) and the roofline."""
         summary = summarize(
             self.records, checks_output=self.plan.task.checks_output,
@@ -386,10 +401,11 @@ class Runner:
             peak_rss=memory.peak_rss_bytes(),
         )
         if self.monitor is not None and self._window is not None:
-            summary.update(self.monitor.finish(
+            measured = self.monitor.finish(
                 self._window, self.records, vision=self.input_mode == "image",
                 interrupted=status == "interrupted",
-            ))
+            )
+            summary["energy"], summary["memory"] = measured["energy"], measured["memory"]
         capabilities = self.model.capabilities
         summary["roofline"] = roofline(
             bandwidth_gbs=self.plan.bandwidth_gbs, bandwidth_source=self.plan.bandwidth_source,
@@ -399,7 +415,7 @@ class Runner:
         )
         return summary
 
-    def _warnings(self, summary: dict[str, Any], machine: dict[str, Any] | None,
+    def _warnings(self, summary: Summary, machine: MachineLoad | None,
                   warmups: int) -> list[str]:
         """What a reader of the figures should know: dataset notes, repeated samples, the
         model's own warnings, a cold warm-up, stage sums, a busy machine, failures."""
