@@ -14,12 +14,15 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_vlmbench import compare
+from pytest_vlmbench.compare.samples import columns_of, samples
 from pytest_vlmbench.metrics import registry, slo
 from pytest_vlmbench.metrics.registry import Column, Metric, MetricError, fixed
+from pytest_vlmbench.metrics.summary import summarize
 from pytest_vlmbench.plugin import options
 from pytest_vlmbench.report import table
 from tests.conftest import Project
@@ -171,3 +174,31 @@ def test_a_plugin_metric_in_slo_results_table_and_compare(project: Project) -> N
     assert cli.returncode in (0, 3), cli.stderr
     assert any("chars_per_token" in line and "-50% gate" in line
                for line in cli.stdout.splitlines()), cli.stdout
+
+
+def test_a_computed_metric_may_not_take_a_builtin_sample() -> None:
+    with pytest.raises(MetricError, match="sample 'latency' is already used by 'p50_latency'"):
+        registry.register(Metric("my_latency", "s", True, "x", sample="latency",
+                                 per_request=lambda r: 1.0))
+
+
+def _raises(record: Any) -> float:
+    raise ZeroDivisionError("no tokens")
+
+
+def test_a_failing_computation_is_an_absent_figure_not_a_lost_benchmark() -> None:
+    from tests.test_summary import rec
+
+    metric = registry.register(Metric("fragile", "x", True, "raises", per_request=_raises))
+    try:
+        records = [rec(i, start=0, first=10, end=100, completion_tokens=3, output="abc")
+                   for i in range(3)]
+        summary = summarize(records, checks_output=False, load_s=None, peak_rss=None)
+        figure = summary["metrics"]["fragile"]
+        assert figure["value"] is None
+        assert figure["absent_reason"] == "its per_request raised ZeroDivisionError: no tokens"
+        found = samples({"summary": summary}, columns_of(records)[("run-1", "bench")])
+        assert found.unavailable["fragile"] == "its per_request raised ZeroDivisionError: no tokens"
+        assert len(found.of(metric)) == 0
+    finally:
+        registry.unregister("fragile")

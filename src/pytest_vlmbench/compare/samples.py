@@ -58,6 +58,8 @@ class Columns:
     """1 valid / 0 not, for successful requests whose output was checked."""
     declared: dict[str, array[float]] = field(default_factory=dict)
     """Values of the metrics declared with a per_request computation, by sample name."""
+    declared_errors: dict[str, str] = field(default_factory=dict)
+    """Why such a metric has no values: the first error its computation raised."""
 
 
 def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Columns], *,
@@ -128,7 +130,12 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
             if (window := prefill(r)) is not None:
                 prompt(per_second(window))
             for sample, compute in declared:
-                value = compute(r)
+                try:
+                    value = compute(r)
+                except Exception as exc:  # the plugin's bug, not a bad record
+                    c.declared_errors.setdefault(
+                        sample, f"its per_request raised {type(exc).__name__}: {exc}")
+                    continue
                 if value is not None and math.isfinite(value):
                     c.declared.setdefault(sample, array("d")).append(value)
             outcome = r["parse"]
@@ -197,7 +204,7 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
         "parse_rate": _array(c.parse), "success_rate": _array(c.success),
         **{name: _array(values) for name, values in c.declared.items()},
     }
-    unavailable: dict[str, str] = {}
+    unavailable: dict[str, str] = dict(c.declared_errors)  # sample = metric name
     energy = entry["summary"].get("energy")
     per_request = energy.get("per_request") if isinstance(energy, dict) else None
     if per_request:

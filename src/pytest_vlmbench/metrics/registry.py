@@ -174,7 +174,8 @@ BUILTIN: tuple[Metric, ...] = (
            column=Column("stream tok/s", fixed(".1f"))),
     Metric("bytes_per_token", "B/token", True, "weight bytes one decode step reads",
            ("roofline", "bytes_per_token"), column=Column("MB/token", megabytes)),
-    Metric("parse_rate", "", False, "valid outputs / measured requests", ("parse_rate",),
+    Metric("parse_rate", "", False, "valid outputs / measured requests (compare judges "
+           "the successful requests' outputs)", ("parse_rate",),
            "min_parse_rate", "parse_rate", "mean", proportion=True, display=0.05,
            column=Column("parse", percent)),
     Metric("success_rate", "", False, "requests without error / measured requests",
@@ -211,6 +212,7 @@ class MetricError(ValueError):
 
 _registered: list[Metric] = []
 _loaded: list[Metric] | None = None
+_loading = False
 
 
 def register(metric: Metric) -> Metric:
@@ -241,7 +243,11 @@ def _clash(metric: Metric, known: Iterable[Metric]) -> str | None:
         if other.name == metric.name:
             return f"metric {metric.name!r} is already declared"
         if metric.slo is not None and other.slo == metric.slo:
-            return f"SLO {metric.slo!r} of metric {metric.name!r} is already {other.name!r}'s"
+            return f"SLO {metric.slo!r} of metric {metric.name!r} is already used by {other.name!r}"
+        if metric.per_request is not None and other.sample == metric.sample:
+            # its values would replace the other's per-request samples in compare
+            return (f"metric {metric.name!r}: sample {metric.sample!r} is already used by "
+                    f"{other.name!r}")
     return None
 
 
@@ -261,9 +267,15 @@ def _from_entry_points() -> list[Metric]:
 def all_metrics() -> list[Metric]:
     """Built-ins, then those registered in this process, then the entry points' (read
     once; one whose name is taken is an error naming its entry point group)."""
-    global _loaded
+    global _loaded, _loading
+    if _loaded is None and _loading:  # an entry point's module reads the registry
+        return [*BUILTIN, *_registered]
     if _loaded is None:
-        declared = _from_entry_points()
+        _loading = True
+        try:
+            declared = _from_entry_points()
+        finally:
+            _loading = False
         known = [*BUILTIN, *_registered]
         for metric in declared:
             if any(m is metric for m in known):

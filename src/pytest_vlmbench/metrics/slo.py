@@ -26,10 +26,6 @@ METRICS: Mapping[str, tuple[tuple[str, ...], str, str]] = registry.View(_slo_tab
 a metric registered later is an SLO too."""
 
 
-"""SLO name -> (summary path, operator, unit), from the metric registry (live: a
-metric registered later is an SLO too)."""
-
-
 class SLOError(Exception):
     """An SLO that names an unknown metric or a non-numeric limit."""
 

@@ -147,11 +147,16 @@ def declared_metrics(ok: Sequence[Record]) -> dict[str, MetricFigure]:
     out: dict[str, MetricFigure] = {}
     for metric in computed():
         assert metric.per_request is not None
-        values = [v for v in map(metric.per_request, ok) if v is not None and math.isfinite(v)]
+        failed = None
+        try:
+            values = [v for v in map(metric.per_request, ok)
+                      if v is not None and math.isfinite(v)]
+        except Exception as exc:  # the plugin's bug must not cost the benchmark its entry
+            values, failed = [], f"its per_request raised {type(exc).__name__}: {exc}"
         out[metric.name] = {
             "value": _statistic(values, metric.statistic) if values else None,
             "unit": metric.unit, "statistic": metric.statistic, "n": len(values),
-            "absent_reason": None if values else
+            "absent_reason": None if values else failed or
             ("no successful request" if not ok else "no request gave a value"),
         }
     return out

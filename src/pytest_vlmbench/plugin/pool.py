@@ -11,7 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pytest_vlmbench.backends import BackendError, LoadContext, LoadedModel, get_backend
+from pytest_vlmbench.backends import (
+    BackendError,
+    Capabilities,
+    LoadContext,
+    LoadedModel,
+    get_backend,
+)
 from pytest_vlmbench.backends.native_log import native_stderr_to
 from pytest_vlmbench.models.catalog import ModelSpec
 from pytest_vlmbench.models.devices import CPU_FALLBACK
@@ -91,6 +97,13 @@ class ModelPool:
                 self._failed[case] = message
                 entry["error"] = message
                 raise BackendError(message) from None
+        if not isinstance(getattr(model, "capabilities", None), Capabilities):
+            model.close()  # written before capabilities were data: say so, once
+            message = (f"backend {spec.backend!r}: its loaded model has no `capabilities` "
+                       "(pytest_vlmbench.backends.Capabilities: what it can do and report, "
+                       "which the runner and the roofline read)")
+            self._failed[case] = entry["error"] = message
+            raise BackendError(message)
         rss_after = memory.rss_bytes()
         accel_after = monitor.memory_now()
         entry.update({
