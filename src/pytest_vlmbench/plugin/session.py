@@ -5,7 +5,7 @@ so it costs nothing until a benchmark asks for something: the model pool, the re
 writer and the power monitor are made on first use, and their modules (the backends,
 the meters, the results schema) are imported then. The matrix it runs is `Matrix`
 (matrix.py), the models it loads are the `ModelPool`'s (pool.py). The results document
-is rewritten after every benchmark.
+is rewritten after every benchmark and every `vlm_power` window (power_fixture.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from pytest_vlmbench.results.models import (
     LoadEntry,
     ResultsDocument,
     RunStatus,
+    Window,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +67,9 @@ class VlmSession(Matrix):
         self._writer: RecordWriter | None = None
         self._pool: ModelPool | None = None
         self.benchmarks: list[BenchmarkEntry] = []
+        self.windows: list[Window] = []  # vlm_power windows, in the order they were asked for
+        self._window_seq = 0
+        self._windows_lock = threading.Lock()  # windows may close on several threads
         self.merged: dict[str, Any] | None = None
         self.gate: Gate | None = None  # --vlm-compare
         self.merge_error: str | None = None
@@ -212,6 +217,19 @@ class VlmSession(Matrix):
         self.benchmarks.append(entry)
         self.write_results("running")
 
+    def next_window_seq(self) -> int:
+        """The next `vlm_power.measure()` call's number in this session (from 1)."""
+        with self._windows_lock:
+            self._window_seq += 1
+            return self._window_seq
+
+    def add_window(self, window: Window) -> None:
+        """Keep a closed window (in call order) and rewrite the document."""
+        with self._windows_lock:
+            self.windows.append(window)
+            self.windows.sort(key=lambda w: w["seq"])
+            self.write_results("running")
+
     def _fallback_warning(self, backend: str) -> str:
         note = (f"ran on the CPU, not on {self.device.name}'s GPU (--vlm-cpu-fallback): "
                 f"{self.fallbacks.get(backend, 'the backend cannot use the GPU')}")
@@ -239,6 +257,7 @@ class VlmSession(Matrix):
         from pytest_vlmbench import __version__
         from pytest_vlmbench.metrics.summary import METHODS
         from pytest_vlmbench.power.energy import METHODS as ENERGY_METHODS
+        from pytest_vlmbench.power.windows import METHODS as WINDOW_METHODS
         from pytest_vlmbench.results.document import KIND, SCHEMA_VERSION
         from pytest_vlmbench.run import environment
 
@@ -269,7 +288,7 @@ class VlmSession(Matrix):
             },
             "environment": self._environment,
             "device": self.document_device(),
-            "methods": {**METHODS, **ENERGY_METHODS},
+            "methods": {**METHODS, **ENERGY_METHODS, **WINDOW_METHODS},
             "power": self.document_power(),
             "power_trace_file": self.power_trace_path.name
             if self._monitor is not None and self._monitor.meter_name else None,
@@ -277,11 +296,14 @@ class VlmSession(Matrix):
             "benchmarks": self.benchmarks,
             "records_file": self.records_path.name,
         }
+        if self.windows:
+            doc["windows"] = list(self.windows)
         return doc
 
     def has_results(self) -> bool:
-        """Whether anything benchmark-related happened: a benchmark or a load attempt."""
-        return bool(self.benchmarks or self.loads() or self.merged)
+        """Whether anything benchmark-related happened: a benchmark, a load attempt or a
+        `vlm_power` window."""
+        return bool(self.benchmarks or self.windows or self.loads() or self.merged)
 
     def write_results(self, status: RunStatus) -> None:
         if self.has_results():
@@ -307,6 +329,7 @@ class VlmSession(Matrix):
             return
         merged, self.merge_warnings = result
         self.benchmarks = merged["benchmarks"]
+        self.windows = list(merged.get("windows", []))  # once merge.py carries them over
         self.merged = merged
 
     def _close(self) -> None:

@@ -36,7 +36,8 @@ METHODS = {
     "request's end (warm-up excluded): difference of the meter's energy counter, linear "
     "between readings; or the exact integral of power taken as linear between readings",
     "above_idle_energy_j": "energy_j - idle_power_w * window_s; idle power measured once per "
-    "session before the first benchmark's warm-up, with its model loaded",
+    "session, before the first benchmark's warm-up or vlm_power window, whichever comes "
+    "first (with the model loaded then, if any: power.idle.note says which)",
     "energy_per_token_j": "energy_j / generated tokens (completion_tokens of successful "
     "measured requests); failed requests' energy stays in the numerator",
     "tokens_per_s_per_w": "generated tokens / energy_j, i.e. (tokens/s) / average watts",

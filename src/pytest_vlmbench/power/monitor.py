@@ -4,18 +4,20 @@ The plugin opens it before the first benchmark (an explicitly named meter is ope
 session start, so a meter that cannot run is a usage error before any model loads).
 Each benchmark asks for a window (`begin`) and gets its energy and memory blocks back
 (`finish`); the document gets `to_json` (meter, interval, samples, idle baseline,
-cost, or why there is no meter).
+cost, or why there is no meter). The `vlm_power` fixture opens windows on any code
+(`open_window`, `close_window`) on the same meter and idle baseline.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.power import Resolution, resolve
+from pytest_vlmbench.power import Reading, Resolution, resolve
 from pytest_vlmbench.power.energy import attribute, idle_power
 from pytest_vlmbench.power.sampler import Sampler
 from pytest_vlmbench.results.models import Record
@@ -45,6 +47,8 @@ class PowerMonitor:
     idle: dict[str, Any] | None = field(default=None, init=False)
     shared_note: str | None = field(default=None, init=False)
     """Set under pytest-xdist when other workers draw on what this meter measures."""
+    _lock: threading.RLock = field(default_factory=threading.RLock, init=False, repr=False)
+    """vlm_power windows may open from several threads: one start, one idle baseline."""
 
     @property
     def started(self) -> bool:
@@ -53,14 +57,15 @@ class PowerMonitor:
     def start(self) -> None:
         """Resolve and open the meter, start sampling. MeterUnavailable propagates only
         for an explicitly named meter; `auto` records why there is none."""
-        if self.sampler is not None:
-            return
-        self.resolution = resolve(self.requested, self.profile_meter, self.interval_s,
-                                  self.device)
-        meter = self.resolution.meter
-        self.sampler = Sampler(meter, self.interval_s,
-                               self.trace_path if meter is not None else None)
-        self.sampler.start()
+        with self._lock:
+            if self.sampler is not None:
+                return
+            self.resolution = resolve(self.requested, self.profile_meter, self.interval_s,
+                                      self.device)
+            meter = self.resolution.meter
+            self.sampler = Sampler(meter, self.interval_s,
+                                   self.trace_path if meter is not None else None)
+            self.sampler.start()
 
     @property
     def meter_name(self) -> str | None:
@@ -71,7 +76,8 @@ class PowerMonitor:
     def absent_reason(self) -> str | None:
         return self.resolution.reason if self.resolution else None
 
-    def _measure_idle(self) -> None:
+    def _measure_idle(self, when: str = "before the first benchmark's warm-up, its model "
+                      "loaded") -> None:
         sampler = self.sampler
         if sampler is None or sampler.meter is None or self.idle is not None:
             return
@@ -86,17 +92,54 @@ class PowerMonitor:
         watts = idle_power(sampler.window(t0, t1), t0, t1)
         self.idle = {
             "power_w": watts, "window_s": (t1 - t0) / 1e9, "t0_ns": t0, "t1_ns": t1,
-            "note": "measured once, before the first benchmark's warm-up, its model loaded"
+            "note": f"measured once, {when}"
             if watts is not None else "the meter's readings did not cover the idle window",
         }
 
-    def begin(self) -> Window:
-        self.start()
-        self._measure_idle()
-        if self.sampler is not None:  # a reading before the window opens, so it is covered
+    def _reading_now(self) -> None:
+        """Wait for a reading at or after now, so a window opened next is covered."""
+        if self.sampler is not None:
             self.sampler.wait_past(time.perf_counter_ns(), timeout_s=max(5.0, 5 * self.interval_s))
+
+    def begin(self) -> Window:
+        with self._lock:
+            self.start()
+            self._measure_idle()
+        self._reading_now()
         reset = memory.reset_peak()
         return Window(time.perf_counter_ns(), reset)
+
+    def open_window(self, first_use: str) -> int:
+        """Open a span outside a benchmark (vlm_power): the meter started, the idle
+        baseline measured if nothing measured it yet (`first_use` says before what), a
+        reading taken before the start. Returns the start (perf_counter_ns)."""
+        with self._lock:
+            self.start()
+            self._measure_idle(f"before {first_use}")
+        self._reading_now()
+        return time.perf_counter_ns()
+
+    def close_window(self, start_ns: int, *, wait: bool = True) -> tuple[int, list[Reading]]:
+        """The span's end (now) and the readings covering it, after a reading past the
+        end (`wait=False` after Ctrl-C: the window must still be written)."""
+        end_ns = time.perf_counter_ns()
+        sampler = self.sampler
+        if sampler is None or sampler.meter is None:
+            return end_ns, []
+        if wait:
+            sampler.wait_past(end_ns, timeout_s=max(2.0, 5 * sampler.meter.resolution_s))
+        return end_ns, sampler.window(start_ns, end_ns)
+
+    @property
+    def idle_power_w(self) -> float | None:
+        """The session's idle baseline (W), None until measured or when it could not be."""
+        watts = self.idle.get("power_w") if self.idle else None
+        return None if watts is None else float(watts)
+
+    def latest(self, n: int = 2) -> list[Reading]:
+        """The last n meter readings, oldest first (fewer, or none, without a meter)."""
+        sampler = self.sampler
+        return [] if sampler is None else list(sampler.readings[-n:])
 
     def memory_now(self) -> int | None:
         """Accelerator memory in use now (a fresh reading), for model-load deltas."""
@@ -121,9 +164,8 @@ class PowerMonitor:
             if not interrupted:
                 sampler.wait_past(end_ns, timeout_s=max(2.0, 5 * meter.resolution_s))
             readings = sampler.window(window.begin_ns, end_ns)
-            idle_w = self.idle.get("power_w") if self.idle else None
             energy = attribute(readings, records, resolution_s=meter.resolution_s,
-                               idle_power_w=idle_w, vision=vision)
+                               idle_power_w=self.idle_power_w, vision=vision)
             energy["meter"] = meter.name
             if self.shared_note:
                 energy["warnings"].append(self.shared_note)

@@ -36,7 +36,13 @@ from pytest_vlmbench.results.document import (
     write_atomic,
     write_text_atomic,
 )
-from pytest_vlmbench.results.models import BenchmarkEntry, LoadEntry, Record, ResultsDocument
+from pytest_vlmbench.results.models import (
+    BenchmarkEntry,
+    LoadEntry,
+    Record,
+    ResultsDocument,
+    Window,
+)
 from pytest_vlmbench.run import environment
 
 Document = dict[str, Any]
@@ -288,8 +294,28 @@ def merge_loaded(
     power = _power(docs)
     if power is not None:
         document["power"] = power
+    windows = _windows(docs)
+    if windows:
+        document["windows"] = windows
     validate(document, "merged document")
     return Merged(document, records, notes)
+
+
+def _windows(docs: list[LoadedInput]) -> list[Window]:
+    """Every input's vlm_power windows, each keeping its run id. pytest-xdist workers
+    share a run id and number their windows from 1 each, so a window is one per
+    (run id, test, name, seq); the same one twice is two inputs of one run."""
+    seen: dict[tuple[str, str, str, int], Path] = {}
+    out: list[Window] = []
+    for path, doc, _ in docs:
+        for window in doc.get("windows", []):
+            key = (window["run_id"], window["test"], window["name"], window["seq"])
+            if key in seen:
+                raise MergeError(f"window {key[2]!r} (#{key[3]}) of {key[1]}, run {key[0]}, "
+                                 f"is in both {seen[key]} and {path}")
+            seen[key] = path
+            out.append(window)
+    return sorted(out, key=lambda w: (w["run_id"], w["test"], w["seq"]))
 
 
 def _write_records_atomic(path: Path, records: list[Record]) -> None:

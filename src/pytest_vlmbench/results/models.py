@@ -212,6 +212,31 @@ class BenchmarkEntry(TypedDict):
     machine: NotRequired[MachineLoad | None]
 
 
+class Window(TypedDict):
+    """A `vlm_power.measure(name)` window (windows[], $defs/window): the energy of a span
+    of a test's code on the session's meter; every energy figure is None, with
+    absent_reason, when it could not be measured."""
+
+    test: str
+    name: str
+    seq: int
+    run_id: str
+    parent: str | None
+    t_start_ns: int
+    t_end_ns: int
+    duration_s: float
+    meter: str | None
+    absent_reason: str | None
+    energy_j: float | None
+    avg_power_w: float | None
+    peak_power_w: float | None
+    idle_power_w: float | None
+    above_idle_energy_j: float | None
+    rails_j: dict[str, float] | None
+    slo: list[SloResult]
+    slo_passed: bool | None
+
+
 LoadFallback = TypedDict("LoadFallback", {"from": str, "reason": str | None})
 """loads[].cpu_fallback: the model ran on the CPU, not on this device's GPU (the
 functional form: `from` is a keyword)."""
@@ -290,7 +315,8 @@ class DeviceInfo(_ProfileFields):
 
 class ResultsDocument(TypedDict):
     """The results document's top level; tool, settings, environment, power and the
-    merged runs' headers are any objects to the schema."""
+    merged runs' headers are any objects to the schema; `windows` only when a test
+    measured one."""
 
     kind: Literal["pytest-vlmbench-results"]
     schema_version: Literal[1]
@@ -310,3 +336,4 @@ class ResultsDocument(TypedDict):
     power: NotRequired[dict[str, Any]]
     runs: NotRequired[list[dict[str, Any]]]
     power_trace_file: NotRequired[str | None]
+    windows: NotRequired[list[Window]]
