@@ -4,7 +4,8 @@
                                           (default: the catalog pytest would use here)
     vlmbench devices                      device profiles, and what this machine is
     vlmbench validate FILE...             check results files (and their records) against the schema
-    vlmbench show FILE                    the summary table of a results file
+    vlmbench show FILE                    the summary table of a results file (and its
+                                          power windows table)
     vlmbench merge OUT INPUT... [--force] merge runs (devices, days) into one results file
     vlmbench compare BASELINE... CURRENT  regressions against one or several baseline runs
                                           (see docs/compare.md)
@@ -25,6 +26,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pytest_vlmbench.models import devices
 from pytest_vlmbench.models.catalog import CatalogError, load_catalog
@@ -112,6 +114,9 @@ def _show(args: argparse.Namespace) -> int:
     dev = doc["device"]
     print(f"run {doc['run_id']} ({doc['status']}) on {dev['name']}: {doc['environment']['cpu']}")
     for line in table.render(doc["benchmarks"]):
+        print(line)
+    windows: Any = doc.get("windows")  # what vlm_power.measure wrote; older documents: none
+    for line in table.render_windows(windows if isinstance(windows, list) else []):
         print(line)
     for b in doc["benchmarks"]:  # timings taken on a busy machine say so, old documents too
         warning = machine_load.busy_warning(b["id"], b.get("machine"))

@@ -20,8 +20,14 @@ API, for the CLI (`vlmbench compare`) and the pytest options (`--vlm-compare`):
     render_table(comparison), render_markdown(comparison), to_json(comparison)
     comparison.exit_status          # EXIT_OK / EXIT_REGRESSION / EXIT_NOTHING_COMPARABLE
 
+Power windows (`vlm_power.measure(name)`, the document's `windows`) are compared too:
+paired by (test, window name), each window one sample of the registry's window metrics
+(window_energy, window_duration), judged the same ways; none gates unless a rule names
+it (`window_energy:+10%`). comparison.windows, .new_windows, .vanished_windows.
+
 Modules: rules (metrics and rules), samples (records to per-request values), runs
-(loading, baselines), verdicts (the three ways to judge), core (matching), render.
+(loading, baselines), verdicts (the three ways to judge), core (matching), windows
+(power windows), render.
 """
 
 from pytest_vlmbench.compare.core import (
@@ -46,6 +52,8 @@ from pytest_vlmbench.compare.rules import (
     DEFAULT_RULES,
     METRICS,
     OFF,
+    RULED,
+    WINDOW_METRICS,
     Rule,
     RuleError,
     parse_rule,
@@ -74,6 +82,7 @@ from pytest_vlmbench.compare.verdicts import (
     Settings,
     Verdict,
 )
+from pytest_vlmbench.compare.windows import WindowKey, WindowPair
 from pytest_vlmbench.metrics.registry import Metric
 
 __all__ = [
@@ -92,7 +101,9 @@ __all__ = [
     "LATEST",
     "METRICS",
     "OFF",
+    "RULED",
     "VERDICTS",
+    "WINDOW_METRICS",
     "Baseline",
     "BenchmarkKey",
     "Columns",
@@ -108,6 +119,8 @@ __all__ = [
     "Samples",
     "Settings",
     "Verdict",
+    "WindowKey",
+    "WindowPair",
     "compare_runs",
     "evidence",
     "load_baseline",

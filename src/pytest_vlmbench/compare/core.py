@@ -1,4 +1,5 @@
-"""Match the benchmarks of a baseline and a current run, and judge every metric."""
+"""Match the benchmarks (and power windows) of a baseline and a current run, and judge
+every metric."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from pytest_vlmbench.compare.verdicts import (
     Verdict,
     judge,
 )
+from pytest_vlmbench.compare.windows import WindowKey, WindowPair, compare_windows
 from pytest_vlmbench.metrics import noise
 from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.results.document import ResultsError
@@ -38,7 +40,8 @@ EXIT_REGRESSION = 1
 EXIT_USAGE = 2
 """Bad arguments or bad input (unreadable, foreign or corrupt files, a bad rule)."""
 EXIT_NOTHING_COMPARABLE = 3
-"""No benchmark matched in both runs with the same prompt and dataset: nothing was gated."""
+"""No benchmark matched in both runs with the same prompt and dataset, and no power
+window in both: nothing was gated."""
 
 
 @dataclass
@@ -78,28 +81,39 @@ class Comparison:
     vanished: list[BenchmarkKey]
     notes: list[str]
     settings: Settings
+    windows: list[WindowPair] = field(default_factory=list)
+    """Power windows found in both runs (compare/windows.py)."""
+    new_windows: list[WindowKey] = field(default_factory=list)
+    vanished_windows: list[WindowKey] = field(default_factory=list)
 
     @property
-    def gated(self) -> list[tuple[Pair, MetricResult]]:
+    def gated(self) -> list[tuple[Pair | WindowPair, MetricResult]]:
         """Regressions in gated metrics: the ones that fail the build."""
-        return [(p, m) for p in self.pairs for m in p.metrics
+        return [(p, m) for p in self.judged for m in p.metrics
                 if m.gated and m.verdict == "regressed"]
 
+    @property
+    def judged(self) -> list[Pair | WindowPair]:
+        """The benchmarks, then the power windows, found in both runs."""
+        return [*self.pairs, *self.windows]
+
     def count(self, verdict: Verdict) -> int:
-        return sum(1 for p in self.pairs for m in p.metrics if m.verdict == verdict)
+        return sum(1 for p in self.judged for m in p.metrics if m.verdict == verdict)
 
     @property
     def exit_status(self) -> int:
         if self.gated:
             return EXIT_REGRESSION
-        if not self.pairs:
+        if not self.pairs and not self.windows:
             return EXIT_NOTHING_COMPARABLE
         return EXIT_OK
 
     @property
     def headline(self) -> str:
-        n, m = len(self.gated), len(self.pairs)
-        return f"{n} regression{'s' if n != 1 else ''} / {m} benchmark{'s' if m != 1 else ''}"
+        n, m, w = len(self.gated), len(self.pairs), len(self.windows)
+        windows = f", {w} window{'s' if w != 1 else ''}" if w else ""
+        return (f"{n} regression{'s' if n != 1 else ''} / {m} benchmark{'s' if m != 1 else ''}"
+                f"{windows}")
 
 
 def _not_comparable_reason(b: Mapping[str, Any], c: Mapping[str, Any]) -> str | None:
@@ -301,15 +315,19 @@ def compare_runs(
         pair = Pair(key, usable[0].entry, inst.entry, baselines=usable)
         _compare_pair(pair, current, base_rules, s)
         pairs.append(pair)
-    if any(m.mode == "one-run" and m.verdict != "inconclusive" for p in pairs for m in p.metrics):
+    windows = compare_windows(base, current, base_rules, s)
+    notes.extend(windows.notes)
+    judged: list[Pair | WindowPair] = [*pairs, *windows.pairs]
+    if any(m.mode == "one-run" and m.verdict != "inconclusive" for p in judged for m in p.metrics):
         notes.append(f"one baseline run: give several (--baseline-runs) to gate on measured "
                      f"drift; timing metrics gate only beyond their limit plus a drift "
                      f"allowance of +{100 * drift_allowance:g}%")
-    few = sorted({m.k for p in pairs for m in p.metrics if m.mode == "runs" and 2 <= m.k < 4})
+    few = sorted({m.k for p in judged for m in p.metrics if m.mode == "runs" and 2 <= m.k < 4})
     if few:
         notes.append(f"{' or '.join(map(str, few))} baseline runs: a run-level test with "
                      f"{few[0] - 1} degree{'s' if few[0] > 2 else ''} of freedom detects only "
                      "large changes (see the MDE column); give 5 or more")
     new = [k for k in c_entries if k not in b_groups]
     vanished = [k for k in b_groups if k not in c_entries]
-    return Comparison(base, current, pairs, not_comparable, new, vanished, notes, s)
+    return Comparison(base, current, pairs, not_comparable, new, vanished, notes, s,
+                      windows.pairs, windows.new, windows.vanished)

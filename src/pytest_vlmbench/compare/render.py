@@ -1,4 +1,7 @@
-"""A comparison as a terminal table, a GitHub step summary (markdown) or JSON."""
+"""A comparison as a terminal table, a GitHub step summary (markdown) or JSON.
+
+Power windows have rows of their own after the benchmarks', labelled
+`<test> [window <name>]`, and are listed with the new and vanished benchmarks."""
 
 from __future__ import annotations
 
@@ -11,9 +14,10 @@ from pytest_vlmbench.compare.core import (
     EXIT_REGRESSION,
     Comparison,
 )
-from pytest_vlmbench.compare.rules import METRICS
+from pytest_vlmbench.compare.rules import RULED
 from pytest_vlmbench.compare.runs import Baseline, BenchmarkKey, Run
 from pytest_vlmbench.compare.verdicts import VERDICTS, MetricResult
+from pytest_vlmbench.compare.windows import WindowKey
 from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.report.table import aligned, markdown
 
@@ -27,7 +31,7 @@ def _value(metric: Metric, v: float | None) -> str:
 
 
 def _change(m: MetricResult) -> str:
-    metric = METRICS[m.metric]
+    metric = RULED[m.metric]
     if m.baseline is None or m.current is None:
         return "-"
     if metric.proportion:
@@ -42,7 +46,7 @@ def _ci(m: MetricResult) -> str:
     if m.ci is None:
         return "-"
     lo, hi = m.ci
-    metric = METRICS[m.metric]
+    metric = RULED[m.metric]
     if metric.proportion:
         return f"[{100 * lo:+.1f}, {100 * hi:+.1f}] pp"
     if m.effect_kind == "difference":
@@ -64,7 +68,7 @@ def mde_text(m: MetricResult) -> str:
     """The minimum detectable change, signed in the worse direction: `+32.0%`."""
     if m.mde is None or not math.isfinite(m.mde):
         return "-"
-    metric = METRICS[m.metric]
+    metric = RULED[m.metric]
     sign = "+" if metric.higher_is_worse else "-"
     if metric.proportion:
         return f"{sign}{100 * m.mde:.1f} pp"
@@ -101,10 +105,10 @@ _RIGHT = range(2, _HEADERS.index("MDE") + 1)  # right-aligned columns
 
 def _rows(comparison: Comparison) -> list[tuple[str, ...]]:
     return [
-        (p.key.label, m.metric, _value(METRICS[m.metric], m.baseline),
-         _value(METRICS[m.metric], m.current), _change(m), _ci(m), _p(m.p_value), _limit(m),
+        (p.key.label, m.metric, _value(RULED[m.metric], m.baseline),
+         _value(RULED[m.metric], m.current), _change(m), _ci(m), _p(m.p_value), _limit(m),
          mde_text(m), evidence(m), _verdict(m), m.note or "")
-        for p in comparison.pairs for m in p.metrics
+        for p in comparison.judged for m in p.metrics
     ]
 
 
@@ -125,11 +129,13 @@ def _describe(baseline: Baseline) -> str:
 
 
 def _lists(comparison: Comparison) -> list[tuple[str, list[str]]]:
+    new: list[BenchmarkKey | WindowKey] = [*comparison.new, *comparison.new_windows]
+    gone: list[BenchmarkKey | WindowKey] = [*comparison.vanished, *comparison.vanished_windows]
     return [
-        ("new (current only)", [k.id for k in comparison.new]),
-        ("vanished (baseline only)", [k.id for k in comparison.vanished]),
+        ("new (current only)", [k.id for k in new]),
+        ("vanished (baseline only)", [k.id for k in gone]),
         ("not comparable", [f"{p.key.id}: {p.reason}" for p in comparison.not_comparable]),
-        ("flagged", [f"{p.key.id}: {f}" for p in comparison.pairs for f in p.flags]),
+        ("flagged", [f"{p.key.id}: {f}" for p in comparison.judged for f in p.flags]),
         ("notes", list(comparison.notes)),
     ]
 
@@ -163,7 +169,9 @@ def render_table(comparison: Comparison) -> list[str]:
 
 def _tally(comparison: Comparison) -> str:
     counts = ", ".join(f"{comparison.count(v)} {v}" for v in VERDICTS)
-    return (f"metrics: {counts}; {len(comparison.new)} new, {len(comparison.vanished)} vanished, "
+    new = len(comparison.new) + len(comparison.new_windows)
+    vanished = len(comparison.vanished) + len(comparison.vanished_windows)
+    return (f"metrics: {counts}; {new} new, {vanished} vanished, "
             f"{len(comparison.not_comparable)} not comparable")
 
 
@@ -212,7 +220,7 @@ def render_markdown(comparison: Comparison) -> str:
     return "\n".join(out)
 
 
-def _key_json(key: BenchmarkKey) -> dict[str, str]:
+def _key_json(key: BenchmarkKey | WindowKey) -> dict[str, str]:
     return dict(key._asdict())
 
 
@@ -267,5 +275,13 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
                            for p in comparison.not_comparable],
         "new": [_key_json(k) for k in comparison.new],
         "vanished": [_key_json(k) for k in comparison.vanished],
+        "windows": [
+            {"window": _key_json(w.key), "label": w.key.label, "flags": w.flags,
+             "baseline_runs": [r.run_id for r in w.baselines],
+             "metrics": [_metric_json(m) for m in w.metrics]}
+            for w in comparison.windows
+        ],
+        "new_windows": [_key_json(k) for k in comparison.new_windows],
+        "vanished_windows": [_key_json(k) for k in comparison.vanished_windows],
         "notes": comparison.notes,
     }

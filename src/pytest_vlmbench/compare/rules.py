@@ -32,7 +32,13 @@ class RuleError(ValueError):
 
 
 METRICS: Mapping[str, Metric] = registry.View(registry.compared)
-"""The metrics compare judges (those of the registry with per-request samples), live."""
+"""The metrics compare judges on benchmarks (those of the registry with per-request
+samples), live."""
+WINDOW_METRICS: Mapping[str, Metric] = registry.View(registry.window_compared)
+"""The metrics compare judges on power windows (one sample per window), live."""
+RULED: Mapping[str, Metric] = registry.View(registry.ruled)
+"""Every metric a rule may name: METRICS, then WINDOW_METRICS. No window metric has a
+default rule: a window gates only when a rule names it (`window_energy:+10%`)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class Rule:
     @property
     def limit(self) -> str:
         """The limit as the user writes it, signed in the worse direction."""
-        sign = "+" if METRICS[self.metric].higher_is_worse else "-"
+        sign = "+" if RULED[self.metric].higher_is_worse else "-"
         if self.relative:
             return f"{sign}{100 * self.threshold:g}%"
         return f"{sign}{self.threshold:g}"
@@ -62,8 +68,8 @@ _AMOUNT = re.compile(r"^([+-]?)((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(%?)$")
 
 
 def _metric(text: str, metric: str) -> str:
-    if metric not in METRICS:
-        raise RuleError(f"rule {text!r}: unknown metric {metric!r}; one of {', '.join(METRICS)}")
+    if metric not in RULED:
+        raise RuleError(f"rule {text!r}: unknown metric {metric!r}; one of {', '.join(RULED)}")
     return metric
 
 
@@ -77,7 +83,7 @@ def parse_rule(text: str) -> Rule:
             f"rule {text!r}: expected METRIC:LIMIT, e.g. p50_latency:+10% or parse_rate:-0.01 "
             f"(or METRIC:{OFF} to drop a rule, {CLEAR} to drop them all)"
         )
-    m = METRICS[_metric(text, metric)]
+    m = RULED[_metric(text, metric)]
     match = _AMOUNT.match(amount)
     if match is None:
         raise RuleError(

@@ -29,6 +29,9 @@ from typing import Any, Generic, Literal, TypeVar
 ENTRY_POINT_GROUP = "pytest_vlmbench.metrics"
 
 Statistic = Literal["median", "mean", "p90", "p95", "p99"]
+AppliesTo = Literal["benchmark", "window"]
+"""What a metric describes: a benchmark (its summary, records and table row) or a
+power window a test measured with `vlm_power.measure(name)` (one value per window)."""
 STATISTICS: tuple[Statistic, ...] = ("median", "mean", "p90", "p95", "p99")
 
 PerRequest = Callable[[Mapping[str, Any]], float | None]
@@ -68,7 +71,10 @@ class Metric:
     name (max_* for metrics where higher is worse, min_* otherwise), None for a figure
     that is no objective. `sample` names the per-request values compare judges it on
     (several latency percentiles share "latency"), "" for a figure compare does not
-    judge; `statistic` summarises those values for a run.
+    judge; `statistic` summarises those values for a run. `applies_to` "window": a
+    figure of the power windows of the results' `windows` list, `summary` being its path
+    in one window (("energy_j",)); each window is one sample, and the window metrics are
+    judged only on windows (registry.window_compared), never among a benchmark's.
     """
 
     name: str
@@ -87,6 +93,7 @@ class Metric:
     absolute for proportions)."""
     column: Column | None = None
     per_request: PerRequest | None = field(default=None, compare=False)
+    applies_to: AppliesTo = "benchmark"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -104,6 +111,10 @@ class Metric:
         if not self.summary:
             raise ValueError(f"metric {self.name!r}: give its summary path or a per_request "
                              "computation")
+        if self.applies_to == "window" and (self.per_request is not None or self.column
+                                            or self.slo or not self.sample):
+            raise ValueError(f"metric {self.name!r}: a window metric is read from each window "
+                             "(a sample name and a summary path; no per_request, column or SLO)")
 
     @property
     def slo_prefix(self) -> str:
@@ -203,6 +214,12 @@ BUILTIN: tuple[Metric, ...] = (
            ("energy", "avg_power_w"), "max_avg_power_w"),
     Metric("peak_power", "W", True, "highest power reading over the measured requests",
            ("energy", "peak_power_w"), "max_peak_power_w"),
+    Metric("window_energy", "J", True, "energy of one power window (vlm_power.measure): "
+           "the meter's energy over its span; compare's is the median per window",
+           ("energy_j",), sample="window_energy", applies_to="window"),
+    Metric("window_duration", "s", True, "wall time of one power window (perf_counter_ns "
+           "at its start and end); compare's is the median per window",
+           ("duration_s",), sample="window_duration", applies_to="window"),
 )
 
 
@@ -298,13 +315,23 @@ def slos() -> dict[str, Metric]:
 
 
 def compared() -> dict[str, Metric]:
-    """Compare/gate name -> metric, for every metric compare judges."""
-    return {m.name: m for m in all_metrics() if m.sample}
+    """Compare/gate name -> metric, for every metric compare judges on a benchmark."""
+    return {m.name: m for m in all_metrics() if m.sample and m.applies_to == "benchmark"}
+
+
+def window_compared() -> dict[str, Metric]:
+    """Compare/gate name -> metric, for every metric compare judges on power windows."""
+    return {m.name: m for m in all_metrics() if m.sample and m.applies_to == "window"}
+
+
+def ruled() -> dict[str, Metric]:
+    """Every metric a gate rule may name: the benchmarks' and the windows'."""
+    return {**compared(), **window_compared()}
 
 
 def columns() -> list[Metric]:
     """The metrics shown in the terminal table, in declaration order."""
-    return [m for m in all_metrics() if m.column is not None]
+    return [m for m in all_metrics() if m.column is not None and m.applies_to == "benchmark"]
 
 
 def computed() -> list[Metric]:

@@ -4,12 +4,15 @@
 them). `render` is the benchmark table: one row per benchmark, a column per metric the
 registry shows in the table (metrics/registry.py), so a metric declared by a plugin
 gets its column too. `ok/n` is successful over measured requests: the latency, TTFT
-and token columns are computed over the successful ones only.
+and token columns are computed over the successful ones only. `render_windows` is the
+power windows table: the stages a test measured with `vlm_power.measure(name)`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import statistics
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from pytest_vlmbench.metrics import registry
 from pytest_vlmbench.results.models import BenchmarkEntry
@@ -71,3 +74,65 @@ def render(benchmarks: Sequence[BenchmarkEntry]) -> list[str]:
     """The benchmark table's lines: names and models left-aligned, figures right."""
     head = headers()
     return aligned(head, rows(benchmarks), right=range(3, len(head)))
+
+
+# ------------------------------------------------------------------- power windows
+
+WINDOW_HEADERS = ("test", "window", "n", "duration s", "energy J", "avg W", "peak W",
+                  "above-idle J", "SLO")
+"""One row per (test, window name); a name measured several times is n windows. The
+figures are the median over those windows (duration, energy, average power, above-idle
+energy) and the highest reading (peak); `-` where no window has the figure."""
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    found = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return statistics.median(found) if found else None
+
+
+def _figure(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _window_slo(windows: Sequence[Mapping[str, Any]]) -> str:
+    passed = [w.get("slo_passed") for w in windows if w.get("slo_passed") is not None]
+    if not passed:
+        return "-"
+    failed = sum(1 for p in passed if p is False)
+    return f"FAIL {failed}/{len(passed)}" if failed else "pass"
+
+
+def render_windows(windows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The power windows table (the results' `windows`, as vlm_power wrote them): a
+    title, the rows, and for windows without energy a line saying why it is absent.
+    No lines when there are no windows."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for w in windows:
+        groups.setdefault((str(w["test"]), str(w["name"])), []).append(w)
+    if not groups:
+        return []
+    rows: list[tuple[str, ...]] = []
+    absent: dict[str, list[str]] = {}
+    for (test, name), items in groups.items():
+        peaks = [w.get("peak_power_w") for w in items]
+        peak = max((p for p in peaks if isinstance(p, int | float)), default=None)
+        rows.append((
+            test.split("::")[-1], name, str(len(items)),
+            _figure(_median([w.get("duration_s") for w in items]), ".3f"),
+            _figure(_median([w.get("energy_j") for w in items]), ".4g"),
+            _figure(_median([w.get("avg_power_w") for w in items]), ".3g"),
+            _figure(peak, ".3g"),
+            _figure(_median([w.get("above_idle_energy_j") for w in items]), ".4g"),
+            _window_slo(items),
+        ))
+        for w in items:
+            if w.get("energy_j") is None:
+                why = str(w.get("absent_reason") or "the window has no energy figure")
+                label = f"{test.split('::')[-1]} [window {name}]"
+                if label not in absent.setdefault(why, []):
+                    absent[why].append(label)
+    lines = [f"power windows ({len(windows)} measured):",
+             *aligned(WINDOW_HEADERS, rows, right=range(2, len(WINDOW_HEADERS)))]
+    for why, labels in absent.items():
+        lines.append(f"energy absent, not zero, in {', '.join(labels)}: {why}")
+    return lines
