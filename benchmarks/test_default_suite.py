@@ -2,6 +2,11 @@
 
 Two tasks over the catalog's default models (on a CPU: gemma3-270m and the tiny VLM).
 Text-only models get each synthetic scene's description instead of its pixels.
+
+On your own photos: `pytest benchmarks/ --vlm-images=fixtures/images --vlm-limit=3
+--vlm-seed=42` (the same three on every machine, one measured request each). Photos have
+no descriptions, so text-only models are skipped, saying so, unless the images come
+from a manifest (.jsonl, .csv) that gives a description per photo.
 """
 
 from __future__ import annotations

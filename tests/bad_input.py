@@ -11,6 +11,7 @@ tiny generated models.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -19,7 +20,11 @@ from pathlib import Path
 
 import pytest
 
+import pytest_vlmbench
 from tests.conftest import TINY_CATALOG, TINY_TASKS
+
+SRC = Path(pytest_vlmbench.__file__).resolve().parents[1]
+"""The package under test: inner processes import it, not another install of it."""
 
 USAGE = int(pytest.ExitCode.USAGE_ERROR)  # 4
 FAILED = int(pytest.ExitCode.TESTS_FAILED)  # 1
@@ -76,7 +81,10 @@ def run_case(root: Path, case: Case) -> subprocess.CompletedProcess[str]:
     else:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                    "--vlm-out=out/results.json", *case.args]
-    env = {**__import__("os").environ, **case.env, "PYTHONPATH": str(root)}
+    # The project, then the package this session tests (a work tree's src/ wins over
+    # another editable install of it).
+    env = {**os.environ, **case.env,
+           "PYTHONPATH": os.pathsep.join([str(root), str(SRC)])}
     return subprocess.run(command, cwd=root, capture_output=True, text=True,
                           timeout=case.timeout, env=env, check=False)
 

@@ -38,11 +38,13 @@ __all__ = [
     "FolderDataset",
     "ImageError",
     "ImagePrep",
+    "ManifestDataset",
     "PreparedImage",
     "Sample",
     "SyntheticScenes",
     "UnknownDatasetError",
     "available_datasets",
+    "dataset_factory",
     "dataset_hash",
     "dataset_label",
     "dataset_notes",
@@ -234,8 +236,8 @@ def available_datasets() -> list[str]:
     return sorted(set(_REGISTRY) | set(_entry_points()))
 
 
-def get_dataset(name: str, **kwargs: Any) -> Dataset:
-    """Build the dataset called ``name`` with ``kwargs``.
+def dataset_factory(name: str) -> Callable[..., Dataset]:
+    """The factory registered (or advertised by an entry point) as ``name``.
 
     Entry points are loaded only here, so importing this package stays cheap.
     """
@@ -252,7 +254,12 @@ def get_dataset(name: str, **kwargs: Any) -> Dataset:
                 f"dataset {name!r}: cannot load entry point {entry_point.value!r} "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
-    dataset = factory(**kwargs)
+    return factory
+
+
+def get_dataset(name: str, **kwargs: Any) -> Dataset:
+    """Build the dataset called ``name`` with ``kwargs`` (names: `available_datasets`)."""
+    dataset = dataset_factory(name)(**kwargs)
     if not isinstance(dataset, Dataset):
         raise TypeError(
             f"dataset factory for {name!r} returned {type(dataset).__name__}, not a Dataset"
@@ -263,7 +270,12 @@ def get_dataset(name: str, **kwargs: Any) -> Dataset:
 # Imported last: these modules build on the types above (a deliberate import
 # cycle that resolves because everything they need is already defined).
 from pytest_vlmbench.datasets.images import FolderDataset, prepare_image  # noqa: E402
+from pytest_vlmbench.datasets.manifest import ManifestDataset  # noqa: E402
+from pytest_vlmbench.datasets.selection import images  # noqa: E402
 from pytest_vlmbench.datasets.synthetic import SyntheticScenes  # noqa: E402
 
 register_dataset(FolderDataset.name, FolderDataset)
+register_dataset(ManifestDataset.name, ManifestDataset)
 register_dataset(SyntheticScenes.name, SyntheticScenes)
+
+register_dataset("images", images)  # what --vlm-images takes: folder, glob, manifest, image

@@ -12,12 +12,15 @@ the one a chat UI shows as the thumbnail.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import json
 import os
 import struct
+import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +149,12 @@ def _fit_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
 class FolderDataset:
     """Photos from a folder (recursively), optionally a seeded sample of them.
 
+    ``pattern`` keeps only the files whose path relative to the folder matches it
+    (`match_glob`: ``*`` within a name, ``**`` across folders, case-sensitive on every
+    OS), so ``album/**/*.jpg`` is ``FolderDataset("album", pattern="**/*.jpg")``.
+    Ids are those relative paths in POSIX form and Unicode NFC (macOS hands out NFD
+    names), so the same photos have the same ids, order and selection everywhere.
+
     Files are chosen by extension (`DEFAULT_EXTENSIONS`: JPEG, PNG, GIF, BMP, TIFF,
     WebP and the Netpbm formats; GIF and other animations give their first frame).
     Files with other extensions are skipped, and said so: `skipped` holds them and
@@ -170,10 +179,11 @@ class FolderDataset:
         seed: int = 0,
         extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
         recursive: bool = True,
+        pattern: str | None = None,
     ) -> None:
         # Every argument is checked here, not at the first samples() call, so a mistake
         # fails before any model loads and its message starts with the call as written.
-        call = _call(path, limit, extensions)
+        call = folder_call(path, limit, extensions, pattern)
         if not isinstance(path, (str, os.PathLike)):
             raise DatasetArgumentError(
                 f"{call}: path must be a folder (a str or a Path), got {type(path).__name__}"
@@ -185,41 +195,53 @@ class FolderDataset:
                 f"{call}: limit must be a whole number of at least 1 (or None for every "
                 f"image), got {limit!r}"
             )
+        if pattern is not None and (not isinstance(pattern, str) or not pattern.strip("/")):
+            raise DatasetArgumentError(
+                f"{call}: pattern must be a glob such as '**/*.jpg', got {pattern!r}")
         self.path = Path(path)
         self.limit = limit
         self.seed = seed
         self.extensions = _normalise_extensions(extensions, call)
         self.recursive = recursive
-        found, self.skipped = _list_images(self.path, self.extensions, recursive, call)
-        self._ids = _select(found, limit, seed)
+        self.pattern = pattern
+        self._files = _list_images(self.path, self.extensions, recursive, pattern, call)
+        self.skipped = self._files.skipped
+        self.ids = tuple(select_ids(sorted(self._files.found), limit, seed))
+        """The chosen ids, sorted: what `samples()` yields, in that order."""
         self._fingerprint: str | None = None
 
     def __repr__(self) -> str:
-        return f"FolderDataset({str(self.path)!r}, limit={self.limit!r}, seed={self.seed!r})"
+        glob = "" if self.pattern is None else f", pattern={self.pattern!r}"
+        return (f"FolderDataset({str(self.path)!r}{glob}, limit={self.limit!r}, "
+                f"seed={self.seed!r})")
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return len(self.ids)
+
+    @property
+    def available(self) -> int:
+        """How many images the folder (and pattern) offered before the limit chose."""
+        return len(self._files.found)
 
     @property
     def label(self) -> str:
         """How messages name this dataset: ``folder:PATH`` (see `dataset_label`)."""
-        return f"{self.name}:{self.path}"
+        glob = "" if self.pattern is None else f"/{self.pattern}"
+        return f"{self.name}:{self.path}{glob}"
 
     def notes(self) -> list[str]:
         """One line naming the files skipped for their extension, if any (`DatasetNotes`)."""
         if not self.skipped:
             return []
         count = len(self.skipped)
-        named = ", ".join(self.skipped[:_NAMED_SKIPS])
-        more = f" and {count - _NAMED_SKIPS} more" if count > _NAMED_SKIPS else ""
         files = "file" if count == 1 else "files"
         return [f"folder {self.path}: skipped {count} {files} whose extension is not an "
-                f"image one: {named}{more}"]
+                f"image one: {some_of(self.skipped, _NAMED_SKIPS)}"]
 
     def samples(self) -> Iterator[Sample]:
         """Yield one sample per selected file, sorted by relative path."""
-        for image_id in self._ids:
-            file = self.path / image_id
+        for image_id in self.ids:
+            file = self.path / self._files.found[image_id]
             yield Sample(
                 id=image_id,
                 source=str(file),
@@ -238,20 +260,29 @@ class FolderDataset:
         """
         if self._fingerprint is None:
             digest = hashlib.sha256()
-            params = {
+            params: dict[str, object] = {
                 "dataset": self.name,
                 "limit": self.limit,
                 "seed": self.seed,
                 "recursive": self.recursive,
             }
+            if self.pattern is not None:  # absent otherwise: older hashes stay the same
+                params["pattern"] = self.pattern
             digest.update(json.dumps(params, sort_keys=True).encode())
-            for image_id in self._ids:
-                digest.update(f"\n{image_id}\0{_file_digest(self.path / image_id)}".encode())
+            for image_id in self.ids:
+                file = self.path / self._files.found[image_id]
+                digest.update(f"\n{image_id}\0{file_digest(file)}".encode())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
 
 
-def _file_digest(file: Path) -> str:
+def some_of(names: tuple[str, ...], most: int) -> str:
+    """The first ``most`` names, and how many more: ``a, b, c and 4 more``."""
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def file_digest(file: Path) -> str:
     """Hash a file's bytes; an unreadable file hashes as a marker, not a crash."""
     try:
         with file.open("rb") as handle:
@@ -260,12 +291,15 @@ def _file_digest(file: Path) -> str:
         return f"unreadable:{type(exc).__name__}"
 
 
-def _call(path: object, limit: object, extensions: object) -> str:
+def folder_call(path: object, limit: object, extensions: object = DEFAULT_EXTENSIONS,
+                pattern: object = None) -> str:
     """The constructor call as the user wrote it, to start every error message with: the
     path as given (``'photos/'``, not a resolved Path), and only the non-default
     arguments that matter to the message."""
     given = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
     parts = [repr(given)]
+    if pattern is not None:
+        parts.append(f"pattern={pattern!r}")
     if limit is not None:
         parts.append(f"limit={limit!r}")
     if extensions != DEFAULT_EXTENSIONS:
@@ -306,11 +340,20 @@ def _normalise_extensions(extensions: object, call: str) -> tuple[str, ...]:
     return tuple(sorted(normalised))
 
 
+@dataclass(frozen=True)
+class _Listing:
+    """A folder's image files by id (NFC POSIX relative path -> the path on disk, which
+    may be NFD), and the ids of the other files, which were skipped."""
+
+    found: dict[str, str]
+    skipped: tuple[str, ...]
+
+
 def _list_images(
-    root: Path, extensions: tuple[str, ...], recursive: bool, call: str
-) -> tuple[list[str], tuple[str, ...]]:
-    """Relative POSIX paths under ``root`` of the image files and of the other (skipped)
-    files, both sorted; errors start with the constructor ``call``."""
+    root: Path, extensions: tuple[str, ...], recursive: bool, pattern: str | None, call: str
+) -> _Listing:
+    """The image files under ``root`` (matching ``pattern`` if given) and the other,
+    skipped ones; errors start with the constructor ``call``."""
     if not root.exists():
         where = "" if root.is_absolute() else f" (looked in {Path.cwd() / root})"
         raise DatasetArgumentError(f"{call}: folder not found{where}")
@@ -318,36 +361,72 @@ def _list_images(
         raise DatasetArgumentError(
             f"{call}: is a file, not a folder; pass the folder that holds the images"
         )
+    glob = None if pattern is None else _glob_parts(pattern)
     candidates = root.rglob("*") if recursive else root.iterdir()
-    ids: list[str] = []
+    found: dict[str, str] = {}
     skipped: list[str] = []
     for file in candidates:
         relative = file.relative_to(root)
         # Hidden files include macOS "._photo.jpg" resource forks, which are not images.
         if any(part.startswith(".") for part in relative.parts) or not file.is_file():
             continue
-        (ids if file.suffix.lower() in extensions else skipped).append(relative.as_posix())
+        image_id = unicodedata.normalize("NFC", relative.as_posix())
+        if glob is not None and not _match(tuple(image_id.split("/")), glob):
+            continue
+        if file.suffix.lower() in extensions:
+            found[image_id] = relative.as_posix()
+        else:
+            skipped.append(image_id)
     skipped.sort()
-    if not ids:
+    if not found:
         looked = " ".join(extensions)
+        matching = "" if pattern is None else f" matching {pattern!r}"
+        if not skipped and pattern is not None:
+            raise DatasetArgumentError(f"{call}: no files match {pattern!r} in {root}")
         if not skipped:
             raise DatasetArgumentError(f"{call}: folder is empty (no {looked} files)")
         files = "file" if len(skipped) == 1 else "files"
         raise DatasetArgumentError(
-            f"{call}: no images found (no {looked} files; found {len(skipped)} other "
-            f"{files}, e.g. {skipped[0]})"
+            f"{call}: no images found (no {looked} files{matching}; found {len(skipped)} "
+            f"other {files}, e.g. {skipped[0]})"
         )
-    return sorted(ids), tuple(skipped)
+    return _Listing(found, tuple(skipped))
 
 
-def _select(ids: list[str], limit: int | None, seed: int) -> list[str]:
-    """Pick ``limit`` ids, seeded, in a way that is stable across Python versions.
+def _glob_parts(pattern: str) -> tuple[str, ...]:
+    normalised = unicodedata.normalize("NFC", pattern.replace("\\", "/"))
+    return tuple(part for part in normalised.split("/") if part and part != ".")
 
-    Ranking by a hash of (seed, id) instead of ``random.sample`` means adding a
-    photo to the folder leaves most of an existing selection unchanged.
+
+def match_glob(relative: str, pattern: str) -> bool:
+    """Whether a POSIX relative path matches a glob: ``*``, ``?`` and ``[...]`` within
+    one name (`fnmatch.fnmatchcase`), ``**`` for any number of folders (none included).
+
+    Case-sensitive on every OS, unlike `Path.glob` on Windows, so one pattern chooses
+    the same files everywhere.
+    """
+    return _match(tuple(relative.split("/")), _glob_parts(pattern))
+
+
+def _match(parts: tuple[str, ...], glob: tuple[str, ...]) -> bool:
+    if not glob:
+        return not parts
+    if glob[0] == "**":
+        return _match(parts, glob[1:]) or (bool(parts) and _match(parts[1:], glob))
+    return (bool(parts) and fnmatch.fnmatchcase(parts[0], glob[0])
+            and _match(parts[1:], glob[1:]))
+
+
+def select_ids(ids: list[str], limit: int | None, seed: int) -> list[str]:
+    """Pick ``limit`` of ``ids``, seeded, the same on every machine; returned sorted.
+
+    The rule: rank each id by ``sha256(f"{seed}\\0{id}")`` (hex), keep the ``limit``
+    lowest, sort them by id. It depends only on the ids and the seed: not on the order
+    the file system lists files, nor on the Python version (``random.sample`` may
+    change), and adding a photo to the folder leaves most of a selection unchanged.
     """
     if limit is None or limit >= len(ids):
-        return ids
+        return sorted(ids)
 
     def rank(image_id: str) -> str:
         return hashlib.sha256(f"{seed}\0{image_id}".encode()).hexdigest()

@@ -24,13 +24,14 @@ from pytest_vlmbench.models.devices import DeviceError
 from pytest_vlmbench.plugin import benchmark_bridge, parallel
 from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model
 from pytest_vlmbench.plugin.options import MARKERS, Options, register, register_aliases
+from pytest_vlmbench.plugin.power_fixture import vlm_power
 from pytest_vlmbench.plugin.stash import SESSION_KEY
 
 if TYPE_CHECKING:
     from pytest_vlmbench.plugin.session import VlmSession
     from pytest_vlmbench.run.runner import ModelCase
 
-__all__ = ["vlm_bench", "vlm_dataset", "vlm_model"]
+__all__ = ["vlm_bench", "vlm_dataset", "vlm_model", "vlm_power"]
 
 _TAKEN_KEY = pytest.StashKey[list[str]]()
 _USAGE_MISTAKE = "vlm_usage_mistake"  # a test report's user property: the one line
@@ -191,13 +192,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if case is not None and bridge:
             benchmark_bridge.prepare_item(item)
     vlm = config.stash.get(SESSION_KEY, None)
-    if order and vlm is not None and not hasattr(config, "workerinput") \
-            and not config.option.collectonly:
+    checked = vlm is not None and not hasattr(config, "workerinput") \
+        and not config.option.collectonly
+    if order and checked and vlm is not None:
         try:
             vlm.check_runs_something()
         except CatalogError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
-        problem = vlm.output_problem()  # before any model loads or any request is made
+    windows = any("vlm_power" in getattr(item, "fixturenames", ()) for item in items)
+    if (order or windows) and checked and vlm is not None:
+        problem = vlm.output_problem()  # before any model loads or any window is written
         if problem is not None:
             raise pytest.UsageError(f"pytest-vlmbench: {problem}")
     if order:
@@ -424,6 +428,8 @@ def _counts(vlm: VlmSession) -> str:
         return str(low) if low == high else f"{low}-{high}"
 
     ran = [b for b in vlm.benchmarks if isinstance(b.get("samples"), int)]
+    if not ran and vlm.windows and not vlm.loads():
+        return f"{len(vlm.windows)} power window(s), no benchmark"
     if not ran:
         return f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up per benchmark"
     samples = spread([b["samples"] for b in ran])
@@ -454,6 +460,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for warning in b["warnings"]:
             tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
     merged = vlm.merged
+    for line in table.render_windows(merged.get("windows", []) if merged else vlm.windows):
+        tr.write_line(line)
     load_entries = merged["loads"] if merged else vlm.loads()
     loads = ", ".join(
         f"{e['model']}-{e['precision']} FAILED" if e.get("error") is not None
@@ -477,6 +485,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                              else vlm.document_power()))
     _write_comparison(tr, vlm)
     tr.write_line(f"results: {vlm.results_path}")
-    tr.write_line(f"records: {vlm.records_path}")
+    if vlm.records_path.exists():
+        tr.write_line(f"records: {vlm.records_path}")
     if vlm.log_path is not None and vlm.log_path.exists():
         tr.write_line(f"backend log: {vlm.log_path}")

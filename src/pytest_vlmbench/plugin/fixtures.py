@@ -44,18 +44,39 @@ def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
     pytest.fail(message, pytrace=False)
 
 
+_ANNOUNCED = pytest.StashKey[bool]()
+
+
 @pytest.fixture
 def vlm_dataset(request: pytest.FixtureRequest) -> Dataset:
-    """The default dataset: seeded synthetic scenes, one per measured request."""
+    """The test's dataset: its `vlm_dataset` marker's, else --vlm-images' (chosen once
+    per session, with --vlm-limit and --vlm-seed), else seeded synthetic scenes, one per
+    measured request."""
+    opts = session_of(request.config).options
+    marker = request.node.get_closest_marker("vlm_dataset")
+    if marker is not None:
+        from pytest_vlmbench.datasets.selection import from_marker
+
+        # A mistake is a DatasetArgumentError: one line, and the session exits with 4.
+        return from_marker(marker.args, marker.kwargs, base=request.node.path.parent,
+                           defaults={"seed": opts.seed, "n": opts.samples},
+                           where=f"{request.node.nodeid}: @pytest.mark.vlm_dataset")
+    if opts.images is not None:
+        if not request.config.stash.get(_ANNOUNCED, False) \
+                and request.config.get_verbosity() >= 0:
+            request.config.stash[_ANNOUNCED] = True
+            session_of(request.config).say(opts.images.describe())
+        return opts.images.dataset
     from pytest_vlmbench.datasets.synthetic import SyntheticScenes
 
-    opts = session_of(request.config).options
     return SyntheticScenes(n=opts.samples, seed=opts.seed)
 
 
 @pytest.fixture
-def vlm_bench(request: pytest.FixtureRequest, vlm_model: LoadedHandle) -> Bench:
-    """Runs tasks against `vlm_model`; see Bench.run (bench.py)."""
+def vlm_bench(request: pytest.FixtureRequest, vlm_dataset: Dataset,
+              vlm_model: LoadedHandle) -> Bench:
+    """Runs tasks against `vlm_model`; see Bench.run (bench.py). Asks for `vlm_dataset`
+    first, so a bad `vlm_dataset` marker fails before the model loads."""
     from pytest_vlmbench.plugin.bench import Bench
 
     return Bench(request, vlm_model)

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,6 +21,9 @@ from pytest_vlmbench.models.catalog import EMBEDDED_CATALOG, PROJECT_CATALOG
 from pytest_vlmbench.models.devices import CPU_FALLBACK as CPU_FALLBACK_PROFILE
 from pytest_vlmbench.models.devices import PROFILES
 from pytest_vlmbench.results.naming import backend_log_file, default_results
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.datasets.selection import ImageSource
 
 DEVICE = "--vlm-device"
 MODELS = "--vlm-models"
@@ -43,6 +47,8 @@ POWER_METER = "--vlm-power-meter"
 POWER_INTERVAL = "--vlm-power-interval-ms"
 IDLE_S = "--vlm-idle-s"
 BANDWIDTH = "--vlm-bandwidth-gbs"
+IMAGES = "--vlm-images"
+LIMIT = "--vlm-limit"
 
 MARKERS = (
     "vlm_slo(**limits): service-level objectives checked after vlm_bench.run, e.g. "
@@ -53,6 +59,10 @@ MARKERS = (
     "model's selected precisions), for figures that precision does not change",
     "vlm_modality(name): run this benchmark only on models of this modality "
     "('vision' or 'text')",
+    "vlm_dataset(name, **kwargs): the vlm_dataset fixture of this test, from the dataset "
+    "registry instead of --vlm-images or the synthetic scenes, e.g. "
+    "vlm_dataset('folder', path='photos', limit=20) (a relative path is relative to the "
+    "test file; seed defaults to --vlm-seed)",
 )
 """The markers a benchmark may carry, as `pytest --markers` lists them."""
 
@@ -141,6 +151,14 @@ def _comma_list(text: str) -> list[str]:
     return items
 
 
+_SEED_HELP = ("seed for datasets and sampling, and for which --vlm-limit images are chosen "
+              "(default 0)")
+_IMAGES_HELP = ("vlm_dataset's images instead of the synthetic scenes: a folder, a glob such as "
+                "'album/**/*.jpg', a manifest (.jsonl, .csv) or one image file; measured "
+                "requests default to one per chosen image")
+_LIMIT_HELP = ("with --vlm-images: at most N of its images, chosen by --vlm-seed (the same N "
+               "on every machine)")
+
 # option -> (dest, type, ini type, help)
 _SPEC: dict[str, tuple[str, object, str, str]] = {
     DEVICE: ("vlm_device", str, "string",
@@ -154,7 +172,9 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
               f"measured requests per benchmark (default {DEFAULT_SAMPLES})"),
     WARMUP: ("vlm_warmup", _non_negative_int, "string",
              f"warm-up requests per benchmark, not in the statistics (default {DEFAULT_WARMUP})"),
-    SEED: ("vlm_seed", _non_negative_int, "string", "seed for datasets and sampling (default 0)"),
+    SEED: ("vlm_seed", _non_negative_int, "string", _SEED_HELP),
+    IMAGES: ("vlm_images", str, "string", _IMAGES_HELP),
+    LIMIT: ("vlm_limit", _positive_int, "string", _LIMIT_HELP),
     OUT: ("vlm_out", str, "string",
           f"results file (default {_DEFAULT_RESULTS}; {{run_id}} in the name is replaced "
           "by the run id)"),
@@ -288,6 +308,9 @@ class Options:
     threads_fit: bool = False
     """--vlm-threads=fit: the session resolves the threads at the first model load
     (machine_load.fit_threads of machine_load.free_cpus)."""
+    images: ImageSource | None = None
+    """--vlm-images (with --vlm-limit and --vlm-seed): vlm_dataset's dataset; None for
+    the synthetic scenes."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -315,7 +338,19 @@ class Options:
             base = config.inipath.parent if config.inipath else config.rootpath
             return base / Path(str(value)).expanduser()
 
+        def named(option: str, value: object) -> str:
+            """How a message names a setting: ``--vlm-limit=3``, or ``vlm_limit = 3
+            (pytest.ini)`` where the ini gave it."""
+            dest = _SPEC[option][0]
+            if config.getoption(dest) is not None:
+                return f"{option}={value}"
+            return f"{dest} = {value} ({config.inipath.name if config.inipath else 'ini'})"
+
         root = config.rootpath
+        seed = get(SEED) or 0
+        images = _image_source(config, get(IMAGES), get(LIMIT), seed,  # type: ignore[arg-type]
+                               named)
+        samples = get(SAMPLES) or (len(images.dataset) if images else DEFAULT_SAMPLES)
         catalog = path(CATALOG)
         out = path(OUT)
         cache = get(CACHE_DIR)
@@ -327,9 +362,9 @@ class Options:
             device=str(get(DEVICE) or "auto").lower(),
             models=get(MODELS),  # type: ignore[arg-type]
             precisions=get(PRECISIONS),  # type: ignore[arg-type]
-            samples=get(SAMPLES) or DEFAULT_SAMPLES,  # type: ignore[arg-type]
+            samples=samples,  # type: ignore[arg-type]
             warmup=DEFAULT_WARMUP if get(WARMUP) is None else get(WARMUP),  # type: ignore[arg-type]
-            seed=get(SEED) or 0,  # type: ignore[arg-type]
+            seed=seed,  # type: ignore[arg-type]
             out=out,
             catalog=catalog or _default_catalog(root),
             threads=threads if isinstance(threads, int) else None,
@@ -357,4 +392,32 @@ class Options:
             drift_allowance=DEFAULT_DRIFT_ALLOWANCE if get(DRIFT_ALLOWANCE) is None
             else get(DRIFT_ALLOWANCE),  # type: ignore[arg-type]
             threads_fit=threads == THREADS_FIT,
+            images=images,
         )
+
+
+def _image_source(config: pytest.Config, text: str | None, limit: int | None, seed: int,
+                  named: Callable[[str, object], str]) -> ImageSource | None:
+    """--vlm-images resolved and its dataset built now, so that a missing folder, a glob
+    that matches nothing or a bad manifest is a usage error (exit 4) before any model
+    loads. --vlm-limit alone is refused: the synthetic scenes are counted by
+    --vlm-samples, and a limit that silently did nothing would mislead."""
+    if text is None:
+        if limit is not None:
+            raise pytest.UsageError(
+                f"pytest-vlmbench: {named(LIMIT, limit)} needs --vlm-images (it chooses that "
+                f"many of its images); the synthetic scenes number --vlm-samples")
+        return None
+    from pytest_vlmbench.datasets import DatasetArgumentError
+    from pytest_vlmbench.datasets.selection import ImageSource
+
+    if config.getoption(_SPEC[IMAGES][0]) is not None:
+        base = config.invocation_params.dir
+    else:
+        base = config.inipath.parent if config.inipath else config.rootpath
+    source = ImageSource(str(text), base, limit, seed, where=named(IMAGES, text))
+    try:
+        source.dataset  # noqa: B018  (built now: its mistakes are usage errors)
+    except DatasetArgumentError as exc:
+        raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
+    return source
