@@ -25,6 +25,7 @@ MIRRORS: dict[Any, str] = {
     models.CpuFallback: "/properties/device/properties/cpu_fallback",
     models.DeviceProfile: "/properties/device/properties/cpu_fallback/properties/profile",
     models.LoadEntry: "/$defs/load",
+    models.LoadFallback: "/$defs/load/properties/cpu_fallback",
     models.BenchmarkEntry: "/$defs/benchmark",
     models.DatasetRef: "/$defs/benchmark/properties/dataset",
     models.WarmupRef: "/$defs/benchmark/properties/warmup",
