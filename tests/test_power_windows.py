@@ -307,3 +307,33 @@ def test_figures_of_a_counter_meter_and_of_an_uncovered_span() -> None:
     assert late["energy_j"] is None
     assert late["idle_power_w"] == 1.0
     assert "do not cover the window" in late["absent_reason"]
+
+
+@pytest.mark.parametrize("metered", [True, False], ids=["tegrastats-replay", "no-meter"])
+def test_the_shipped_stage_example_writes_its_window(
+    project: Project, replay: Any, metered: bool
+) -> None:
+    """benchmarks/test_stage_power.py as shipped: its photo-preparation window is in the
+    results, with energy under the tegrastats replay and absent, with why, without."""
+    root = project.pytester.path
+    (root / "benchmarks").mkdir()
+    (root / "benchmarks" / "test_stage_power.py").write_text(
+        (ROOT / "benchmarks" / "test_stage_power.py").read_text())
+    (root / "fixtures").mkdir()
+    (root / "fixtures" / "images").symlink_to(ROOT / "fixtures" / "images")
+    if metered:
+        replay(REPLAY / "orin_nano_jp6.txt")
+    out = project.run("benchmarks/test_stage_power.py",
+                      *(METER if metered else ("--power-meter=none",)))
+    out.run.assert_outcomes(passed=1)
+    [w] = out.doc()["windows"]
+    assert (w["test"], w["name"]) == (
+        "benchmarks/test_stage_power.py::test_prepare_photos", "prepare_photos")
+    if metered:
+        assert w["energy_j"] is not None
+        assert w["energy_j"] > 0
+        assert w["absent_reason"] is None
+        assert w["rails_j"]
+    else:
+        assert all(w[k] is None for k in ENERGY)
+        assert w["absent_reason"] == "no power meter: --power-meter=none"
