@@ -12,6 +12,7 @@ extensions refuse to be imported a second time in one process.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,19 @@ def recompute_latency_p95(records: list[dict[str, Any]]) -> float:
         for r in records if r["phase"] == "measure" and r["error"] is None
     ]
     return float(np.percentile(lat, 95))
+
+
+TEGRASTATS_REPLAY = Path(__file__).resolve().parent.parent / "fixtures" / "tegrastats"
+"""The tegrastats replay: bin/tegrastats prints recorded Jetson lines at the asked interval."""
+
+
+@pytest.fixture
+def tegrastats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Put the replay first on PATH; returns a function choosing the replayed file."""
+    monkeypatch.setenv("PATH", f"{TEGRASTATS_REPLAY / 'bin'}{os.pathsep}{os.environ['PATH']}")
+
+    def use(lines: Path) -> Path:
+        monkeypatch.setenv("VLMBENCH_TEGRASTATS_REPLAY", str(lines))
+        return lines
+
+    return use

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,6 @@ from tiny_tasks import CAPTION
 def test_caption(vlm_bench):
     vlm_bench.run(CAPTION)
 """
-
-
-@pytest.fixture
-def tegrastats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
-    """Put the replay first on PATH; returns a function choosing the replayed file."""
-    monkeypatch.setenv("PATH", f"{REPLAY / 'bin'}{os.pathsep}{os.environ['PATH']}")
-
-    def use(lines: Path) -> Path:
-        monkeypatch.setenv("VLMBENCH_TEGRASTATS_REPLAY", str(lines))
-        return lines
-
-    return use
 
 
 def _constant_lines(tmp_path: Path, milliwatts: int) -> Path:

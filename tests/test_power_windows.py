@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +17,13 @@ import numpy as np
 import pytest
 
 from pytest_vlmbench.results import models
+from tests.conftest import TEGRASTATS_REPLAY as REPLAY
 from tests.conftest import Project
 from tests.test_read_models import misfits
 
 ROOT = Path(__file__).resolve().parent.parent
-REPLAY = ROOT / "fixtures" / "tegrastats"
 ENERGY = ("energy_j", "avg_power_w", "peak_power_w", "idle_power_w", "above_idle_energy_j",
           "rails_j")
-
-
-@pytest.fixture
-def replay(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The tegrastats replay first on PATH; returns a function choosing its lines."""
-    monkeypatch.setenv("PATH", f"{REPLAY / 'bin'}{os.pathsep}{os.environ['PATH']}")
-
-    def use(lines: Path) -> Path:
-        monkeypatch.setenv("VLMBENCH_TEGRASTATS_REPLAY", str(lines))
-        return lines
-
-    return use
 
 
 def constant(tmp_path: Path, milliwatts: int) -> Path:
@@ -63,9 +50,9 @@ def test_stage(vlm_power):
 
 
 def test_a_windows_energy_is_the_integral_of_the_replayed_power(
-    project: Project, replay: Any
+    project: Project, tegrastats: Any
 ) -> None:
-    replay(REPLAY / "orin_nano_jp6.txt")  # 12.479 W and 4.824 W, alternating
+    tegrastats(REPLAY / "orin_nano_jp6.txt")  # 12.479 W and 4.824 W, alternating
     project.pytester.makepyfile(test_stage=ONE_WINDOW)
     out = project.run(*METER)
     out.run.assert_outcomes(passed=1)
@@ -161,9 +148,9 @@ def test_nested(vlm_power):
 
 
 def test_nested_windows_record_their_parent_and_overlap_in_energy(
-    project: Project, replay: Any, tmp_path: Path
+    project: Project, tegrastats: Any, tmp_path: Path
 ) -> None:
-    replay(constant(tmp_path, 5000))  # 5 W: every window's energy is 5 W x its duration
+    tegrastats(constant(tmp_path, 5000))  # 5 W: every window's energy is 5 W x its duration
     project.pytester.makepyfile(test_nested=NESTED)
     out = project.run(*METER)
     out.run.assert_outcomes(passed=1)
@@ -194,9 +181,9 @@ def test_met(vlm_power):
 
 
 def test_a_window_slo_breach_fails_the_test_with_one_line(
-    project: Project, replay: Any, tmp_path: Path
+    project: Project, tegrastats: Any, tmp_path: Path
 ) -> None:
-    replay(constant(tmp_path, 5000))
+    tegrastats(constant(tmp_path, 5000))
     project.pytester.makepyfile(test_slo=SLOS)
     out = project.run(*METER)
     out.run.assert_outcomes(passed=1, failed=1)
@@ -262,9 +249,9 @@ def test_reading(vlm_power):
 
 
 def test_reading_gives_the_latest_instant_reading(
-    project: Project, replay: Any, tmp_path: Path
+    project: Project, tegrastats: Any, tmp_path: Path
 ) -> None:
-    replay(constant(tmp_path, 5000))
+    tegrastats(constant(tmp_path, 5000))
     project.pytester.makepyfile(test_reading=READING)
     out = project.run(*METER)
     out.run.assert_outcomes(passed=1)
@@ -311,7 +298,7 @@ def test_figures_of_a_counter_meter_and_of_an_uncovered_span() -> None:
 
 @pytest.mark.parametrize("metered", [True, False], ids=["tegrastats-replay", "no-meter"])
 def test_the_shipped_stage_example_writes_its_window(
-    project: Project, replay: Any, metered: bool
+    project: Project, tegrastats: Any, metered: bool
 ) -> None:
     """benchmarks/test_stage_power.py as shipped: its photo-preparation window is in the
     results, with energy under the tegrastats replay and absent, with why, without."""
@@ -322,7 +309,7 @@ def test_the_shipped_stage_example_writes_its_window(
     (root / "fixtures").mkdir()
     (root / "fixtures" / "images").symlink_to(ROOT / "fixtures" / "images")
     if metered:
-        replay(REPLAY / "orin_nano_jp6.txt")
+        tegrastats(REPLAY / "orin_nano_jp6.txt")
     out = project.run("benchmarks/test_stage_power.py",
                       *(METER if metered else ("--power-meter=none",)))
     out.run.assert_outcomes(passed=1)
