@@ -170,14 +170,15 @@ class VlmPower:
     def measure(self, name: str, *, slo: Mapping[str, Any] | None = None) -> PowerWindow:
         """A window to open with `with`: its energy, power and duration once it closes.
         `slo`: limits on its figures (power/windows.py SLOS), checked when it closes."""
-        from pytest_vlmbench.power.windows import WindowSLOError, check_slo
+        from pytest_vlmbench.metrics.slo import SLOError
+        from pytest_vlmbench.power.windows import check_slo
 
         where = f"{self.test}: vlm_power.measure({name!r})"
         if not isinstance(name, str) or not name:
             raise WindowArgumentError(f"{where}: the window needs a name (a non-empty str)")
         try:
             spec = check_slo(slo or {}, where)
-        except WindowSLOError as exc:
+        except SLOError as exc:
             raise WindowArgumentError(str(exc)) from None
         return PowerWindow(self, name, self.session.next_window_seq(), spec)
 

@@ -18,10 +18,10 @@ Energy SLOs on a window are a small closed set (`SLOS`), checked when it closes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pytest_vlmbench.metrics.slo import breach_line, limits, verdict
 from pytest_vlmbench.power import Reading
 from pytest_vlmbench.power.energy import Trace, rails_energy
 from pytest_vlmbench.results.models import SloResult
@@ -44,10 +44,6 @@ SLOS: Mapping[str, tuple[str, str]] = {
     "max_duration_s": ("duration_s", "s"),
 }
 """Window SLO name -> (the figure it limits, its unit); every one is an upper limit."""
-
-
-class WindowSLOError(ValueError):
-    """A window SLO with an unknown name or a limit that is not a finite number."""
 
 
 Figures = dict[str, Any]
@@ -87,42 +83,18 @@ def figures(readings: Sequence[Reading], t0_ns: int, t1_ns: int, *,
 
 
 def check_slo(slo: Mapping[str, Any], where: str) -> dict[str, float]:
-    """The window SLO spec as floats; WindowSLOError names the first bad entry."""
-    spec: dict[str, float] = {}
-    for name, limit in slo.items():
-        if name not in SLOS:
-            raise WindowSLOError(f"{where}: unknown window SLO {name!r}; known: "
-                                 f"{', '.join(SLOS)}")
-        number = not isinstance(limit, bool) and isinstance(limit, int | float)
-        if not (number and math.isfinite(limit)):
-            raise WindowSLOError(f"{where}: window SLO {name!r} needs a finite number, "
-                                 f"got {limit!r}")
-        spec[name] = float(limit)
-    return spec
+    """The window SLO spec as floats; SLOError names the first bad entry."""
+    return limits(slo, where, SLOS, kind="window SLO")
 
 
 def evaluate_slo(spec: Mapping[str, float],
                  values: Mapping[str, float | None]) -> list[SloResult]:
     """Each objective against the window's figures; an unmeasured figure is a breach."""
-    verdicts: list[SloResult] = []
-    for name, limit in spec.items():
-        measured = values[SLOS[name][0]]
-        verdicts.append({"metric": name, "op": "<=", "limit": limit, "measured": measured,
-                         "passed": measured is not None and measured <= limit})
-    return verdicts
+    return [verdict(name, "<=", limit, values[SLOS[name][0]]) for name, limit in spec.items()]
 
 
 def breach_message(window: str, verdicts: Sequence[SloResult],
                    absent_reason: str | None) -> str | None:
     """One line for all of a window's breaches, or None when every objective is met."""
-    parts = []
-    for v in verdicts:
-        if v["passed"]:
-            continue
-        unit = SLOS[v["metric"]][1]
-        shown = (f"{v['measured']:.4g} {unit}" if v["measured"] is not None
-                 else f"not measured ({absent_reason or 'no reading'})")
-        parts.append(f"{v['metric']} = {shown} > limit {v['limit']:.4g} {unit}")
-    if not parts:
-        return None
-    return f"SLO breached (window {window!r}): " + "; ".join(parts)
+    return breach_line(f"window {window!r}", verdicts, lambda name: SLOS[name][1],
+                       lambda _: f"not measured ({absent_reason or 'no reading'})")
