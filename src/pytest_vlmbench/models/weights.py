@@ -189,6 +189,9 @@ def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path
 def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:
     """Find, fetch, generate or derive the file for `source`; hash it (cached)."""
     known_sha: str | None = None
+    if source.kind == "remote":  # never a file: the server holds the weights
+        raise WeightsError(f"{source}: a 'remote:' model has no weights here; its server "
+                           f"serves it as {source.value!r}")
     if source.kind == "quantized":
         path = _derive(source, catalog_dir=catalog_dir, cache_dir=cache_dir)
     elif source.kind == "path":
