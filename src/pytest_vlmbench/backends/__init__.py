@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "pytest_vlmbench.backends"
 # plus whatever entry points are installed.
 BUILTIN: dict[str, str] = {
     "llama_cpp": "pytest_vlmbench.backends.llama_cpp:LlamaCppBackend",
+    "openai": "pytest_vlmbench.backends.openai_http:OpenAIBackend",
 }
 
 
@@ -43,6 +44,10 @@ class LoadContext:
     seed: int = 0
     overrides: Mapping[str, Any] = field(default_factory=dict)
     log_path: Path | None = None  # where native stderr goes (see native_log.py)
+    servers: Any = None
+    """The session's managed servers (servers.manager.ServerManager): a backend that talks
+    to a server asks it for the server's address (starting it if the catalog says so) and
+    tells it which model it served last (the cold/warm split)."""
 
 
 @dataclass
@@ -80,6 +85,15 @@ class Response:
     t_end_ns: int
     stages_ns: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)  # e.g. prefill_tokens, image_tokens
+    chunk_ns: list[int] = field(default_factory=list)
+    """perf_counter_ns at which each streamed chunk with content arrived (ITL is the gaps
+    between them); empty when the response did not stream."""
+    tokens_source: str | None = None
+    """Where `completion_tokens` came from: "usage" (the server said), "counted" (the
+    client counted them: the server sent no usage), "engine" (the in-process engine)."""
+    retries: int = 0  # attempts repeated after a retryable failure, inside the latency
+    retry_reasons: list[str] = field(default_factory=list)  # why each retry was made
+    rate_limited: int = 0  # 429 answers received (each waited out, as Retry-After said)
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,11 @@ class Capabilities:
     """One `generate` call serves several requests together (batched decoding)."""
     concurrency: int = 1
     """How many `generate` calls may run at once on this loaded model."""
+    asynchronous: bool = False
+    """The model has `async def agenerate(request) -> Response`, which may be awaited
+    concurrently (load patterns: concurrency N, request rate), and `run_async(coro)`, which
+    runs a coroutine on the event loop its connections belong to; `generate` is then
+    `run_async(agenerate(request))`."""
     stages: tuple[str, ...] = ()
     """Every name a response may report in `stages_ns` (some only for some requests)."""
     counts: tuple[str, ...] = ()

@@ -82,6 +82,8 @@ def serve(llm: CountingLlama, handler: VisionHandler | None, prompting: Promptin
         llm.progress = None
         if handler is not None:
             handler.timed.stages = None
+    split = _stages_and_counts(llm, st, t_start, t_end,
+                               with_image=handler is not None and bool(request.images))
     return Response(
         text="".join(parts),
         finish_reason=finish,
@@ -90,8 +92,8 @@ def serve(llm: CountingLlama, handler: VisionHandler | None, prompting: Promptin
         t_start_ns=t_start,
         t_first_token_ns=t_first,
         t_end_ns=t_end,
-        **_stages_and_counts(llm, st, t_start, t_end,
-                             with_image=handler is not None and bool(request.images)),
+        stages_ns=split["stages_ns"],
+        counts=split["counts"],
     )
 
 
