@@ -39,6 +39,10 @@ MIRRORS: dict[Any, str] = {
     models.ImageRef: "/$defs/record/properties/images/items",
     models.RecordError: "/$defs/record/properties/error/oneOf/1",
     models.Window: "/$defs/window",
+    models.ColdSummary: "/$defs/summary/properties/cold",
+    models.ServerSummary: "/$defs/summary/properties/server",
+    models.LoadInfo: "/$defs/benchmark/properties/load",
+    models.SweepInfo: "/$defs/benchmark/properties/sweep",
 }
 """Each model and the JSON pointer of the schema object it mirrors."""
 

@@ -232,9 +232,9 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         if metric.name == "parse_rate" and not (sc.checks_output
                                                 or any(b.checks_output for b in bs)):
             continue  # a free-text task: there is no parse rate to compare
-        if metric.name == "prompt_tokens_per_s" and not (
+        if metric.sample in ("prompt_tokens_per_s", "itl") and not (
                 len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
-            continue  # a backend that reports no prefill counts and times
+            continue  # a backend that reports no prefill counts, or no streamed chunks
         timing = not metric.proportion
         per_run, unavailable, left_out = _runs_for(metric, timing_bs if timing else bs, sc)
         if timing and current_busy and not unavailable:

@@ -1,8 +1,8 @@
 """Per-request values of one benchmark of one run, read once from its records.
 
 A records file of 100,000 requests is read as a stream: each record is reduced to the
-few numbers compare needs (its latency, TTFT, decode and prompt rates, parse and error
-outcome) and dropped, so memory grows with the numbers, not with the JSON. Failed
+few numbers compare needs (its latency, TTFT, TPOT, mean ITL, decode and prompt rates,
+parse and error outcome) and dropped, so memory grows with the numbers, not with the JSON. Failed
 requests count in `success_rate` only: the runner now times them too (t_start_ns,
 t_end_ns), but a request that errored says nothing about how fast a good one is.
 """
@@ -51,6 +51,10 @@ class Columns:
     success: array[float] = field(default_factory=lambda: array("d"))
     latency: array[float] = field(default_factory=lambda: array("d"))
     ttft: array[float] = field(default_factory=lambda: array("d"))
+    tpot: array[float] = field(default_factory=lambda: array("d"))
+    """per_request.tpot_s: (E2EL - TTFT) / (output tokens - 1), >= 2 output tokens."""
+    itl: array[float] = field(default_factory=lambda: array("d"))
+    """per_request.mean_itl_s: one value per request (the summary's ITL pools the gaps)."""
     tokens_per_s: array[float] = field(default_factory=lambda: array("d"))
     decode_source: set[str] = field(default_factory=set)
     prompt_tokens_per_s: array[float] = field(default_factory=lambda: array("d"))
@@ -77,6 +81,7 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
     c = Columns()
     success, latency, ttft = c.success.append, c.latency.append, c.ttft.append
     decode, prompt, parse = c.tokens_per_s.append, c.prompt_tokens_per_s.append, c.parse.append
+    tpot, itl = c.tpot.append, c.itl.append
     lineno, r = 0, None
     try:
         for item in items:
@@ -99,7 +104,7 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
                 c = groups[key] = Columns() if found is None else found
                 success, latency, ttft = c.success.append, c.latency.append, c.ttft.append
                 decode, prompt = c.tokens_per_s.append, c.prompt_tokens_per_s.append
-                parse = c.parse.append
+                parse, tpot, itl = c.parse.append, c.tpot.append, c.itl.append
                 last = key
             c.records += 1
             phase = r["phase"]
@@ -120,6 +125,12 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
                 latency((end - start) / 1e9)
                 if first is not None:
                     ttft((first - start) / 1e9)
+                    tokens = r["completion_tokens"]
+                    if tokens is not None and tokens >= 2:  # per_request.tpot_s, inlined
+                        tpot((end - first) / 1e9 / (tokens - 1))
+            chunks = r.get("chunks_ns")
+            if chunks is not None and len(chunks) >= 2:  # per_request.mean_itl_s, inlined
+                itl((chunks[-1] - chunks[0]) / 1e9 / (len(chunks) - 1))
             window = engine_decode(r)
             if window is not None and window[1]:
                 decode(per_second(window))
@@ -199,12 +210,16 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
     c = cols or Columns()
     values = {
         "latency": _array(c.latency), "ttft": _array(c.ttft),
+        "tpot": _array(c.tpot), "itl": _array(c.itl),
         "tokens_per_s": _array(c.tokens_per_s),
         "prompt_tokens_per_s": _array(c.prompt_tokens_per_s),
         "parse_rate": _array(c.parse), "success_rate": _array(c.success),
         **{name: _array(values) for name, values in c.declared.items()},
     }
     unavailable: dict[str, str] = dict(c.declared_errors)  # sample = metric name
+    if 1.0 in c.success and not len(c.itl):  # an in-process or non-streaming backend
+        unavailable.update({m.name: "no chunk arrival times (the backend reports none)"
+                            for m in registry.compared().values() if m.sample == "itl"})
     energy = entry["summary"].get("energy")
     per_request = energy.get("per_request") if isinstance(energy, dict) else None
     if per_request:

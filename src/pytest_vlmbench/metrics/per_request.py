@@ -11,7 +11,8 @@ same time, request by request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 Window = tuple[int, int]
@@ -88,3 +89,37 @@ def ratio_of_sums(windows: list[Window]) -> float | None:
     """sum(tokens) / sum(time) of the windows; None without time."""
     ns = sum(w[1] for w in windows)
     return sum(w[0] for w in windows) / (ns / 1e9) if ns > 0 else None
+
+
+# -- serving figures, as `vllm bench serve` defines them ---------------------------------
+
+
+def tpot_s(record: Mapping[str, Any]) -> float | None:
+    """Time per output token after the first: (E2EL - TTFT) / (completion_tokens - 1),
+    for a request with at least 2 output tokens and a TTFT (vLLM's TPOT)."""
+    start, first, end = record["t_start_ns"], record["t_first_token_ns"], record["t_end_ns"]
+    tokens = record["completion_tokens"]
+    if start is None or first is None or end is None or tokens is None or tokens < 2:
+        return None
+    return float((end - first) / 1e9 / (tokens - 1))
+
+
+def itl_gaps_s(record: Mapping[str, Any]) -> list[float]:
+    """Inter-token latencies: the gaps between consecutive content chunks' arrivals
+    (`chunks_ns`), in seconds; none without chunk times or with fewer than 2 chunks."""
+    chunks = record.get("chunks_ns") or ()
+    return [(b - a) / 1e9 for a, b in pairwise(chunks)]
+
+
+def mean_itl_s(record: Mapping[str, Any]) -> float | None:
+    """One request's mean inter-token latency, (last chunk - first chunk) / (chunks - 1):
+    compare's per-request ITL sample (a run's ITL distribution pools every gap)."""
+    chunks: Sequence[int] = record.get("chunks_ns") or ()
+    return (chunks[-1] - chunks[0]) / 1e9 / (len(chunks) - 1) if len(chunks) >= 2 else None
+
+
+def client_lag_s(record: Mapping[str, Any]) -> float | None:
+    """t_start_ns - scheduled_ns: how late the client sent the request, against the time
+    its load pattern meant (a concurrency cap's wait included); None without a schedule."""
+    scheduled, start = record.get("scheduled_ns"), record["t_start_ns"]
+    return None if scheduled is None or start is None else (start - scheduled) / 1e9

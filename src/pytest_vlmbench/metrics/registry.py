@@ -48,6 +48,11 @@ def percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+def millis(value: float | None) -> str:
+    """Seconds as milliseconds with one decimal (per-token times): `12.3`."""
+    return "-" if value is None else f"{1000 * value:.1f}"
+
+
 def megabytes(value: float | None) -> str:
     """Bytes as whole megabytes; an absent or zero count is `-` (nothing was counted)."""
     return "-" if not value else f"{value / 1e6:.0f}"
@@ -55,10 +60,13 @@ def megabytes(value: float | None) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """How a metric appears in the terminal table."""
+    """How a metric appears in the terminal table. An `optional` column (the serving
+    figures) is shown only in a table with a benchmark that ran under a load pattern or
+    against a server, and only when some benchmark there has its figure."""
 
     header: str
     cell: Callable[[float | None], str]
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,37 @@ BUILTIN: tuple[Metric, ...] = (
     Metric("requests_per_s", "requests/s", False,
            "successful requests / the measured requests' wall time", ("requests_per_s",),
            "min_requests_per_s"),
+    # Serving figures, as `vllm bench serve` defines them (summary.METHODS).
+    Metric("p50_tpot", "s", True, "median time per output token after the first, "
+           "(E2EL - TTFT) / (output tokens - 1)", ("tpot_s", "median"), "max_tpot_p50_s",
+           "tpot", "median", column=Column("TPOT p50 ms", millis, optional=True)),
+    Metric("p95_tpot", "s", True, "95th percentile time per output token after the first",
+           ("tpot_s", "p95"), "max_tpot_p95_s", "tpot", "p95"),
+    Metric("p50_itl", "s", True, "median inter-token latency (gaps between content "
+           "chunks, pooled over requests); compare's is the median of each request's mean gap",
+           ("itl_s", "median"), "max_itl_p50_s", "itl", "median",
+           column=Column("ITL p50 ms", millis, optional=True)),
+    Metric("p95_itl", "s", True, "95th percentile inter-token latency (pooled gaps); "
+           "compare's is the p95 of each request's mean gap", ("itl_s", "p95"),
+           "max_itl_p95_s", "itl", "p95"),
+    Metric("p99_itl", "s", True, "99th percentile inter-token latency (pooled gaps); "
+           "compare's is the p99 of each request's mean gap", ("itl_s", "p99"),
+           "max_itl_p99_s", "itl", "p99"),
+    Metric("p95_client_lag", "s", True, "95th percentile of how late the client sent a "
+           "request against its load pattern's schedule (t_start - scheduled)",
+           ("client_lag_s", "p95"), "max_client_lag_p95_s"),
+    Metric("output_tokens_per_s", "tokens/s", False, "completion tokens of successful "
+           "requests / the measured requests' wall time (vLLM's output token throughput)",
+           ("output_tokens_per_s",), "min_output_tokens_per_s",
+           column=Column("out tok/s", fixed(".1f"), optional=True)),
+    Metric("goodput", "requests/s", False, "successful requests meeting every per-request "
+           "limit of the benchmark's SLOs (E2EL, TTFT, TPOT) / wall time (vLLM's goodput)",
+           ("goodput_rps",), "min_goodput_rps",
+           column=Column("goodput r/s", fixed(".2f"), optional=True)),
+    Metric("cold_latency", "s", True, "latency of the cold request, the first after the "
+           "server loaded or swapped the model (one request: no compare sample)",
+           ("cold", "latency_s"), "max_cold_latency_s",
+           column=Column("cold s", fixed(".3f"), optional=True)),
     Metric("above_idle_energy_per_token", "J/token", True,
            "energy above the idle baseline / completion tokens",
            ("energy", "above_idle_energy_per_token_j"), "max_above_idle_energy_per_token_j"),

@@ -21,16 +21,18 @@ registry.py. Conventions, also written into each results document under `methods
 - requests_per_s: successful requests / (last end - first start) of the measured ones,
   failed requests included in that window (the runner times every request);
 - stages: disjoint parts of a request's latency (STAGE_INVARIANTS); what they leave of
-  the latency is `unattributed`.
+  the latency is `unattributed`;
+- serving figures as `vllm bench serve` defines them (TPOT, ITL, output tokens/s,
+  goodput), the client's lag under a load pattern and the cold request: METHODS says each.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from pytest_vlmbench.metrics import per_request
+from pytest_vlmbench.metrics import per_request, serving
 from pytest_vlmbench.metrics.registry import Statistic, computed
 from pytest_vlmbench.metrics.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
 from pytest_vlmbench.results.models import MetricFigure, Record, Summary
@@ -82,6 +84,7 @@ METHODS = {
             "stage_tolerance": "1 ms + 1% of the latency (clocks read at slightly different "
             "points)",
         }.items()),
+    **serving.METHODS,
 }
 
 STAGE_TOLERANCE_NS = 1_000_000
@@ -164,7 +167,7 @@ def declared_metrics(ok: Sequence[Record]) -> dict[str, MetricFigure]:
 
 def summarize(
     records: Sequence[Record], *, checks_output: bool, load_s: float | None,
-    peak_rss: int | None,
+    peak_rss: int | None, slo: Mapping[str, float] | None = None,
 ) -> Summary:
     measured = [r for r in records if r["phase"] == "measure"]
     ok = [r for r in measured if r["error"] is None]
@@ -179,7 +182,7 @@ def summarize(
     spans = [s for s in map(per_request.span_ns, measured) if s is not None]
     wall_s = (max(end for _, end in spans) - min(start for start, _ in spans)) / 1e9 \
         if spans else None
-    outcomes = Counter(r["parse"] for r in measured)
+    outcomes: Counter[str] = Counter(r["parse"] for r in measured)
     stage_names = sorted({k for r in ok for k in r["stages_ns"]})
     stages = {
         name: distribution([r["stages_ns"][name] / 1e9 for r in ok if name in r["stages_ns"]])
@@ -209,7 +212,8 @@ def summarize(
             [per_request.per_second(w) for w in streamed]),
         "requests_per_s": len(ok) / wall_s if wall_s else None,
         "wall_s": wall_s,
-        "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome},
+        "parse": {o.value: outcomes.get(o.value, 0) for o in ParseOutcome
+                  if o is not ParseOutcome.CONSTRAINT_IGNORED or outcomes.get(o.value)},
         "parse_rate": (outcomes.get(ParseOutcome.VALID.value, 0) / n) if (checks_output and n)
         else None,
         "prompt_tokens_mean": _mean(
@@ -223,6 +227,7 @@ def summarize(
         "peak_rss_bytes": peak_rss,
         "load_s": load_s,
     }
+    serving.add_figures(summary, records, measured, ok, wall_s, slo or {})
     declared = declared_metrics(ok)
     if declared:  # only when a metric is declared: the built-in document is unchanged
         summary["metrics"] = declared

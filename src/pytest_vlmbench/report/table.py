@@ -4,7 +4,10 @@
 them). `render` is the benchmark table: one row per benchmark, a column per metric the
 registry shows in the table (metrics/registry.py), so a metric declared by a plugin
 gets its column too. `ok/n` is successful over measured requests: the latency, TTFT
-and token columns are computed over the successful ones only. `render_windows` is the
+and token columns are computed over the successful ones only. The serving columns
+(level, TPOT, ITL, output tokens/s, goodput, cold request: `Column.optional`) appear
+only in a table with a benchmark that ran under a load pattern or against a server, so
+the table of in-process runs stays as it was. `render_windows` is the
 power windows table: the stages a test measured with `vlm_power.measure(name)`.
 """
 
@@ -48,23 +51,47 @@ def markdown(headers: Row, rows: Sequence[Row], *, right: Collection[int]) -> li
 
 
 LEADING = ("benchmark", "model", "precision", "ok/n")
+SERVING_KEYS = ("itl_s", "cold", "server", "client_lag_s")
+"""Summary keys only a server backend or a load pattern gives."""
 
 
-def headers() -> tuple[str, ...]:
-    columns = registry.columns()
-    return (*LEADING, *(m.column.header for m in columns if m.column), "SLO")
+def _serving(benchmarks: Sequence[BenchmarkEntry]) -> bool:
+    return any("load" in b or any(k in b["summary"] for k in SERVING_KEYS)
+               for b in benchmarks)
+
+
+def _columns(benchmarks: Sequence[BenchmarkEntry]) -> list[registry.Metric]:
+    """The registry's table columns; an optional one only in a serving table (above)
+    where some benchmark has its figure."""
+    serving = _serving(benchmarks)
+    return [m for m in registry.columns() if m.column and (not m.column.optional or (
+        serving and any(m.value(b["summary"]) is not None for b in benchmarks)))]
+
+
+def _level(benchmarks: Sequence[BenchmarkEntry]) -> bool:
+    return any("load" in b for b in benchmarks)
+
+
+def headers(benchmarks: Sequence[BenchmarkEntry] = ()) -> tuple[str, ...]:
+    """The header row; with no benchmarks, the columns every table has."""
+    level = ("level",) if _level(benchmarks) else ()
+    return (*LEADING, *level, *(m.column.header for m in _columns(benchmarks) if m.column),
+            "SLO")
 
 
 def rows(benchmarks: Sequence[BenchmarkEntry]) -> list[tuple[str, ...]]:
-    columns = [m for m in registry.columns() if m.column]
+    columns = _columns(benchmarks)
+    level = _level(benchmarks)
     out: list[tuple[str, ...]] = []
     for b in benchmarks:
         s = b["summary"]
         slo = "-" if b.get("slo_passed") is None else ("pass" if b["slo_passed"] else "FAIL")
         name = b["id"].split("::")[-1]
+        load = b.get("load")
         out.append((
             name if b["status"] == "complete" else f"{name} ({b['status']})",
             b["model"], b["precision"], f"{s['succeeded']}/{s['requests']}",
+            *((load["label"] if load else "seq",) if level else ()),
             *(m.column.cell(m.value(s)) for m in columns if m.column), slo,
         ))
     return out
@@ -72,8 +99,9 @@ def rows(benchmarks: Sequence[BenchmarkEntry]) -> list[tuple[str, ...]]:
 
 def render(benchmarks: Sequence[BenchmarkEntry]) -> list[str]:
     """The benchmark table's lines: names and models left-aligned, figures right."""
-    head = headers()
-    return aligned(head, rows(benchmarks), right=range(3, len(head)))
+    head = headers(benchmarks)
+    start = 5 if _level(benchmarks) else 4  # ok/n onwards; the level is a name
+    return aligned(head, rows(benchmarks), right={3, *range(start, len(head))})
 
 
 # ------------------------------------------------------------------- power windows

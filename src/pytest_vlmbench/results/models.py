@@ -15,9 +15,10 @@ NotRequired only in evaluated annotations (string ones make every key required).
 
 from typing import Any, Literal, NotRequired, TypedDict
 
-Phase = Literal["warmup", "measure"]
+Phase = Literal["cold", "warmup", "measure"]
 ParseOutcome = Literal[
-    "valid", "invalid_json", "schema_violation", "truncated", "not_checked", "no_output"
+    "valid", "invalid_json", "schema_violation", "truncated", "not_checked", "no_output",
+    "constraint_ignored",
 ]
 ErrorStage = Literal["prepare", "request", "check"]
 Status = Literal["complete", "interrupted", "error"]
@@ -69,6 +70,13 @@ class Record(TypedDict):
     counts: dict[str, int]
     images: list[ImageRef]
     error: RecordError | None
+    chunks_ns: NotRequired[list[int]]
+    scheduled_ns: NotRequired[int | None]
+    level: NotRequired[str | None]
+    retries: NotRequired[int]
+    rate_limited: NotRequired[int]
+    retry_reasons: NotRequired[list[str]]
+    tokens_source: NotRequired[Literal["usage", "counted", "engine", None]]
 
 
 class Distribution(TypedDict):
@@ -106,6 +114,27 @@ class MetricFigure(TypedDict):
     absent_reason: str | None
 
 
+class ColdSummary(TypedDict):
+    """summary.cold: the request(s) sent as phase "cold", first after the server loaded
+    or swapped the model; latency and TTFT are means over the successful ones."""
+
+    requests: int
+    failed: int
+    latency_s: float | None
+    ttft_s: float | None
+
+
+class ServerSummary(TypedDict):
+    """summary.server: the managed server's process tree over the measured requests."""
+
+    rss_bytes: int | None
+    rss_peak_bytes: int | None
+    cpu_s: float | None
+    cpu_s_per_request: float | None
+    processes: int | None
+    absent_reason: str | None
+
+
 class Summary(TypedDict):
     """A benchmark's figures, computed from its measured records ($defs/summary)."""
 
@@ -135,6 +164,18 @@ class Summary(TypedDict):
     prompt_tokens_per_s: NotRequired[float | None]
     latency_failed_s: NotRequired[Distribution]
     metrics: NotRequired[dict[str, MetricFigure]]
+    tpot_s: NotRequired[Distribution]
+    itl_s: NotRequired[Distribution]
+    client_lag_s: NotRequired[Distribution]
+    output_tokens_per_s: NotRequired[float | None]
+    goodput_rps: NotRequired[float | None]
+    goodput_slo: NotRequired[dict[str, float]]
+    goodput_absent_reason: NotRequired[str | None]
+    cold: NotRequired[ColdSummary]
+    server: NotRequired[ServerSummary]
+    retries: NotRequired[int]
+    rate_limited: NotRequired[int]
+    tokens_source: NotRequired[dict[str, int]]
 
 
 class SloResult(TypedDict):
@@ -168,6 +209,20 @@ class RecordsRef(TypedDict):
     file: str
     measured: int
     warmup: int
+    cold: NotRequired[int]
+
+
+class LoadInfo(TypedDict):
+    """benchmark.load: the load level its measured requests were sent under
+    (run/load.py LoadLevel.to_json); absent for the default sequential sending."""
+
+    pattern: Literal["sequential", "concurrency", "rate"]
+    label: str
+    concurrency: int | None
+    rate_rps: float | None
+    arrival: Literal["poisson", "gamma", "constant", None]
+    burstiness: float | None
+    max_concurrency: int | None
 
 
 class MachineLoad(TypedDict):
@@ -181,6 +236,16 @@ class MachineLoad(TypedDict):
     window_s: NotRequired[float | None]
     method: NotRequired[str]
     cpus: NotRequired[int]
+
+
+class SweepInfo(TypedDict):
+    """benchmark.sweep: the sweep a load level belongs to (plugin/bench.py), and which of
+    its levels was the highest to meet every SLO."""
+
+    benchmark: str
+    levels: list[str]
+    best: str | None
+    met_slo: bool
 
 
 class BenchmarkEntry(TypedDict):
@@ -210,6 +275,8 @@ class BenchmarkEntry(TypedDict):
     run_id: NotRequired[str]
     fail_on: NotRequired[list[str]]
     machine: NotRequired[MachineLoad | None]
+    load: NotRequired[LoadInfo]
+    sweep: NotRequired[SweepInfo]
 
 
 class Window(TypedDict):
@@ -337,3 +404,4 @@ class ResultsDocument(TypedDict):
     runs: NotRequired[list[dict[str, Any]]]
     power_trace_file: NotRequired[str | None]
     windows: NotRequired[list[Window]]
+    servers: NotRequired[list[dict[str, Any]]]

@@ -79,6 +79,12 @@ def power_trace_file(results: Path) -> Path:
     return _beside(results, POWER_TRACE_SUFFIX)
 
 
+def run_stem(results: Path) -> str:
+    """The results file's name without its suffix: what the run's other files start with
+    (the managed servers' logs: `<stem>.server-<id>.log`)."""
+    return results.name.removesuffix(RESULTS_SUFFIX)
+
+
 def backend_log_file(results: Path) -> Path:
     """The backends' native output of the run: one log per run (a shared one grew
     across runs)."""

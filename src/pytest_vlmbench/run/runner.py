@@ -1,4 +1,4 @@
-"""The request loop: warm-up, then N measured requests, each recorded as it completes.
+"""The request loop: cold, warm-up, then N measured requests, each recorded as it completes.
 
 The loop is kept lean: the task's constraint and output checker are built once before
 it; inside it there is only image preparation (timed separately, outside request
@@ -10,48 +10,65 @@ Progress goes to the `progress` line writer: one line per request with the bench
 ETA, and, while a request runs longer than `tick_s`, a line every `tick_s` seconds with
 its elapsed time and the tokens sampled so far (ticker.py; the writer must be
 thread-safe).
+
+Phases: a model whose server will load or swap it on the next request (`cold_pending`)
+first gets one request of its own, phase "cold", kept out of the measured figures
+(summary.cold). The measured requests are sent as the plan's load level says
+(load.py): one at a time, or, on a model with asynchronous requests, all prepared first
+and then driven by N workers or at drawn times on the model's event loop, each recorded
+as it completes. Records are built in requests.py either way.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pytest_vlmbench.backends import LoadedModel, Progress, Request, Response
+from pytest_vlmbench.backends import LoadedModel, Request, Response
 from pytest_vlmbench.datasets import (
     Dataset,
-    DatasetArgumentError,
     ImagePrep,
     Sample,
     dataset_hash,
-    dataset_label,
     dataset_notes,
 )
-from pytest_vlmbench.datasets.images import prepare_image
+from pytest_vlmbench.metrics import serving
 from pytest_vlmbench.metrics.per_request import latency_s
 from pytest_vlmbench.metrics.roofline import roofline
 from pytest_vlmbench.metrics.summary import stage_warning, summarize, warmup_warning
 from pytest_vlmbench.power.monitor import PowerMonitor, Window
 from pytest_vlmbench.results.models import (
     BenchmarkEntry,
-    ErrorStage,
     InputMode,
     MachineLoad,
     Phase,
     Record,
-    RecordError,
+    ServerSummary,
     Status,
     Summary,
 )
 from pytest_vlmbench.run import machine_load, memory
+from pytest_vlmbench.run.load import LoadLevel, Outcome, drive, refuse_sequential_model
 from pytest_vlmbench.run.records import RecordWriter
-from pytest_vlmbench.run.ticker import Ticker, duration
+from pytest_vlmbench.run.requests import (  # repeat_warning: also the runner's, as before
+    ConstraintCheck,
+    Identity,
+    blank_record,
+    ends_benchmark,
+    failed,
+    progress_line,
+    repeat_warning,
+    request_for,
+    sample_stream,
+)
+from pytest_vlmbench.run.ticker import Ticker
 from pytest_vlmbench.tasks import Task
-from pytest_vlmbench.tasks.structured import ConstraintError, ParseOutcome
+from pytest_vlmbench.tasks.structured import ConstraintError
 
 
 @dataclass(frozen=True)
@@ -85,46 +102,12 @@ class BenchmarkPlan:
     slo: dict[str, float] = field(default_factory=dict)
     bandwidth_gbs: float | None = None  # peak memory bandwidth, for the roofline
     bandwidth_source: str = "unknown"
-
-
-def _stream(dataset: Dataset, n: int) -> Iterator[tuple[Sample, int]]:
-    """n samples, cycling through the dataset lazily; yields (sample, repetition)."""
-    produced = 0
-    repetition = 0
-    while produced < n:
-        before = produced
-        for sample in dataset.samples():
-            yield sample, repetition
-            produced += 1
-            if produced >= n:
-                return
-        if produced == before:  # before any request: a usage mistake, one line
-            raise DatasetArgumentError(f"dataset {dataset_label(dataset)!r} yields no samples")
-        repetition += 1
-
-
-def _error(stage: ErrorStage, exc: BaseException) -> RecordError:
-    return {"stage": stage, "type": type(exc).__name__, "message": str(exc) or repr(exc)}
-
-
-def repeat_warning(dataset: Dataset, repetitions: list[int], warmups: int) -> str | None:
-    """One line when the measured requests went round the dataset more than once.
-
-    Repeating is kept (16 requests over 5 photos is a legitimate choice), but repeated
-    samples are not independent measurements, so the benchmark says so; `repetitions`
-    are the measured requests' repetition numbers (0: first use, 1: ``#1``...).
-    """
-    last = max(repetitions, default=0)
-    if last == 0:
-        return None
-    size = repetitions.count(0)  # the measured stream starts at the first sample
-    repeated = repetitions.count(1)
-    samples = "sample" if size == 1 else "samples"
-    warm = f" (+{warmups} warm-up)" if warmups else ""
-    times = f" up to {last} times" if last > 1 else ""
-    ids = "#1" if last == 1 else f"#1 to #{last}"
-    return (f"dataset {dataset_label(dataset)!r} has {size} {samples}; {len(repetitions)} "
-            f"measured requests{warm} repeat {repeated} of them{times} (sample ids {ids})")
+    load: LoadLevel | None = None
+    """How the measured requests are sent (load.py); None: sequentially, and the
+    entry has no `load` block (the document of a plain run is unchanged)."""
+    cold: bool = True
+    """Whether a model whose server must load it first (`cold_pending`) gets a cold
+    request of its own; False: the first warm-up pays the load."""
 
 
 class Runner:
@@ -145,66 +128,31 @@ class Runner:
         self._repetitions: list[int] = []  # of the measured requests, for repeat_warning
         self._warm_latency: list[float | None] = []  # of the warm-ups, None: failed
         self.input_mode: InputMode = "image" if case.modality == "vision" else "text"
+        self._who = Identity(plan.run_id, plan.benchmark_id, case.model, case.precision,
+                             case.backend, case.device, plan.task.name)
+        self._check: ConstraintCheck | None = None  # made by _prepare_task
+        self._server: list[Mapping[str, Any] | None] = []  # server_usage() before, after
 
     # -- one request ----------------------------------------------------------------
     def _one(self, seq: int, phase: Phase, sample: Sample, repetition: int,
-             constraint: Any, checker: Any, label: str = "") -> Record:
+             constraint: Any, label: str = "") -> Record:
         """One request's record: its input prepared, the model asked, the output checked;
         a failure at any step is the record's error."""
-        record = self._blank_record(seq, phase, sample, repetition)
+        level = self.plan.load.label if self.plan.load and phase == "measure" else None
+        record = blank_record(self._who, seq, phase, sample, repetition, level)
         request = self._request_for(record, sample, constraint)
         if request is None:  # the sample could not be prepared: the record says why
             return record
         response = self._ask(request, record, label or record["sample_id"])
         if response is not None:
-            self._fill(record, response, checker)
+            assert self._check is not None
+            self._check.fill(record, response)
         return record
 
-    def _blank_record(self, seq: int, phase: Phase, sample: Sample,
-                      repetition: int) -> Record:
-        plan, case = self.plan, self.case
-        sample_id = sample.id if repetition == 0 else f"{sample.id}#{repetition}"
-        record: Record = {
-            "run_id": plan.run_id, "benchmark": plan.benchmark_id, "seq": seq,
-            "phase": phase, "sample_id": sample_id, "model": case.model,
-            "precision": case.precision, "backend": case.backend, "device": case.device,
-            "task": plan.task.name,
-            "t_start_ns": None, "t_first_token_ns": None, "t_end_ns": None, "prepare_ns": None,
-            "prompt_tokens": None, "completion_tokens": None, "finish_reason": None,
-            "output": None, "parse": ParseOutcome.NO_OUTPUT.value, "parse_detail": None,
-            "stages_ns": {}, "counts": {}, "images": [], "error": None,
-        }
-        return record
-
-    def _request_for(self, record: Record, sample: Sample,
-                     constraint: Any) -> Request | None:
-        """The sample as a request: its image prepared (timed, outside request latency)
-        or its text description; None, with the record's error set, when it cannot be."""
-        task = self.plan.task
-        images = []
-        if self.input_mode == "image":
-            t0 = time.perf_counter_ns()
-            try:
-                prepared = prepare_image(sample, self.plan.prep)
-            except Exception as exc:  # ImageError, or anything Pillow raises: a record
-                record["prepare_ns"] = time.perf_counter_ns() - t0
-                record["error"] = _error("prepare", exc)
-                return None
-            record["prepare_ns"] = time.perf_counter_ns() - t0
-            images.append(prepared)
-            record["images"] = [{"source": prepared.source, "sha256": prepared.sha256,
-                                 "width": prepared.width, "height": prepared.height}]
-            user = task.user_text(None)
-        else:
-            if sample.description is None:
-                record["error"] = {"stage": "prepare", "type": "DatasetError", "message":
-                                   f"{sample.source}: no text description for a text-only model"}
-                return None
-            user = task.user_text(sample.description)
-        return Request(
-            system=task.system, user=user, images=images, params=task.params,
-            seed=self.plan.seed, constraint=constraint, progress=Progress(),
-        )
+    def _request_for(self, record: Record, sample: Sample, constraint: Any) -> Request | None:
+        plan = self.plan
+        return request_for(record, sample, plan.task, input_mode=self.input_mode,
+                           prep=plan.prep, seed=plan.seed, constraint=constraint)
 
     def _ask(self, request: Request, record: Record, label: str) -> Response | None:
         """The model's response, the ticker watching it; None, with the record's error
@@ -218,44 +166,37 @@ class Runner:
         except Exception as exc:  # a failed request is a record, not the end of the run
             # Timed by us from the call to the error: it is in the wall time, the rate's
             # denominator and the energy window (summary.METHODS["failures"]).
-            record["t_start_ns"], record["t_end_ns"] = t_call, time.perf_counter_ns()
-            record["error"] = _error("request", exc)
+            failed(record, exc, t_call, time.perf_counter_ns())
+            self._fatal = exc if ends_benchmark(exc) else None
             return None
         finally:
             if ticker is not None:  # idle before the record is written or reported
                 ticker.idle()
 
-    @staticmethod
-    def _fill(record: Record, response: Response, checker: Any) -> None:
-        """The response and the check of its output, into the record."""
-        check = checker.check(response.text, response.finish_reason)
-        record.update({
-            "t_start_ns": response.t_start_ns, "t_first_token_ns": response.t_first_token_ns,
-            "t_end_ns": response.t_end_ns, "prompt_tokens": response.prompt_tokens,
-            "completion_tokens": response.completion_tokens,
-            "finish_reason": response.finish_reason, "output": response.text,
-            "parse": check.outcome.value, "parse_detail": check.detail,
-            "stages_ns": response.stages_ns, "counts": response.counts,
-        })
+    _fatal: Exception | None = None
+    """A request failure that ends the benchmark once its record is written."""
+
+    def _keep(self, record: Record, repetition: int) -> None:
+        """Write the record (flushed, at once) and note it."""
+        self.writer.write(record)
+        self.records.append(record)
+        self._note_phase(record, repetition)
+
+    def _stop_if_fatal(self) -> None:
+        """End the benchmark after a request failed as every later one would."""
+        fatal, self._fatal = self._fatal, None
+        if fatal is not None:
+            raise fatal
 
     def _report(self, record: Record, index: int, total: int,
                 eta_s: float | None = None) -> None:
-        if self.progress is None:
-            return
-        if record["error"] is not None:
-            what = f"ERROR ({record['error']['stage']}): {record['error']['message']}"
-            if record["t_start_ns"] is not None and record["t_end_ns"] is not None:
-                what += f" after {latency_s(record):.3f} s"
-        else:
-            what = (f"{latency_s(record):.3f} s, {record['completion_tokens']} tokens, "
-                    f"{record['parse']}")
-        if eta_s is not None:
-            what += f", ETA {duration(eta_s)}"
-        self.progress(f"{record['phase']} {index}/{total} {record['sample_id']}: {what}")
+        if self.progress is not None:
+            self.progress(progress_line(record, index, total, eta_s))
 
     # -- the benchmark ----------------------------------------------------------------
     def run(self, sink: Callable[[BenchmarkEntry], None]) -> BenchmarkEntry:
-        """Run warm-up and measured requests; hand the benchmark entry to `sink` always."""
+        """Run cold, warm-up and measured requests; hand the benchmark entry to `sink`
+        always."""
         plan = self.plan
         started = datetime.now(UTC).isoformat(timespec="seconds")
         status: Status = "complete"
@@ -263,9 +204,9 @@ class Runner:
         prompt_version = plan.task.prompt_version(seed=plan.seed, input_mode=self.input_mode)
         data_hash = dataset_hash(plan.dataset, plan.prep)
         try:
-            checker, constraint = self._prepare_task()
+            constraint = self._prepare_task()
             self._start_measuring()
-            self._run_phases(checker, constraint)
+            self._run_phases(constraint)
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user (KeyboardInterrupt)"
             raise
@@ -278,12 +219,17 @@ class Runner:
             self._hand_over(entry, sink, status)
         return entry
 
-    def _prepare_task(self) -> tuple[Any, Any]:
+    def _prepare_task(self) -> Any:
         """The task's output checker and the model's constraint, built once; the checker
-        first: an unsatisfiable schema is one line of ours, not the grammar converter's."""
+        first: an unsatisfiable schema is one line of ours, not the grammar converter's.
+        A load pattern the model cannot be driven with is refused here too."""
         checker = self.plan.task.checker()
         self._refuse_an_unsupported_constraint()
-        return checker, self.model.prepare(self.plan.task)
+        self._refuse_an_unsupported_load()
+        constraint = self.model.prepare(self.plan.task)
+        self._check = ConstraintCheck.of(self.plan.task, checker, constraint,
+                                         server=self.model.capabilities.asynchronous)
+        return constraint
 
     def _refuse_an_unsupported_constraint(self) -> None:
         """A task that constrains generation on a model that cannot: one line, before any
@@ -301,6 +247,11 @@ class Runner:
                 f"{self.case.backend!r} cannot (model {self.case.model!r}, its capabilities)"
             )
 
+    def _refuse_an_unsupported_load(self) -> None:
+        level = self.plan.load
+        if level is not None and not self.model.capabilities.asynchronous:
+            refuse_sequential_model(level, self.case.backend, self.case.model)
+
     def _start_measuring(self) -> None:
         """The ticker, the power window (idle baseline, memory peak reset), CPU counters."""
         if self.progress is not None and self.tick_s is not None and self.tick_s > 0:
@@ -310,29 +261,96 @@ class Runner:
             self._window = self.monitor.begin()
         self._cpu_before = machine_load.read()
 
-    def _run_phases(self, checker: Any, constraint: Any) -> None:
-        """Warm-up then measured requests, each recorded and reported as it completes."""
+    def _run_phases(self, constraint: Any) -> None:
+        """Cold, warm-up, then measured requests, each recorded and reported as it
+        completes; the server's counters read around the measured ones."""
         plan = self.plan
-        seq = 0
         # Seconds per request (prepare + request + check), per phase, for the ETA.
-        spent: dict[str, list[float]] = {"warmup": [], "measure": []}
-        phases: tuple[tuple[Phase, int], ...] = (("warmup", plan.warmup), ("measure", plan.samples))
-        for phase, count in phases:
-            for i, (sample, rep) in enumerate(_stream(plan.dataset, count), 1):
-                label = f"{phase} {i}/{count} {sample.id}" + (f"#{rep}" if rep else "")
-                t0 = time.perf_counter()
-                record = self._one(seq, phase, sample, rep, constraint, checker, label)
-                self.writer.write(record)
-                self.records.append(record)
-                spent[phase].append(time.perf_counter() - t0)
-                seq += 1
-                self._note_phase(record, rep)
-                self._report(record, i, count, self._eta(spent, phase, count - i))
+        spent: dict[str, list[float]] = {"cold": [], "warmup": [], "measure": []}
+        seq = 0
+        if getattr(self.model, "cold_pending", False):
+            if plan.cold:
+                seq = self._sequential("cold", 1, seq, constraint, spent)
+            with suppress(AttributeError):  # sent, or the first warm-up pays the load
+                self.model.cold_pending = False  # type: ignore[attr-defined]
+        seq = self._sequential("warmup", plan.warmup, seq, constraint, spent)
+        self._server.append(self._server_usage())
+        if plan.load is None or plan.load.sequential:
+            self._sequential("measure", plan.samples, seq, constraint, spent)
+        else:
+            self._under_load(plan.load, seq, constraint)
+        self._server.append(self._server_usage())
+
+    def _sequential(self, phase: Phase, count: int, seq: int, constraint: Any,
+                    spent: dict[str, list[float]]) -> int:
+        """`count` requests of a phase, one at a time; returns the next seq."""
+        for i, (sample, rep) in enumerate(sample_stream(self.plan.dataset, count), 1):
+            label = f"{phase} {i}/{count} {sample.id}" + (f"#{rep}" if rep else "")
+            t0 = time.perf_counter()
+            record = self._one(seq, phase, sample, rep, constraint, label)
+            self._keep(record, rep)
+            spent[phase].append(time.perf_counter() - t0)
+            seq += 1
+            self._report(record, i, count, self._eta(spent, phase, count - i))
+            self._stop_if_fatal()
+        return seq
+
+    def _under_load(self, level: LoadLevel, seq: int, constraint: Any) -> None:
+        """The measured requests under a concurrency or rate level: all prepared first
+        (images outside any latency), then driven on the model's event loop; each record
+        written the moment its request completes."""
+        plan, total = self.plan, self.plan.samples
+        pending: list[tuple[Record, Request, int]] = []
+        done = 0
+        for sample, rep in sample_stream(plan.dataset, total):
+            record = blank_record(self._who, seq, "measure", sample, rep, level.label)
+            seq += 1
+            request = self._request_for(record, sample, constraint)
+            if request is None:  # never sent: recorded now
+                self._keep(record, rep)
+                done += 1
+                self._report(record, done, total)
+            else:
+                pending.append((record, request, rep))
+        check = self._check
+        assert check is not None
+        t0 = time.perf_counter()
+
+        def on_done(outcome: Outcome) -> None:
+            nonlocal done
+            record, _, rep = pending[outcome.index]
+            record["scheduled_ns"] = outcome.scheduled_ns
+            if outcome.response is not None:
+                check.fill(record, outcome.response)
+            elif outcome.error is not None:
+                failed(record, outcome.error, outcome.t_call_ns, outcome.t_done_ns)
+            self._keep(record, rep)
+            done += 1
+            left = total - done
+            self._report(record, done, total,
+                         (time.perf_counter() - t0) / done * left if left else None)
+            if ends_benchmark(outcome.error):
+                assert outcome.error is not None
+                raise outcome.error
+
+        run_async = self.model.run_async  # type: ignore[attr-defined]  # asynchronous
+        run_async(drive(self.model, [r for _, r, _ in pending], level,  # type: ignore[arg-type]
+                        on_done, seed=plan.seed))
+
+    def _server_usage(self) -> Mapping[str, Any] | None:
+        """The managed server's process-tree counters, when the model has a server."""
+        try:
+            usage = self.model.server_usage()  # type: ignore[attr-defined]
+        except Exception:  # none, or a server gone: the summary says the counters are absent
+            return None
+        return usage if isinstance(usage, Mapping) else None
 
     def _note_phase(self, record: Record, repetition: int) -> None:
         """A warm-up's latency (None: it failed), a measured request's repetition."""
         if record["phase"] == "measure":
             self._repetitions.append(repetition)
+        elif record["phase"] == "cold":
+            return
         elif record["error"] is None:
             self._warm_latency.append(latency_s(record))
         else:
@@ -358,11 +376,14 @@ class Runner:
     def _eta(self, spent: dict[str, list[float]], phase: str, left: int) -> float | None:
         """Seconds until this benchmark ends: requests left x the mean so far (of the
         measured requests once there are some: the cold first warm-up would inflate it)."""
+        if phase == "cold":
+            left += self.plan.warmup
+            phase = "warmup"
         if phase == "warmup":
             left += self.plan.samples
-        if left <= 0:
+        basis = spent.get("measure") or spent.get("warmup")
+        if left <= 0 or not basis:
             return None
-        basis = spent["measure"] or spent["warmup"]
         return left * sum(basis) / len(basis)
 
     def _entry(self, started: str, status: Status, error: str | None, prompt_version: str,
@@ -370,6 +391,8 @@ class Runner:
         """The benchmark's entry in the results document, from the records so far."""
         plan, case = self.plan, self.case
         measured = sum(r["phase"] == "measure" for r in self.records)
+        cold = sum(r["phase"] == "cold" for r in self.records)
+        warmups = len(self.records) - measured - cold
         summary = self._summary(status)
         machine = (machine_load.assess(self._cpu_before, machine_load.read())
                    if self._cpu_before is not None else None)
@@ -384,21 +407,26 @@ class Runner:
             "warmup": {"requests": plan.warmup, "latency_s": self._warm_latency},
             "status": status, "error": error, "summary": summary,
             "slo": [], "slo_passed": None,
-            "warnings": self._warnings(summary, machine, len(self.records) - measured),
+            "warnings": self._warnings(summary, machine, warmups),
             "records": {"file": self.writer.path.name, "measured": measured,
-                        "warmup": len(self.records) - measured},
+                        "warmup": warmups},
             "settings": dict(self.model.settings),
             "machine": machine,
             "started_at": started,
         }
+        if cold:
+            entry["records"]["cold"] = cold
+        if plan.load is not None:
+            entry["load"] = plan.load.to_json()  # type: ignore[typeddict-item]
         return entry
 
     def _summary(self, status: Status) -> Summary:
-        """The records summarised, with energy (when metered) and the roofline."""
+        """The records summarised, with energy (when metered), the roofline and the
+        server's counters."""
         summary = summarize(
             self.records, checks_output=self.plan.task.checks_output,
             load_s=self.model.timings_ns.get("load", 0) / 1e9 or None,
-            peak_rss=memory.peak_rss_bytes(),
+            peak_rss=memory.peak_rss_bytes(), slo=self.plan.slo,
         )
         if self.monitor is not None and self._window is not None:
             measured = self.monitor.finish(
@@ -406,6 +434,7 @@ class Runner:
                 interrupted=status == "interrupted",
             )
             summary["energy"], summary["memory"] = measured["energy"], measured["memory"]
+            serving.drop_overlapping_energy(summary, self.records)
         capabilities = self.model.capabilities
         summary["roofline"] = roofline(
             bandwidth_gbs=self.plan.bandwidth_gbs, bandwidth_source=self.plan.bandwidth_source,
@@ -413,12 +442,25 @@ class Runner:
             bytes_source=capabilities.decode_bytes_source,
             achieved_tokens_per_s=summary["decode_tokens_per_s"],
         )
+        server = self._server_summary(summary["requests"])
+        if server is not None:
+            summary["server"] = server
         return summary
+
+    def _server_summary(self, requests: int) -> ServerSummary | None:
+        """summary.server from the counters read around the measured requests (read now
+        when the benchmark ended before its measured phase did); None without a server."""
+        if not hasattr(self.model, "server_usage"):
+            return None
+        before = self._server[0] if self._server else None
+        after = self._server[1] if len(self._server) > 1 else self._server_usage()
+        return serving.server_summary(before, after, requests)
 
     def _warnings(self, summary: Summary, machine: MachineLoad | None,
                   warmups: int) -> list[str]:
         """What a reader of the figures should know: dataset notes, repeated samples, the
-        model's own warnings, a cold warm-up, stage sums, a busy machine, failures."""
+        model's own warnings, a cold warm-up, stage sums, a busy machine, failures, an
+        ignored constraint, retries."""
         plan, records = self.plan, self.records
         notes = [
             *dataset_notes(plan.dataset),  # e.g. files a folder dataset skipped
@@ -428,5 +470,7 @@ class Runner:
             machine["note"] if machine and machine["busy"] else None,
             f"{summary['failed']} of {summary['requests']} requests failed"
             if summary["failed"] else None,
+            serving.ignored_warning(summary, self.model.settings.get("dialect")),
+            serving.retry_warning(summary, records),
         ]
         return [note for note in notes if note]

@@ -35,6 +35,9 @@ class ParseOutcome(StrEnum):
     TRUNCATED = "truncated"
     NOT_CHECKED = "not_checked"  # the task expects free text
     NO_OUTPUT = "no_output"  # the request failed before producing output
+    # A server answered 200 with text its constraint could not have produced (it ended
+    # on its own, not truncated): the server ignored the constraint it was sent.
+    CONSTRAINT_IGNORED = "constraint_ignored"
 
 
 class ConstraintError(UserInputError):
