@@ -141,17 +141,27 @@ def test_weight_source_str_round_trips() -> None:
 
 
 def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
-    catalog = load_catalog(EMBEDDED_CATALOG, LLAMA)
+    catalog = load_catalog(EMBEDDED_CATALOG, frozenset({"llama_cpp", "openai"}))
     assert sorted(catalog.defaults()) == ["gemma3-270m", "tiny-vlm"]
     assert catalog.get("gemma3-270m").modality == "text"
     vlm = catalog.get("tiny-vlm")
     assert vlm.modality == "vision"
     assert vlm.projector is not None
     assert vlm.projector.kind == "generated"
-    # Opt-in entries fetch from the hub and are not defaults.
-    hub = [m for m in catalog.models.values() if not m.default]
+    # Opt-in in-process entries fetch from the hub and are not defaults.
+    hub = [m for m in catalog.models.values() if not m.default and m.backend == "llama_cpp"]
     assert hub
     assert all(s.kind == "hf" for m in hub for s in m.precisions.values())
+    # The server-backed entries: the embedded weights behind the two managed servers, and
+    # hosted or local endpoints whose weights live on their server (`remote:`).
+    served = {m.id: m for m in catalog.models.values() if m.backend == "openai"}
+    managed = {i for i, m in served.items() if m.endpoint is not None and m.endpoint.managed}
+    assert managed == {"gemma3-270m-lcp", "gemma3-270m-llama-server", "tiny-vlm-lcp",
+                       "tiny-vlm-llama-server"}
+    assert set(catalog.servers) == {"llama-cpp-python", "llama-server"}
+    assert all(s.kind == "remote" for i, m in served.items() if i not in managed
+               for s in m.precisions.values())
+    assert not any(m.default for m in served.values())
 
 
 # --- errors name the file, the entry and the field ---------------------------------------

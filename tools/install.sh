@@ -7,7 +7,7 @@
 #
 # Your own project: VENV=/abs/path/to/project/.venv EXTRAS=llama tools/install.sh installs
 # pytest-vlmbench from this checkout (not editable) with just the llama extra into that
-# virtual environment (EXTRAS: comma-separated extras, default llama,dev, editable).
+# virtual environment (EXTRAS: comma-separated extras, default llama,server,dev, editable).
 #
 # Flavour: `cuda` (CMAKE_ARGS=-DGGML_CUDA=on) when nvcc is on PATH and an NVIDIA driver is
 # loaded, else `cpu` (a CUDA toolkit without a GPU, as on our CI machines, builds for the
@@ -82,10 +82,19 @@ marker="$venv/.vlmbench-llama-flavour"
 if [ "$(cat "$marker" 2>/dev/null)" != "$flavour" ]; then
   "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel"
 fi
-extras="${EXTRAS:-llama,dev}"
+extras="${EXTRAS:-llama,server,dev}"
 if [ -z "${EXTRAS:-}" ]; then
   "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" -e ".[$extras]"
 else  # another project's environment: a regular install of this checkout
   "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" ".[$extras]"
 fi
 echo "$flavour" > "$marker"
+# llama.cpp's own llama-server, for the managed-server benchmarks and tests (built once from
+# the pinned sdist's sources and cached; about 6 minutes on 2 cores). VLMBENCH_LLAMA_SERVER
+# names a binary of your own instead; VLMBENCH_BUILD_LLAMA_SERVER=0 skips it.
+case ",$extras," in
+  *,server,*)
+    if [ -z "${VLMBENCH_LLAMA_SERVER:-}" ] && [ "${VLMBENCH_BUILD_LLAMA_SERVER:-1}" = 1 ]; then
+      PYTHON="$venv/bin/python" tools/build_llama_tool.sh llama-server >/dev/null
+    fi ;;
+esac

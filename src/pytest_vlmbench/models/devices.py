@@ -44,6 +44,7 @@ def known_precisions() -> frozenset[str]:
     return frozenset(p for profile in PROFILES.values() for p in profile.precisions)
 
 CPU_FALLBACK = "cpu-fallback"  # the profile of a run --vlm-cpu-fallback moved off its GPU
+REMOTE = "remote"  # the label of a model behind an external endpoint (a server elsewhere)
 _NO_BANDWIDTH = "none: this profile has no peak memory bandwidth"
 
 
@@ -192,6 +193,21 @@ def cpu_fallback(device: DeviceProfile) -> DeviceProfile:
         "backend could not use (--vlm-cpu-fallback)",
         bandwidth_source=f"none: the model ran on the CPU, so {device.name}'s {bw} peak "
         "bandwidth does not bound it",
+    )
+
+
+def remote_profile() -> DeviceProfile:
+    """The profile of a model served by an external endpoint (`base_url`): the machine
+    running pytest says nothing of the server's, so nothing is assumed. Every precision
+    is allowed (the server decides), no peak bandwidth (no roofline) and no power meter
+    (a meter here would measure the client, not the server)."""
+    return DeviceProfile(
+        name=REMOTE,
+        description="a server elsewhere, reached through its base_url: its hardware is not "
+        "this machine's",
+        accelerator=REMOTE, memory_gb=None, bandwidth_gbs=None,
+        precisions=tuple(sorted(known_precisions())), power_meter="none",
+        bandwidth_source="none: the model runs on a server elsewhere",
     )
 
 

@@ -143,8 +143,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         )
         return
     wanted = {m.args[0] for m in metafunc.definition.iter_markers("vlm_modality") if m.args}
+    own = metafunc.definition.get_closest_marker("vlm_models")
     try:
-        cells = session.matrix()
+        cells = session.matrix(models=[str(a) for a in own.args] if own else None)
     except CatalogError as exc:  # no catalog file at all: one message, no traceback
         raise pytest.Collector.CollectError(f"pytest-vlmbench: {exc}") from None
     one_precision = metafunc.definition.get_closest_marker("vlm_one_precision") is not None
@@ -385,107 +386,10 @@ def pytest_benchmark_update_machine_info(
     }
 
 
-def power_line(p: dict[str, Any]) -> str:
-    """One line: which meter measured, at what cost; or, once, why there is none."""
-    if p["meter"] is None:
-        return (f"power: no meter ({p['requested']}): {p['absent_reason']}; "
-                "energy figures are absent, not zero")
-    cost = p.get("cost") or {}
-    idle = (p.get("idle") or {}).get("power_w")
-    parts = [
-        f"power: {p['meter']} every {1000 * p['interval_s']:.0f} ms, {p['samples']} readings",
-        f"idle {idle:.2f} W" if idle is not None else "no idle baseline",
-    ]
-    if cost.get("cpu_fraction") is not None:
-        parts.append(f"sampling cost {100 * cost['cpu_fraction']:.2f}% of one core")
-    return "; ".join(parts)
-
-
-def _write_comparison(tr: Any, vlm: VlmSession) -> None:
-    gate = vlm.gate
-    if gate is None:
-        return
-    if gate.comparison is None:
-        tr.write_line(f"comparison with the baseline failed: {gate.error}", red=True)
-        return
-
-    from pytest_vlmbench.compare import render_table
-
-    c = gate.comparison
-    tr.write_line(f"compared with {gate.baseline.path}: {c.headline}",
-                  red=bool(c.gated), green=not c.gated)
-    for line in render_table(c):
-        tr.write_line(line)
-    if gate.summary_path is not None:
-        tr.write_line(f"comparison summary: {gate.summary_path}")
-
-
-def _counts(vlm: VlmSession) -> str:
-    """What the benchmarks measured, as they ran it (a test may override the session's
-    --vlm-samples and --vlm-warmup)."""
-    def spread(values: list[int]) -> str:
-        low, high = min(values), max(values)
-        return str(low) if low == high else f"{low}-{high}"
-
-    ran = [b for b in vlm.benchmarks if isinstance(b.get("samples"), int)]
-    if not ran and vlm.windows and not vlm.loads():
-        return f"{len(vlm.windows)} power window(s), no benchmark"
-    if not ran:
-        return f"{vlm.options.samples} samples, {vlm.options.warmup} warm-up per benchmark"
-    samples = spread([b["samples"] for b in ran])
-    warmup = spread([int((b.get("warmup") or {}).get("requests", 0)) for b in ran])
-    return (f"per benchmark: measured requests {samples}, warm-up {warmup} (session "
-            f"default {vlm.options.samples} and {vlm.options.warmup}); "
-            "ok/n: successful of measured requests")
-
-
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     vlm = config.stash.get(SESSION_KEY, None)
     if vlm is None or not (vlm.has_results() or vlm.merge_error):
         return
-    from pytest_vlmbench.report import table
+    from pytest_vlmbench.plugin.terminal import write_summary
 
-    tr = terminalreporter
-    tr.section("pytest-vlmbench")
-    tr.write_line(f"device {vlm.device.name} ({vlm.detection.evidence}); {_counts(vlm)}")
-    if vlm.thread_advice is not None:
-        tr.write_line(f"warning: {vlm.thread_advice}", yellow=True)
-    for backend, reason in vlm.fallbacks.items():
-        tr.write_line(f"warning: {backend} models ran on the CPU, labelled "
-                      f"{devices.CPU_FALLBACK} (--vlm-cpu-fallback): {reason}", yellow=True)
-    if vlm.benchmarks:
-        for line in table.render(vlm.benchmarks):
-            tr.write_line(line)
-    for b in vlm.benchmarks:
-        for warning in b["warnings"]:
-            tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
-    merged = vlm.merged
-    for line in table.render_windows(merged.get("windows", []) if merged else vlm.windows):
-        tr.write_line(line)
-    load_entries = merged["loads"] if merged else vlm.loads()
-    loads = ", ".join(
-        f"{e['model']}-{e['precision']} FAILED" if e.get("error") is not None
-        else f"{e['model']}-{e['precision']} interrupted" if "load_s" not in e
-        else f"{e['model']}-{e['precision']} x{e['count']} ({e['load_s']:.2f} s)"
-        for e in load_entries
-    )
-    if loads:
-        tr.write_line(f"model loads: {loads}")
-    if vlm.merge_error:
-        tr.write_line(f"merging the pytest-xdist workers' results failed: {vlm.merge_error}",
-                      red=True)
-    for warning in vlm.merge_warnings:
-        tr.write_line(f"warning: {warning}", yellow=True)
-    if merged:
-        workers = len(merged.get("runs", []))
-        tr.write_line(f"merged {len(vlm.benchmarks)} benchmarks from {workers} pytest-xdist "
-                      "workers (concurrent workers on one device distort each other's "
-                      "latencies)")
-    tr.write_line(power_line(merged["power"] if merged and "power" in merged
-                             else vlm.document_power()))
-    _write_comparison(tr, vlm)
-    tr.write_line(f"results: {vlm.results_path}")
-    if vlm.records_path.exists():
-        tr.write_line(f"records: {vlm.records_path}")
-    if vlm.log_path is not None and vlm.log_path.exists():
-        tr.write_line(f"backend log: {vlm.log_path}")
+    write_summary(terminalreporter, vlm)

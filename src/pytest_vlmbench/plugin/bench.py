@@ -19,6 +19,7 @@ from pytest_vlmbench.backends.native_log import Capture, native_stderr_to
 from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
 from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.metrics.slo import SLOError, breach_message, check_spec, evaluate
+from pytest_vlmbench.models.devices import REMOTE
 from pytest_vlmbench.plugin import benchmark_bridge
 from pytest_vlmbench.plugin.fixtures import session_of
 from pytest_vlmbench.results.models import BenchmarkEntry, Record, Summary
@@ -30,6 +31,7 @@ from pytest_vlmbench.tasks.structured import ConstraintError
 if TYPE_CHECKING:
     from pytest_vlmbench.plugin.pool import LoadedHandle
     from pytest_vlmbench.plugin.session import VlmSession
+    from pytest_vlmbench.run.load import LoadLevel
 
 
 class Bench:
@@ -37,7 +39,10 @@ class Bench:
 
     Returns the benchmark's results entry (a dict, as written to the results file).
     SLOs from the `vlm_slo` marker and the `slo=` argument are checked afterwards and
-    a breach fails the test with one line.
+    a breach fails the test with one line. Under a load pattern of several levels (a
+    sweep: `load=`, `vlm_load`, --vlm-load) each level is its own entry and compare key
+    (`<test id>@c4`); the test fails when no level met the SLOs, and the entry returned
+    is the highest level that did (else the first).
     """
 
     def __init__(self, request: pytest.FixtureRequest, handle: LoadedHandle) -> None:
@@ -54,6 +59,7 @@ class Bench:
         warmup: int | None = None,
         slo: Mapping[str, float] | None = None,
         image_size: int | None = None,
+        load: str | Mapping[str, Any] | None = None,
     ) -> BenchmarkEntry:
         request, session = self._request, session_of(self._request.config)
         opts = session.options
@@ -79,7 +85,7 @@ class Bench:
             pytest.fail(slo_error, pytrace=False)
         self._runs += 1
         nodeid = _masked_id(node.nodeid)  # a token in a test id stays out
-        benchmark_id = nodeid if self._runs == 1 else f"{nodeid}#{task.name}"
+        base_id = nodeid if self._runs == 1 else f"{nodeid}#{task.name}"
         chosen = dataset if dataset is not None else request.getfixturevalue("vlm_dataset")
         if self._handle.case.modality == "text":
             first = next(iter(chosen.samples()), None)
@@ -88,22 +94,7 @@ class Bench:
                     f"{self._handle.case.model} is a text-only model and dataset "
                     f"{chosen.name!r} has no text descriptions of its images"
                 )
-        bandwidth = session.bandwidth()
-        plan = BenchmarkPlan(
-            benchmark_id=benchmark_id,
-            test=nodeid,
-            task=task,
-            dataset=chosen,
-            prep=ImagePrep(long_edge=image_size or opts.image_size),
-            samples=samples or opts.samples,
-            warmup=opts.warmup if warmup is None else warmup,
-            seed=opts.seed,
-            run_id=session.run_id,
-            slo=spec,
-            bandwidth_gbs=bandwidth[0],
-            bandwidth_source=bandwidth[1],
-        )
-        entries: list[BenchmarkEntry] = []
+        levels = self._levels(load)
         fail_on = [str(rule) for m in node.iter_markers("vlm_fail_on") for rule in m.args]
         if fail_on:
             from pytest_vlmbench.compare import RuleError, parse_rules
@@ -112,6 +103,69 @@ class Bench:
                 parse_rules(fail_on)
             except RuleError as exc:
                 pytest.fail(f"{node.nodeid}: @pytest.mark.vlm_fail_on: {exc}", pytrace=False)
+        bandwidth = session.bandwidth()
+        done: list[tuple[BenchmarkEntry, list[str]]] = []
+        for index, level in enumerate(levels):
+            plan = BenchmarkPlan(
+                benchmark_id=base_id if level is None or level.pattern == "sequential"
+                else f"{base_id}@{level.label}",
+                test=nodeid,
+                task=task,
+                dataset=chosen,
+                prep=ImagePrep(long_edge=image_size or opts.image_size),
+                samples=samples or opts.samples,
+                # A sweep warms the server once: its later levels follow without a pause.
+                warmup=0 if index else (opts.warmup if warmup is None else warmup),
+                seed=opts.seed,
+                run_id=session.run_id,
+                slo=spec,
+                bandwidth_gbs=bandwidth[0],
+                bandwidth_source=bandwidth[1],
+                load=level,
+                cold=index == 0,
+            )
+            done.append(self._run_level(plan, fail_on, session))
+        entry = done[0][0] if len(done) == 1 else _mark_sweep(base_id, done)
+        session.write_results("running")
+        failures = _failures(done)
+        if failures:
+            pytest.fail("\n".join(failures), pytrace=False)
+        return entry
+
+    def _levels(self, load: str | Mapping[str, Any] | None) -> list[LoadLevel | None]:
+        """The load levels of this benchmark: `load=` (a --vlm-load string or the marker's
+        keywords), else --vlm-load, else the `vlm_load` marker; [None] (sequential, as an
+        in-process backend runs) when none is given. --vlm-load applies to server-backed
+        models only: an in-process model runs one request at a time."""
+        node = self._request.node
+        session = session_of(self._request.config)
+        marker = node.get_closest_marker("vlm_load")
+        if load is None and marker is None and session.options.load is None:
+            return [None]
+        from pytest_vlmbench.run.load import LoadPatternError, levels_from_marker, parse_load
+
+        try:
+            if isinstance(load, str):
+                return list(parse_load(load))
+            if load is not None:
+                return list(levels_from_marker(dict(load)))
+            if session.options.load is not None:
+                if not self._handle.model.capabilities.asynchronous:
+                    return [None]
+                return list(parse_load(session.options.load))
+            assert marker is not None
+            return list(levels_from_marker(marker.kwargs))
+        except LoadPatternError as exc:
+            where = "vlm_bench.run(load=...)" if load is not None else \
+                "--vlm-load" if marker is None else "@pytest.mark.vlm_load"
+            raise RunArgumentError(f"{node.nodeid}: {where}: {exc}") from None
+
+    def _run_level(self, plan: BenchmarkPlan, fail_on: list[str],
+                   session: VlmSession) -> tuple[BenchmarkEntry, list[str]]:
+        """One load level (or the one sequential run): its entry, SLO verdicts and gate
+        check, and why it fails, if it does ([] when it passes)."""
+        request, spec = self._request, plan.slo
+        entries: list[BenchmarkEntry] = []
 
         def sink(entry: BenchmarkEntry) -> None:
             if fail_on:
@@ -121,11 +175,12 @@ class Bench:
 
         failure = None
         try:
-            with native_stderr_to(session.log_path, f"benchmark {benchmark_id}") as native:
+            with native_stderr_to(session.log_path, f"benchmark {plan.benchmark_id}") as native:
                 progress = _progress_writer(session, native)
                 runner = Runner(
                     self._handle.case, self._handle.model, plan, session.writer, progress,
-                    monitor=session.power(),
+                    # a meter here measures this machine, not a server elsewhere
+                    monitor=None if self._handle.case.device == REMOTE else session.power(),
                 )
                 runner.run(sink)
         except UsageMistake:
@@ -147,21 +202,20 @@ class Bench:
         session.write_results("running")
         # Every run; pytest-benchmark gets them all when the test returns (plugin.py).
         benchmark_bridge.add_run(request, entry, runner.records)
+        suffix = "" if plan.load is None else f"_{plan.load.label}"
         for key in ("requests", "succeeded", "parse_rate", "decode_tokens_per_s"):
-            request.node.user_properties.append((f"vlm_{key}", summary[key]))
-        request.node.user_properties.append(("vlm_latency_p95_s", summary["latency_s"]["p95"]))
+            request.node.user_properties.append((f"vlm_{key}{suffix}", summary[key]))
+        request.node.user_properties.append(
+            (f"vlm_latency_p95_s{suffix}", summary["latency_s"]["p95"]))
+        failures = []
         if summary["requests"] and not summary["succeeded"]:
             first = next(r["error"] for r in runner.records if r["error"] is not None)
-            pytest.fail(
-                f"all {summary['requests']} requests failed; first: {first['message']}",
-                pytrace=False,
-            )
+            failures.append(f"all {summary['requests']} requests failed; "
+                            f"first: {first['message']}")
         message = breach_message(entry["slo"], summary["requests"])
-        invalid = _all_outputs_invalid(summary, runner.records, task)
-        if message or regression or invalid:
-            pytest.fail("\n".join(m for m in (invalid, message, regression) if m),
-                        pytrace=False)
-        return entry
+        invalid = _all_outputs_invalid(summary, runner.records, plan.task)
+        failures.extend(m for m in (invalid, message, regression) if m)
+        return entry, failures
 
 
 class RunArgumentError(UsageMistake):
@@ -245,3 +299,27 @@ def _progress_writer(session: VlmSession, native: Capture) -> Any:
             native.reapply()  # resuming pytest's capture took fd 2 back
 
     return write
+
+
+def _mark_sweep(base_id: str, done: list[tuple[BenchmarkEntry, list[str]]]) -> BenchmarkEntry:
+    """Each level of a sweep learns the sweep's outcome: how many levels, which is the
+    highest that met every SLO of the benchmark (in the order the levels ran, which is
+    the order they were given: ascending load). Returns that level's entry."""
+    met = [entry for entry, failures in done if not failures]
+    best = met[-1] if met else None
+    levels = [e["load"]["label"] for e, _ in done if "load" in e]
+    best_label = best["load"]["label"] if best is not None and "load" in best else None
+    for entry, failures in done:
+        entry["sweep"] = {"benchmark": base_id, "levels": levels, "best": best_label,
+                          "met_slo": not failures}
+    return best or done[0][0]
+
+
+def _failures(done: list[tuple[BenchmarkEntry, list[str]]]) -> list[str]:
+    """Why the test fails: its one level's failures; for a sweep, every level's when no
+    level met the SLOs (a sweep is meant to find the level where they break)."""
+    if len(done) == 1:
+        return done[0][1]
+    if any(not failures for _, failures in done):
+        return []
+    return [f"{entry['id']}: {line}" for entry, failures in done for line in failures]

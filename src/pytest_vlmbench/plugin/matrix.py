@@ -99,6 +99,8 @@ class Matrix:
 
     def profile_for(self, case: ModelCase) -> DeviceProfile:
         """The profile a matrix cell was labelled with."""
+        if case.device == devices.REMOTE:
+            return devices.remote_profile()
         return devices.cpu_fallback(self.device) if case.device == CPU_FALLBACK else self.device
 
     # -- the catalog and the cells -------------------------------------------------
@@ -143,17 +145,18 @@ class Matrix:
             reasons = "; ".join(dict.fromkeys(str(cell.skip) for cell in cells))
             raise CatalogError(f"the model matrix selects nothing to run here: {reasons}")
 
-    def matrix(self, *, check_backends: bool = True,
-               with_device: bool = True) -> list[MatrixCell]:
+    def matrix(self, *, check_backends: bool = True, with_device: bool = True,
+               models: list[str] | None = None) -> list[MatrixCell]:
         """The (model, precision) cells for this device; CatalogError if it cannot be built.
 
         With --vlm-cpu-fallback a cell whose backend cannot use the device's GPU is
         labelled cpu-fallback (its test id too); that asks the backend, so imports it:
         `check_backends=False` (validating the catalog) leaves that out;
-        `with_device=False` only checks the model ids and returns no cells.
+        `with_device=False` only checks the model ids and returns no cells. `models`: a
+        test's own models (the `vlm_models` marker), used unless --vlm-models chose.
         """
         catalog = self.catalog()
-        ids = self.options.models or catalog.defaults()
+        ids = self.options.models or models or catalog.defaults()
         if not ids:
             raise CatalogError(
                 f"{catalog.path}: no model has default = true; choose with --vlm-models"
@@ -163,15 +166,21 @@ class Matrix:
             try:
                 specs.append((model_id, catalog.get(model_id)))
             except CatalogError as exc:
-                raise CatalogError(f"--vlm-models: {exc}") from None
+                where = "--vlm-models" if self.options.models or not models \
+                    else "@pytest.mark.vlm_models"
+                raise CatalogError(f"{where}: {exc}") from None
         if not with_device:
             return []
         from pytest_vlmbench.run.runner import ModelCase  # with benchmarks only
 
         cells = []
         for model_id, spec in specs:
+            # A model behind an external endpoint runs on the server's hardware, not this
+            # machine's: labelled `remote`, every precision allowed (the server decides).
+            remote = spec.endpoint is not None and spec.endpoint.base_url is not None
             for precision in self.options.precisions or spec.run_precisions():
-                device = self.device_for(spec.backend) if check_backends else self.device
+                device = devices.remote_profile() if remote \
+                    else self.device_for(spec.backend) if check_backends else self.device
                 case = ModelCase(model_id, precision, device.name, spec.backend, spec.modality)
                 skip = None
                 if precision not in spec.precisions:

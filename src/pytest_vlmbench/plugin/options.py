@@ -49,6 +49,7 @@ IDLE_S = "--vlm-idle-s"
 BANDWIDTH = "--vlm-bandwidth-gbs"
 IMAGES = "--vlm-images"
 LIMIT = "--vlm-limit"
+LOAD = "--vlm-load"
 
 MARKERS = (
     "vlm_slo(**limits): service-level objectives checked after vlm_bench.run, e.g. "
@@ -63,6 +64,13 @@ MARKERS = (
     "registry instead of --vlm-images or the synthetic scenes, e.g. "
     "vlm_dataset('folder', path='photos', limit=20) (a relative path is relative to the "
     "test file; seed defaults to --vlm-seed)",
+    "vlm_models(*ids): run this benchmark on these catalog models instead of the "
+    "catalog's default ones (--vlm-models still chooses for every test), e.g. "
+    "vlm_models('gemma3-270m', 'gemma3-270m-llama-server')",
+    "vlm_load(concurrency=None, rate=None, arrival='poisson', burstiness=1.0, "
+    "max_concurrency=None): the load pattern of this benchmark on a server backend, each "
+    "level its own results entry, e.g. vlm_load(concurrency=[1, 4, 8]) (closed loop) or "
+    "vlm_load(rate=[2, 4], arrival='gamma', burstiness=0.5) (open loop, requests/s)",
 )
 """The markers a benchmark may carry, as `pytest --markers` lists them."""
 
@@ -175,6 +183,11 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     SEED: ("vlm_seed", _non_negative_int, "string", _SEED_HELP),
     IMAGES: ("vlm_images", str, "string", _IMAGES_HELP),
     LIMIT: ("vlm_limit", _positive_int, "string", _LIMIT_HELP),
+    LOAD: ("vlm_load", str, "string",
+           "load pattern for server backends, overriding vlm_load markers: sequential "
+           "(default), concurrency:1,4,8 (closed loop, a level per value), rate:2,4 "
+           "(open loop, Poisson arrivals, requests/s), rate:2,4:gamma:0.5 (gamma arrivals, "
+           "burstiness 0.5), rate:8:poisson:1:max=16 (at most 16 in flight)"),
     OUT: ("vlm_out", str, "string",
           f"results file (default {_DEFAULT_RESULTS}; {{run_id}} in the name is replaced "
           "by the run id)"),
@@ -311,6 +324,8 @@ class Options:
     images: ImageSource | None = None
     """--vlm-images (with --vlm-limit and --vlm-seed): vlm_dataset's dataset; None for
     the synthetic scenes."""
+    load: str | None = None
+    """--vlm-load as given (run/load.py parses it, at the first benchmark that runs)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -393,6 +408,7 @@ class Options:
             else get(DRIFT_ALLOWANCE),  # type: ignore[arg-type]
             threads_fit=threads == THREADS_FIT,
             images=images,
+            load=get(LOAD),  # type: ignore[arg-type]
         )
 
 

@@ -76,6 +76,7 @@ class ModelPool:
         ctx = LoadContext(
             device=device, cache_dir=opts.cache_dir, threads=threads,
             seed=opts.seed, log_path=self.session.log_path,
+            servers=self.session.servers if spec.endpoint is not None else None,
         )
         monitor = self.session.power()
         monitor.start()

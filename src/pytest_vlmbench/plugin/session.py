@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from pytest_vlmbench.power.monitor import PowerMonitor
     from pytest_vlmbench.run.machine_load import CpuShare
     from pytest_vlmbench.run.records import RecordWriter
+    from pytest_vlmbench.servers import ServerManager
 
 
 class VlmSession(Matrix):
@@ -66,6 +67,7 @@ class VlmSession(Matrix):
         self._monitor: PowerMonitor | None = None
         self._writer: RecordWriter | None = None
         self._pool: ModelPool | None = None
+        self._servers: ServerManager | None = None
         self.benchmarks: list[BenchmarkEntry] = []
         self.windows: list[Window] = []  # vlm_power windows, in the order they were asked for
         self._window_seq = 0
@@ -91,6 +93,22 @@ class VlmSession(Matrix):
 
             self._pool = ModelPool(self)
         return self._pool
+
+    @property
+    def servers(self) -> ServerManager:
+        """The servers this session starts (made at the first server-backed model); their
+        logs go beside the results file."""
+        if self._servers is None:
+            from pytest_vlmbench.servers import ServerManager
+
+            self._servers = ServerManager(self.results_path.parent, self.options.cache_dir,
+                                          prefix=naming.run_stem(self.results_path))
+        return self._servers
+
+    def servers_started(self) -> list[dict[str, Any]]:
+        """The managed servers this session started (results' `servers`): each one's
+        id, kind, address, cold start, log, and why it exited if it died on its own."""
+        return [] if self._servers is None else self._servers.history()
 
     @property
     def writer(self) -> RecordWriter:
@@ -298,6 +316,9 @@ class VlmSession(Matrix):
         }
         if self.windows:
             doc["windows"] = list(self.windows)
+        servers = self.servers_started()
+        if servers:
+            doc["servers"] = servers
         return doc
 
     def has_results(self) -> bool:
@@ -339,6 +360,8 @@ class VlmSession(Matrix):
             if self._pool is not None:
                 self._pool.release()
         finally:
+            if self._servers is not None:  # stopped at the end, on Ctrl-C and on failure
+                self._servers.close()
             if self._monitor is not None:
                 self._monitor.stop()
             if self._writer is not None:
