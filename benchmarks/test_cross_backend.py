@@ -39,10 +39,11 @@ def test_photo_score_across_backends(vlm_bench: Any) -> None:
 
 @pytest.mark.vlm_models("gemma3-270m-llama-server")
 @pytest.mark.vlm_load(concurrency=[1, 2, 4])
-@pytest.mark.vlm_slo(min_success_rate=1.0, max_latency_p95_s=2.0)
+@pytest.mark.vlm_slo(min_success_rate=1.0, max_latency_p95_s=5.0)
 def test_caption_concurrency_sweep(vlm_bench: Any) -> None:
     """One-sentence captions at 1, 2 and 4 concurrent streams against the managed
     llama-server (4 slots): requests/s, output tokens/s, TTFT, TPOT, ITL, the client's
     lag and goodput per level; the sweep names the highest level whose p95 latency met
-    2 s."""
+    5 s (goodput counts the requests that finished within 5 s). A sweep fails only when
+    no level meets its SLOs."""
     vlm_bench.run(CAPTION_BRIEF, samples=8)

@@ -13,9 +13,10 @@ extensions refuse to be imported a second time in one process.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp  # noqa: F401
 import numpy  # noqa: F401
@@ -24,6 +25,9 @@ import pytest
 
 from pytest_vlmbench.results import document as results
 from pytest_vlmbench.run.records import read_records
+
+if TYPE_CHECKING:
+    from tests.fault_proxy import FaultProxy, LcpServer
 
 TINY_CATALOG = """
 [[model]]
@@ -143,3 +147,26 @@ def tegrastats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
         return lines
 
     return use
+
+
+# -- a real llama-cpp-python server and a fault proxy in front of it (tests/fault_proxy.py:
+# imported when a test asks, so that other tests do not import aiohttp) --------------------
+@pytest.fixture(scope="session")
+def lcp(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LcpServer:
+    """One llama-cpp-python server for the session, serving the tiny test models."""
+    from tests.fault_proxy import LcpServer, shared, tiny_lcp_models, tiny_weights
+
+    weights = tiny_weights(model_cache)
+    server: LcpServer = shared("lcp", lambda: LcpServer(
+        tiny_lcp_models(weights), tmp_path_factory.mktemp("lcp")))
+    return server
+
+
+@pytest.fixture
+def proxy(lcp: LcpServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of `lcp`, a fresh one per test."""
+    from tests.fault_proxy import FaultProxy
+
+    p = FaultProxy(f"http://127.0.0.1:{lcp.port}")
+    yield p
+    p.close()

@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
+from pytest_vlmbench.backends.openai_http import ClientConfig, OpenAIModel
+
 T = TypeVar("T")
 CONSTRAINT_FIELDS = ("json_schema", "grammar", "response_format", "structured_outputs",
                      "format", "guided_json", "guided_grammar")
@@ -464,3 +466,12 @@ def load_context(model_cache: Path, servers: Any) -> Any:
     from pytest_vlmbench.models.devices import PROFILES
 
     return LoadContext(device=PROFILES["cpu"], cache_dir=model_cache, servers=servers)
+
+
+# -- a client for the test modules (the `lcp` and `proxy` fixtures are in conftest.py)
+def client(base_url: str, **fields: Any) -> OpenAIModel:
+    fields.setdefault("model", "tiny")
+    fields.setdefault("dialect", "llama-cpp-python")
+    key = fields.pop("api_key", None)
+    server = fields.pop("server", None)
+    return OpenAIModel(ClientConfig(base_url=base_url, **fields), api_key=key, server=server)

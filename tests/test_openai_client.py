@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,32 +28,11 @@ from tests.fault_proxy import (
     ask,
     catalog_with,
     check_timing,
+    client,
     load_context,
     shared,
-    tiny_lcp_models,
     tiny_weights,
 )
-
-
-@pytest.fixture(scope="session")
-def lcp(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LcpServer:
-    weights = tiny_weights(model_cache)
-    server: LcpServer = shared("lcp", lambda: LcpServer(
-        tiny_lcp_models(weights), tmp_path_factory.mktemp("lcp")))
-    return server
-
-
-@pytest.fixture
-def proxy(lcp: LcpServer) -> Iterator[FaultProxy]:
-    p = FaultProxy(f"http://127.0.0.1:{lcp.port}")
-    yield p
-    p.close()
-
-
-def client(base_url: str, **fields: Any) -> OpenAIModel:
-    fields.setdefault("model", "tiny")
-    fields.setdefault("dialect", "llama-cpp-python")
-    return OpenAIModel(ClientConfig(base_url=base_url, **fields))
 
 
 # -- streaming against llama-cpp-python's server -------------------------------------
@@ -182,17 +160,22 @@ def test_a_swap_between_served_models_is_a_cold_request(lcp: LcpServer) -> None:
 
     manager = Manager()
     a = OpenAIModel(ClientConfig(base_url=lcp.base_url, model="tiny",
-                                 dialect="llama-cpp-python"), servers=manager)
+                                 dialect="llama-cpp-python", swaps=True), servers=manager)
     b = OpenAIModel(ClientConfig(base_url=lcp.base_url, model="tiny-b",
-                                 dialect="llama-cpp-python"), servers=manager)
+                                 dialect="llama-cpp-python", swaps=True), servers=manager)
+    fixed = OpenAIModel(ClientConfig(base_url=lcp.base_url, model="tiny",
+                                     dialect="llama-cpp-python"), servers=manager)
     try:
         a.generate(ask(max_tokens=2))
         assert not a.cold_pending
         b.generate(ask(max_tokens=2))
         assert b.cold_pending
+        fixed.generate(ask(max_tokens=2))  # a switch, on an endpoint that does not swap
+        assert not fixed.cold_pending
     finally:
         a.close()
         b.close()
+        fixed.close()
 
 
 def test_ctrl_c_cancels_the_request_and_the_model_stays_usable(lcp: LcpServer) -> None:

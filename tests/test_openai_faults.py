@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_vlmbench.backends.openai_http import ClientConfig, OpenAIModel, RequestFailed
+from pytest_vlmbench.backends.openai_http import OpenAIModel, RequestFailed
 from pytest_vlmbench.backends.openai_http.dialects import constraint_for
 from pytest_vlmbench.backends.openai_http.faults import (
     RETRY_AFTER_CAP_S,
@@ -37,38 +37,15 @@ from tests.fault_proxy import (
     ask,
     catalog_with,
     check_timing,
+    client,
     free_port,
     load_context,
-    shared,
     tiny_lcp_models,
     tiny_weights,
 )
 
 CANARY = "sk-canary-0123456789abcdefABCDEF0123456789"
 KEY_VAR = "VLMBENCH_TEST_CANARY_KEY"
-
-
-@pytest.fixture(scope="session")
-def lcp(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LcpServer:
-    weights = tiny_weights(model_cache)
-    server: LcpServer = shared("lcp", lambda: LcpServer(
-        tiny_lcp_models(weights), tmp_path_factory.mktemp("lcp")))
-    return server
-
-
-@pytest.fixture
-def proxy(lcp: LcpServer) -> Iterator[FaultProxy]:
-    p = FaultProxy(f"http://127.0.0.1:{lcp.port}")
-    yield p
-    p.close()
-
-
-def client(base_url: str, **fields: Any) -> OpenAIModel:
-    fields.setdefault("model", "tiny")
-    fields.setdefault("dialect", "llama-cpp-python")
-    key = fields.pop("api_key", None)
-    server = fields.pop("server", None)
-    return OpenAIModel(ClientConfig(base_url=base_url, **fields), api_key=key, server=server)
 
 
 def generate(model: OpenAIModel, **request: Any) -> Any:

@@ -208,6 +208,13 @@ class Bench:
         request.node.user_properties.append(
             (f"vlm_latency_p95_s{suffix}", summary["latency_s"]["p95"]))
         failures = []
+        died = getattr(self._handle.model, "server_died", None)
+        reason = died() if died is not None else None
+        if reason is not None and summary["failed"] and summary["succeeded"]:
+            # the managed server died during this benchmark: its figures hold the requests
+            # sent before; the rest are error records naming the exit
+            failures.append(f"{summary['failed']} of {summary['requests']} requests failed: "
+                            f"{reason}")
         if summary["requests"] and not summary["succeeded"]:
             first = next(r["error"] for r in runner.records if r["error"] is not None)
             failures.append(f"all {summary['requests']} requests failed; "

@@ -138,6 +138,10 @@ def server_lines(vlm: VlmSession) -> list[tuple[str, bool]]:
     while the session needed it says how (True: said in red)."""
     lines = []
     for server in vlm.servers_started():
+        if server.get("start_error"):
+            lines.append((f"server {server['id']} ({server['kind']}) at {server['base_url']}: "
+                          f"never became ready; log: {server['log']}", True))
+            continue
         reason = server.get("exit_reason")
         text = (f"server {server['id']} ({server['kind']}) at {server['base_url']}: ready in "
                 f"{server['cold_start_s']:.2f} s; log: {server['log']}")

@@ -108,6 +108,8 @@ def plan(server: ServerSpec, models: list[ManagedModel], *, host: str, port: int
             f"llama-cpp-python ({', '.join(missing)} not installed): "
             "pip install 'llama-cpp-python[server]'")
     settings = {**default_settings(), **server.settings}
+    if "n_threads" in server.settings and "n_threads_batch" not in server.settings:
+        settings["n_threads_batch"] = settings["n_threads"]  # as the in-process backend does
     config: dict[str, Any] = {
         "host": host,
         "port": port,

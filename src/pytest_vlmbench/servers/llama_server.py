@@ -98,6 +98,8 @@ def plan(server: ServerSpec, models: list[ManagedModel], *, host: str, port: int
         raise ServerError(f"model {model.model_id!r} ({model.precision}) has no weight file "
                           "for llama-server")
     settings = {**default_settings(), **server.settings}
+    if "n_threads" in server.settings and "n_threads_batch" not in server.settings:
+        settings["n_threads_batch"] = settings["n_threads"]  # as the in-process backend does
     argv = [str(binary()), "--host", host, "--port", str(port),
             "--model", str(model.weight_path), "--alias", model.served_name,
             *flags(settings), "--no-webui"]

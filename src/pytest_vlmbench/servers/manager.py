@@ -135,6 +135,7 @@ class RunningServer:
         self.base_url = f"{self.root_url}/v1"
         self.pid = proc.pid
         self.log_path = log_path
+        self.start_error: str | None = None  # why it never became ready, when it did not
         self.argv = list(launch.argv)
         self.settings = dict(launch.settings)
         self.models = {m.key: m for m in launch.models}
@@ -276,6 +277,7 @@ class ServerManager:
         or the last ones read before the session stopped it)."""
         with self._lock:
             return [{**server.to_json(), "exit_reason": server.died_reason(),
+                     "start_error": server.start_error,
                      "usage": server.last_usage().to_json()} for server in self._started]
 
     def get(self, server_id: str) -> RunningServer | None:
@@ -389,7 +391,8 @@ class ServerManager:
         self._started.append(running)
         try:
             running.cold_start_ns = self._wait_ready(running, launch, api_key) - spawned_ns
-        except BaseException:  # not ready, or Ctrl-C while waiting: leave nothing running
+        except BaseException as exc:  # not ready, or Ctrl-C while waiting: leave nothing running
+            running.start_error = str(exc) or type(exc).__name__
             running._stop(2.0)
             raise
         finally:

@@ -70,6 +70,8 @@ class Reply:
     streamed: bool = False  # the answer was an event stream
     t_end_ns: int = 0
     retry_reasons: list[str] = field(default_factory=list)  # of the attempts before it
+    status: int | None = None  # the HTTP status, once the answer's headers arrived
+    reconnects: int = 0  # stale kept-alive connections resent at once (model._attempts)
 
 
 def _chunk_into(data: dict[str, Any], reply: Reply, now: int, progress: Progress | None,
@@ -185,7 +187,7 @@ async def attempt(session: aiohttp.ClientSession, url: str, shown_url: str, body
     validate with 500, which no retry cures), or `RequestFailed`; a dropped connection or
     timeout propagates for the caller to judge by how many chunks arrived."""
     async with session.post(url, data=body, headers=headers) as response:
-        status = response.status
+        status = reply.status = response.status
         if status >= 400:
             said = server_message(await response.read())
             if status == 429:

@@ -109,7 +109,18 @@ def server_message(body: bytes) -> str:
         elif "detail" in data:
             found = data["detail"]
     text = found if isinstance(found, str) else orjson.dumps(found).decode()
-    return one_line(text) or "(empty message)"
+    return one_line(_without_trace(text)) or "(empty message)"
+
+
+_TRACE = re.compile(r"\n\s*(?:Traceback \(most recent call last\)|File \")")
+
+
+def _without_trace(text: str) -> str:
+    """The message without the Python trace a server appends to it (llama-cpp-python's
+    500 for a body it cannot validate ends with the `File "...app.py", line N` of its
+    route): the user needs the server's words, not its source lines."""
+    head = _TRACE.split(text, maxsplit=1)[0]
+    return head if head.strip() else text
 
 
 def retry_after_s(value: str | None, now: float | None = None) -> float | None:

@@ -51,6 +51,17 @@ T = TypeVar("T")
 
 # Connection failures a new attempt may cure when nothing arrived yet.
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
+MAX_RECONNECTS = 2  # stale kept-alive connections resent at once, per request
+
+
+def _stale(exc: BaseException, reply: Reply) -> bool:
+    """A pooled connection the server had closed: the write failed or the server hung up
+    before any answer. A refused connection is not one (nothing listens: a retry's job)."""
+    if reply.status is not None or reply.chunk_ns:
+        return False
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
 # llama-server's per-request `timings`, as stages and counts of the response: the
 # server's own clock (its prompt evaluation and its generation loop, sampling included).
 SERVER_STAGES = ("server_prefill", "server_decode")
@@ -86,8 +97,8 @@ class OpenAIModel:
             json_schema=supports_schema(config.dialect, config.effective_api),
             batch=False, concurrency=1024, asynchronous=True,
             stages=SERVER_STAGES if config.dialect == "llama-server" else (),
-            counts=("constrained",) + (SERVER_COUNTS if config.dialect == "llama-server"
-                                       else ()),
+            counts=("constrained", "reconnects") + (
+                SERVER_COUNTS if config.dialect == "llama-server" else ()),
         )
         self.settings: dict[str, Any] = {
             **config.to_settings(),
@@ -132,6 +143,14 @@ class OpenAIModel:
         if self._server is None:
             return None
         return dict(self._server.usage().to_json())
+
+    def server_died(self) -> str | None:
+        """Why the managed server exited on its own (its exit reason), None while it runs,
+        for a server elsewhere, or for one the session stopped: a benchmark whose server
+        died says so instead of passing on the requests sent before."""
+        died = getattr(self._server, "died_reason", None)  # a RunningServer's
+        reason = died() if died is not None else None
+        return None if reason is None else str(reason)
 
     def on_close(self, callback: Callable[[], None]) -> None:
         """Call `callback` after the session closes (the backend stops a single-model
@@ -193,14 +212,18 @@ class OpenAIModel:
 
     def _note_served(self) -> None:
         """Tell the server manager which model this server now serves (the cold/warm
-        split: a switch makes the next request pay a load)."""
+        split: on a server that swaps, a switch makes the next request pay a load). A
+        server that does not swap is never cold: its first request noted here (nothing
+        was known of an external server yet) is no switch."""
         note = getattr(self._servers, "note_served", None)
-        if note is not None and note(self.config.base_url, self.config.model):
+        if note is not None and note(self.config.base_url, self.config.model) \
+                and self.config.swaps:
             self.cold_pending = True
 
     async def _attempts(self, payload: bytes, request: Request) -> tuple[Reply, int, int]:
         config, retries, rate_limited = self.config, 0, 0
         reasons: list[str] = []  # why each retry was made, kept in the record
+        reconnects = 0
         constraint = request.constraint
         fields = tuple(constraint.fields) if isinstance(constraint, Constraint) else ()
         assert self._session is not None
@@ -212,7 +235,7 @@ class OpenAIModel:
                 async with asyncio.timeout(config.timeout_s):
                     await attempt(self._session, config.url, config.shown_url, payload,
                                   self._headers, reply, request.progress, retries, fields)
-                reply.retry_reasons = reasons
+                reply.retry_reasons, reply.reconnects = reasons, reconnects
                 return reply, retries, rate_limited
             except Retry as retry:
                 rate_limited += retry.rate_limited
@@ -232,6 +255,12 @@ class OpenAIModel:
                 dead = await self._server_gone()
                 if dead is not None:
                     raise self._failed(dead, retries, rate_limited) from None
+                if _stale(exc, reply) and reconnects < MAX_RECONNECTS:
+                    # A kept-alive connection the server had closed (llama-server does
+                    # so now and then): nothing was sent to the model, so the request is
+                    # resent at once on a new connection, counted apart from retries.
+                    reconnects += 1
+                    continue
                 what = one_line(f"{type(exc).__name__}: {exc}" if str(exc)
                                 else type(exc).__name__, 160)
                 if reply.chunk_ns:
@@ -295,6 +324,8 @@ class OpenAIModel:
             tokens, source = None, None
         prompt = usage.get("prompt_tokens")
         counts = {"constrained": 1} if constrained else {}
+        if reply.reconnects:
+            counts["reconnects"] = reply.reconnects
         stages: dict[str, int] = {}
         timings = reply.timings
         if timings and self.config.dialect == "llama-server":
