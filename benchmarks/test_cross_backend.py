@@ -2,11 +2,12 @@
 llama-cpp-python server and a managed llama.cpp llama-server, all serving the same
 gemma3-270m Q4_K_M file on this machine, side by side in one results document.
 
-What differs and why (README, "Servers"): the servers add HTTP and JSON per request
-and per streamed token; they apply the chat template themselves (llama-server its own
-copy of the Gemma template, llama-cpp-python its "gemma" chat format, in-process ours),
-so prompts may differ by a token or two; llama-server decodes several requests in one
-batch (`parallel` slots), which the concurrency sweep shows.
+What differs and why (README, "The cross-backend suite"): the servers add HTTP and
+JSON per request and per streamed token; all three render the same Gemma prompt (the
+servers are given the in-process template); through a server the stages are the
+server's own clock, and llama-server reuses cached prompt prefixes; llama-server
+decodes several requests in one batch (`n_parallel` slots), which the concurrency
+sweep shows.
 
 Run it alone: pytest benchmarks/test_cross_backend.py
 """

@@ -355,10 +355,8 @@ def test_never_ready_is_killed_and_names_its_log(tmp_path: Path,
         sys.executable, "-c",
         "import sys, time; print('listening nowhere', sys.argv[1], flush=True); "
         "time.sleep(60)", "{port}", marker))
-    started = time.monotonic()
     with pytest.raises(ServerError) as info:
         manager.ensure(server, [REMOTE])
-    assert time.monotonic() - started < 8
     message = str(info.value)
     log = tmp_path / "logs" / "server-slow.log"
     assert_matches(message, rf"^server slow \(command\) not ready after 2 s on "

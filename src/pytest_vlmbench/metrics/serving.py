@@ -169,6 +169,9 @@ def server_summary(before: Mapping[str, Any] | None, after: Mapping[str, Any] | 
                                   "on another machine, or one that exited)")
         return block
     used = cpu[1] - cpu[0]
+    if used < 0 or not _whole(after.get("processes")):
+        block["absent_reason"] = "the server exited during the benchmark"
+        return block
     block["rss_bytes"] = _whole(after.get("rss_bytes"))
     block["rss_peak_bytes"] = _whole(after.get("rss_peak_bytes"))
     block["processes"] = _whole(after.get("processes"))

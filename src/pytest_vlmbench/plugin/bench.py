@@ -24,6 +24,7 @@ from pytest_vlmbench.plugin import benchmark_bridge
 from pytest_vlmbench.plugin.fixtures import session_of
 from pytest_vlmbench.results.models import BenchmarkEntry, Record, Summary
 from pytest_vlmbench.run import environment
+from pytest_vlmbench.run.load import highest_level_met
 from pytest_vlmbench.run.runner import BenchmarkPlan, Runner
 from pytest_vlmbench.tasks import Task, builtin_tasks
 from pytest_vlmbench.tasks.structured import ConstraintError
@@ -103,7 +104,8 @@ class Bench:
                 parse_rules(fail_on)
             except RuleError as exc:
                 pytest.fail(f"{node.nodeid}: @pytest.mark.vlm_fail_on: {exc}", pytrace=False)
-        bandwidth = session.bandwidth()
+        bandwidth = session.bandwidth() if self._handle.case.device != REMOTE \
+            else (None, "none: the model runs on a server elsewhere")
         done: list[tuple[BenchmarkEntry, list[str]]] = []
         for index, level in enumerate(levels):
             plan = BenchmarkPlan(
@@ -309,24 +311,26 @@ def _progress_writer(session: VlmSession, native: Capture) -> Any:
 
 
 def _mark_sweep(base_id: str, done: list[tuple[BenchmarkEntry, list[str]]]) -> BenchmarkEntry:
-    """Each level of a sweep learns the sweep's outcome: how many levels, which is the
-    highest that met every SLO of the benchmark (in the order the levels ran, which is
-    the order they were given: ascending load). Returns that level's entry."""
-    met = [entry for entry, failures in done if not failures]
-    best = met[-1] if met else None
-    levels = [e["load"]["label"] for e, _ in done if "load" in e]
-    best_label = best["load"]["label"] if best is not None and "load" in best else None
-    for entry, failures in done:
+    """Each level of a sweep learns the sweep's outcome: its levels and the highest (most
+    streams, or highest rate) that met every SLO of the benchmark (None without SLOs, or
+    when none did). Returns that level's entry, else the first."""
+    entries = [entry for entry, _ in done]
+    best_label = highest_level_met(entries)
+    levels = [e["load"]["label"] for e in entries if "load" in e]
+    for entry in entries:
         entry["sweep"] = {"benchmark": base_id, "levels": levels, "best": best_label,
-                          "met_slo": not failures}
-    return best or done[0][0]
+                          "met_slo": entry["slo_passed"] is not False}
+    best = [e for e in entries if "load" in e and e["load"]["label"] == best_label]
+    return best[0] if best else entries[0]
 
 
 def _failures(done: list[tuple[BenchmarkEntry, list[str]]]) -> list[str]:
-    """Why the test fails: its one level's failures; for a sweep, every level's when no
-    level met the SLOs (a sweep is meant to find the level where they break)."""
+    """Why the test fails: its one level's failures. For a sweep, an SLO breach fails it
+    only when no level met the SLOs (a sweep is meant to find the level where they
+    break); every other failure of any level (all requests failed, a server that died,
+    outputs that never parse, a gated regression) fails it always."""
     if len(done) == 1:
         return done[0][1]
-    if any(not failures for _, failures in done):
-        return []
-    return [f"{entry['id']}: {line}" for entry, failures in done for line in failures]
+    met = any(entry["slo_passed"] is not False for entry, _ in done)
+    return [f"{entry['id']}: {line}" for entry, failures in done for line in failures
+            if not (met and line == breach_message(entry["slo"], entry["summary"]["requests"]))]

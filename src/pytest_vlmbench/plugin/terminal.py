@@ -130,7 +130,8 @@ def sweep_lines(benchmarks: list[BenchmarkEntry]) -> list[str]:
         if sweep is not None:
             seen.setdefault(sweep["benchmark"], sweep)
     return [f"sweep {name}: levels {', '.join(s['levels'])}; highest meeting the SLOs: "
-            f"{s['best'] or 'none'}" for name, s in seen.items()]
+            f"{s['best'] or ('none' if not s['met_slo'] else 'the benchmark has no SLOs')}"
+            for name, s in seen.items()]
 
 
 def server_lines(vlm: VlmSession) -> list[tuple[str, bool]]:

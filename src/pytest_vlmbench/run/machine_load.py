@@ -117,7 +117,8 @@ def read(path: Path = PROC_STAT, cpus: frozenset[int] | None = None) -> CpuTimes
     )
 
 
-def _others(before: CpuTimes, after: CpuTimes, hz: int | None) -> tuple[float, float] | None:
+def _others(before: CpuTimes, after: CpuTimes, hz: int | None,
+            ours_elsewhere_s: float = 0.0) -> tuple[float, float] | None:
     """(others' CPU seconds, steal fraction) over the window between two readings; None
     when /proc/stat was unreadable at either end."""
     if (before.busy_jiffies is None or after.busy_jiffies is None
@@ -126,7 +127,7 @@ def _others(before: CpuTimes, after: CpuTimes, hz: int | None) -> tuple[float, f
         return None
     ticks = hz or os.sysconf("SC_CLK_TCK")
     busy_s = (after.busy_jiffies - before.busy_jiffies) / ticks
-    own_s = after.own_cpu_s - before.own_cpu_s
+    own_s = after.own_cpu_s - before.own_cpu_s + ours_elsewhere_s
     total = after.total_jiffies - before.total_jiffies
     steal = (after.steal_jiffies - before.steal_jiffies) / total if total > 0 else 0.0
     return max(0.0, busy_s - own_s), min(1.0, max(0.0, steal))
@@ -162,8 +163,11 @@ def busy_warning(benchmark_id: str, machine: Mapping[str, Any] | None) -> str | 
     return f"machine busy during {benchmark_id}: {amount}: {SHARED}"
 
 
-def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> MachineLoad:
-    """The benchmark entry's `machine` block for the window between two readings."""
+def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None,
+           server_cpu_s: float | None = None) -> MachineLoad:
+    """The benchmark entry's `machine` block for the window between two readings;
+    `server_cpu_s`: CPU time the benchmark's managed server used in it (its process tree
+    is not this process's child in `os.times()` until reaped), which is ours too."""
     wall_s = (after.wall_ns - before.wall_ns) / 1e9
     try:
         load = os.getloadavg()[0]
@@ -175,9 +179,11 @@ def assess(before: CpuTimes, after: CpuTimes, *, hz: int | None = None) -> Machi
         "cpus": after.cpus,
         "method": f"others' CPU time on our CPUs / (window x CPUs), from /proc/stat less this "
         "process; "
-        f"busy above {BUSY_OTHER_FRACTION:.0%} others or {BUSY_STEAL_FRACTION:.0%} steal",
+        f"busy above {BUSY_OTHER_FRACTION:.0%} others or {BUSY_STEAL_FRACTION:.0%} steal"
+        + ("; the managed server's CPU time counted as ours" if server_cpu_s is not None
+           else ""),
     }
-    got = _others(before, after, hz)
+    got = _others(before, after, hz, server_cpu_s or 0.0)
     if got is None or wall_s <= 0:
         block["note"] = "no /proc/stat: how busy the machine was is unknown"
         return block

@@ -185,15 +185,15 @@ class ConstraintCheck:
 
     def ignored(self, outcome: ParseOutcome, response: Response) -> bool:
         """The server answered a constrained request with text its constraint forbids,
-        ending it itself. With a grammar only invalid JSON counts: a grammar may be
-        looser than the schema the check applies."""
+        ending it itself. Only text that is not JSON at all counts: a grammar may be
+        looser than the schema the check applies, and a server's schema-to-grammar
+        conversion may not enforce every keyword (llama.cpp's leaves out `format` and
+        `uniqueItems`), so a schema violation stays the model's."""
         if self.kind is None or response.finish_reason != "stop":
             return False
         if not (self.server or response.counts.get("constrained")):
             return False
-        if self.kind == "grammar":
-            return outcome is ParseOutcome.INVALID_JSON
-        return outcome not in (ParseOutcome.VALID, ParseOutcome.NOT_CHECKED)
+        return outcome is ParseOutcome.INVALID_JSON
 
     def fill(self, record: Record, response: Response) -> None:
         """The response and the check of its output, into the record."""

@@ -124,6 +124,7 @@ class Runner:
         self._ticker: Ticker | None = None  # while run() runs, with progress and tick_s
         self._window: Window | None = None
         self._cpu_before: machine_load.CpuTimes | None = None
+        self._server_cpu_before: float | None = None  # the managed server's, at the start
         self.records: list[Record] = []
         self._repetitions: list[int] = []  # of the measured requests, for repeat_warning
         self._warm_latency: list[float | None] = []  # of the warm-ups, None: failed
@@ -260,6 +261,7 @@ class Runner:
         if self.monitor is not None:  # idle baseline (first time), memory peak reset
             self._window = self.monitor.begin()
         self._cpu_before = machine_load.read()
+        self._server_cpu_before = _cpu_s(self._server_usage())
 
     def _run_phases(self, constraint: Any) -> None:
         """Cold, warm-up, then measured requests, each recorded and reported as it
@@ -394,7 +396,11 @@ class Runner:
         cold = sum(r["phase"] == "cold" for r in self.records)
         warmups = len(self.records) - measured - cold
         summary = self._summary(status)
-        machine = (machine_load.assess(self._cpu_before, machine_load.read())
+        server_cpu = _cpu_s(self._server_usage())
+        server_cpu_s = (server_cpu - self._server_cpu_before if server_cpu is not None
+                        and self._server_cpu_before is not None else None)
+        machine = (machine_load.assess(self._cpu_before, machine_load.read(),
+                                       server_cpu_s=server_cpu_s)
                    if self._cpu_before is not None else None)
         entry: BenchmarkEntry = {
             "id": plan.benchmark_id, "run_id": plan.run_id, "test": plan.test,
@@ -474,3 +480,10 @@ class Runner:
             serving.retry_warning(summary, records),
         ]
         return [note for note in notes if note]
+
+
+def _cpu_s(usage: Mapping[str, Any] | None) -> float | None:
+    """A server usage reading's CPU seconds, None when there is none."""
+    value = None if usage is None else usage.get("cpu_s")
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None

@@ -278,7 +278,8 @@ class ServerManager:
         with self._lock:
             return [{**server.to_json(), "exit_reason": server.died_reason(),
                      "start_error": server.start_error,
-                     "usage": server.last_usage().to_json()} for server in self._started]
+                     "usage": None if server.died_reason() else server.last_usage().to_json()}
+                    for server in self._started]
 
     def get(self, server_id: str) -> RunningServer | None:
         """The running server of that id, if any."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pytest_vlmbench.backends.openai_http.dialects import APIS, DIALECTS
 from pytest_vlmbench.backends.openai_http.faults import safe_url
@@ -52,8 +53,13 @@ class ClientConfig:
     @cached_property
     def url(self) -> str:
         """The endpoint requests are posted to."""
-        path = "/completions" if self.effective_api == "completions" else "/chat/completions"
-        return self.base_url + path
+        return self.at("/completions" if self.effective_api == "completions"
+                       else "/chat/completions")
+
+    def at(self, path: str) -> str:
+        """`path` under the base URL, before any query it carries (?api-version=...)."""
+        parts = urlsplit(self.base_url)
+        return urlunsplit(parts._replace(path=parts.path.rstrip("/") + path))
 
     @cached_property
     def shown_url(self) -> str:

@@ -52,6 +52,9 @@ T = TypeVar("T")
 # Connection failures a new attempt may cure when nothing arrived yet.
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError)
 MAX_RECONNECTS = 2  # stale kept-alive connections resent at once, per request
+# A 400/422 to a constrained request is the constraint's fault only when the server's
+# words are about it (an oversized image or prompt is not the dialect's fault).
+_CONSTRAINT_WORDS = ("schema", "grammar", "format", "structured", "guided", "json")
 
 
 def _stale(exc: BaseException, reply: Reply) -> bool:
@@ -140,8 +143,8 @@ class OpenAIModel:
         """The managed server's process tree now (RSS, its peak, CPU seconds), which the
         runner reads around the measured requests: the client's own RSS says nothing of
         the server's. None for a server elsewhere: its memory is not ours to read."""
-        if self._server is None:
-            return None
+        if self._server is None or not self._alive():
+            return None  # gone: its counters are absent, not zero
         return dict(self._server.usage().to_json())
 
     def server_died(self) -> str | None:
@@ -177,7 +180,7 @@ class OpenAIModel:
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._session.get(config.base_url + "/models",
+                async with self._session.get(config.at("/models"),
                                              headers=headers) as answer:
                     status, raw = answer.status, await answer.read()
         except TimeoutError:
@@ -252,15 +255,16 @@ class OpenAIModel:
                         rate_limited) from None
                 reason, wait = f"no answer within {config.timeout_s:g} s (timeout_s)", None
             except _CONNECTION_ERRORS as exc:
+                if _stale(exc, reply) and reconnects < MAX_RECONNECTS and self._alive():
+                    # A kept-alive connection the server had closed (llama-server does
+                    # so after a stream): nothing was sent to the model, so the request
+                    # is resent at once on a new connection, counted apart from retries
+                    # (a dead server then refuses the connection, judged below).
+                    reconnects += 1
+                    continue
                 dead = await self._server_gone()
                 if dead is not None:
                     raise self._failed(dead, retries, rate_limited) from None
-                if _stale(exc, reply) and reconnects < MAX_RECONNECTS:
-                    # A kept-alive connection the server had closed (llama-server does
-                    # so now and then): nothing was sent to the model, so the request is
-                    # resent at once on a new connection, counted apart from retries.
-                    reconnects += 1
-                    continue
                 what = one_line(f"{type(exc).__name__}: {exc}" if str(exc)
                                 else type(exc).__name__, 160)
                 if reply.chunk_ns:
@@ -273,9 +277,14 @@ class OpenAIModel:
                 tries = "1 attempt" if retries == 0 else f"{retries + 1} attempts"
                 raise self._failed(f"{config.shown_url} failed after {tries} ({reason}; "
                                    "retries in [model.endpoint])", retries, rate_limited)
-            reasons.append(reason)
+            reasons.append(redact(reason, self._key))  # server text may echo the key
             await asyncio.sleep(wait if wait is not None else backoff_s(retries))
             retries += 1
+
+    def _alive(self) -> bool:
+        """The managed server still runs (an external one is taken to)."""
+        server = self._server
+        return server is None or not hasattr(server, "alive") or bool(server.alive())
 
     async def _server_gone(self) -> str | None:
         """The managed server's exit reason when it is no longer running (it gets up to
@@ -302,7 +311,9 @@ class OpenAIModel:
             return self._failed(auth_failure(exc.status, config.shown_url, config.api_key_env,
                                              self._key is not None, said),
                                 retries, rate_limited)
-        if fields and (exc.status >= 500 or (exc.status in (400, 422)
+        about_constraint = any(f in said for f in fields) or any(
+            word in said.lower() for word in _CONSTRAINT_WORDS)
+        if fields and (exc.status >= 500 or (exc.status in (400, 422) and about_constraint
                                               and "context" not in said.lower())):
             return ConstraintRejected(
                 f"server {config.shown_url} (dialect {config.dialect}) rejected the "
@@ -318,7 +329,7 @@ class OpenAIModel:
         if isinstance(completion, int):
             tokens: int | None = completion
             source: str | None = "usage"
-        elif self.config.stream:
+        elif reply.streamed:
             tokens, source = len(reply.chunk_ns), "counted"
         else:
             tokens, source = None, None
