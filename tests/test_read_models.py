@@ -43,6 +43,7 @@ MIRRORS: dict[Any, str] = {
     models.ServerSummary: "/$defs/summary/properties/server",
     models.LoadInfo: "/$defs/benchmark/properties/load",
     models.SweepInfo: "/$defs/benchmark/properties/sweep",
+    models.ServerInfo: "/properties/servers/items",
 }
 """Each model and the JSON pointer of the schema object it mirrors."""
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -30,6 +30,7 @@ from pytest_vlmbench.results.models import (
     LoadEntry,
     ResultsDocument,
     RunStatus,
+    ServerInfo,
     Window,
 )
 
@@ -105,10 +106,12 @@ class VlmSession(Matrix):
                                           prefix=naming.run_stem(self.results_path))
         return self._servers
 
-    def servers_started(self) -> list[dict[str, Any]]:
+    def servers_started(self) -> list[ServerInfo]:
         """The managed servers this session started (results' `servers`): each one's
         id, kind, address, cold start, log, and why it exited if it died on its own."""
-        return [] if self._servers is None else self._servers.history()
+        if self._servers is None:
+            return []
+        return cast("list[ServerInfo]", self._servers.history())
 
     @property
     def writer(self) -> RecordWriter:

@@ -380,6 +380,23 @@ class DeviceInfo(_ProfileFields):
     cpu_fallback: NotRequired[CpuFallback | None]
 
 
+class ServerInfo(TypedDict):
+    """servers[]: a managed server the session started (servers/manager.py history())."""
+
+    id: str
+    kind: str
+    pid: int
+    base_url: str
+    cold_start_s: float
+    log: str
+    argv: NotRequired[list[str]]
+    settings: NotRequired[dict[str, Any]]
+    served: NotRequired[list[str]]
+    exit_reason: NotRequired[str | None]
+    start_error: NotRequired[str | None]
+    usage: NotRequired[dict[str, Any] | None]
+
+
 class ResultsDocument(TypedDict):
     """The results document's top level; tool, settings, environment, power and the
     merged runs' headers are any objects to the schema; `windows` only when a test
@@ -404,4 +421,4 @@ class ResultsDocument(TypedDict):
     runs: NotRequired[list[dict[str, Any]]]
     power_trace_file: NotRequired[str | None]
     windows: NotRequired[list[Window]]
-    servers: NotRequired[list[dict[str, Any]]]
+    servers: NotRequired[list[ServerInfo]]
