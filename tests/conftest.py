@@ -27,7 +27,7 @@ from pytest_vlmbench.results import document as results
 from pytest_vlmbench.run.records import read_records
 
 if TYPE_CHECKING:
-    from tests.fault_proxy import FaultProxy, LcpServer
+    from tests.fault_proxy import FaultProxy, LcpServer, LlamaServer
 
 TINY_CATALOG = """
 [[model]]
@@ -170,3 +170,15 @@ def proxy(lcp: LcpServer) -> Iterator[FaultProxy]:
     p = FaultProxy(f"http://127.0.0.1:{lcp.port}")
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def llama_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LlamaServer:
+    """One llama.cpp llama-server for the session (2 slots), serving the tiny test model;
+    tests that use it carry fault_proxy.needs_llama_server."""
+    from tests.fault_proxy import LlamaServer, shared, tiny_weights
+
+    weights = tiny_weights(model_cache)
+    server: LlamaServer = shared("llama-server", lambda: LlamaServer(
+        weights, tmp_path_factory.mktemp("llama-server"), parallel=2))
+    return server

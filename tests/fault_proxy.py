@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from pytest_vlmbench.backends.openai_http import ClientConfig, OpenAIModel
@@ -466,6 +467,12 @@ def load_context(model_cache: Path, servers: Any) -> Any:
     from pytest_vlmbench.models.devices import PROFILES
 
     return LoadContext(device=PROFILES["cpu"], cache_dir=model_cache, servers=servers)
+
+
+needs_llama_server = pytest.mark.skipif(
+    not LLAMA_SERVER.exists(),
+    reason=f"llama-server not built at {LLAMA_SERVER} (tools/build_llama_tool.sh llama-server)")
+"""For tests that start the real llama-server (tools/install.sh builds it)."""
 
 
 # -- a client for the test modules (the `lcp` and `proxy` fixtures are in conftest.py)

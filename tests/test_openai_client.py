@@ -19,7 +19,6 @@ from pytest_vlmbench.backends.openai_http import ClientConfig, OpenAIModel
 from pytest_vlmbench.backends.openai_http.body import ImageURLs, completion_prompt, gemma_prompt
 from pytest_vlmbench.datasets import PreparedImage
 from tests.fault_proxy import (
-    LLAMA_SERVER,
     LOAD_KEY,
     FaultProxy,
     LcpServer,
@@ -30,8 +29,7 @@ from tests.fault_proxy import (
     check_timing,
     client,
     load_context,
-    shared,
-    tiny_weights,
+    needs_llama_server,
 )
 
 
@@ -250,19 +248,6 @@ def test_a_text_model_refuses_images(lcp: LcpServer) -> None:
 
 
 # -- llama.cpp's llama-server ----------------------------------------------------------
-needs_llama_server = pytest.mark.skipif(
-    not LLAMA_SERVER.exists(),
-    reason=f"llama-server not built at {LLAMA_SERVER} (tools/build_llama_tool.sh llama-server)")
-
-
-@pytest.fixture(scope="session")
-def llama_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LlamaServer:
-    weights = tiny_weights(model_cache)
-    server: LlamaServer = shared("llama-server", lambda: LlamaServer(
-        weights, tmp_path_factory.mktemp("llama-server"), parallel=2))
-    return server
-
-
 @needs_llama_server
 def test_llama_server_usage_timings_and_chunks(llama_server: LlamaServer) -> None:
     model = client(llama_server.base_url, dialect="llama-server")

@@ -33,7 +33,6 @@ from pytest_vlmbench.backends.openai_http.dialects import (
 from pytest_vlmbench.tasks import GenerationParams, Task
 from pytest_vlmbench.tasks.structured import ConstraintError
 from tests.fault_proxy import (
-    LLAMA_SERVER,
     LcpServer,
     LlamaServer,
     ReplayServer,
@@ -41,6 +40,7 @@ from tests.fault_proxy import (
     body_problem,
     check_timing,
     load_case,
+    needs_llama_server,
     shared,
     tiny_lcp_models,
     tiny_weights,
@@ -141,19 +141,6 @@ def test_a_constraint_the_server_ignores_is_sent_and_marked(lcp: LcpServer,
 
 
 # -- llama.cpp's llama-server, for real --------------------------------------------------
-needs_llama_server = pytest.mark.skipif(
-    not LLAMA_SERVER.exists(),
-    reason=f"llama-server not built at {LLAMA_SERVER} (tools/build_llama_tool.sh llama-server)")
-
-
-@pytest.fixture(scope="session")
-def llama_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> LlamaServer:
-    weights = tiny_weights(model_cache)
-    server: LlamaServer = shared("llama-server", lambda: LlamaServer(
-        weights, tmp_path_factory.mktemp("llama-server"), parallel=2))
-    return server
-
-
 @needs_llama_server
 @pytest.mark.parametrize("chat_format", ["gemma", "completion"])
 def test_llama_server_json_schema_is_obeyed(llama_server: LlamaServer,
