@@ -1,8 +1,12 @@
 # The two commands the README opens with. Each installs what it needs first.
 VENV ?= .venv
 STAMP := $(VENV)/.vlmbench-installed
+# The heavy in-process engines (torch, transformers, vLLM) live in their own environment, so
+# the two default commands stay fast: `make bench-engines`, `make test-engines`.
+ENGINES_VENV ?= .venv-engines
+ENGINES_STAMP := $(ENGINES_VENV)/.vlmbench-installed
 
-.PHONY: bench test lint install
+.PHONY: bench test lint install engines bench-engines test-engines
 
 bench: $(STAMP)
 	$(VENV)/bin/pytest benchmarks/
@@ -19,3 +23,15 @@ install: $(STAMP)
 $(STAMP): pyproject.toml tools/install.sh
 	VENV=$(VENV) tools/install.sh
 	touch $(STAMP)
+
+engines: $(ENGINES_STAMP)
+
+bench-engines: $(ENGINES_STAMP)
+	$(ENGINES_VENV)/bin/pytest benchmarks/engines/
+
+test-engines: $(ENGINES_STAMP)
+	$(ENGINES_VENV)/bin/pytest tests/engines/
+
+$(ENGINES_STAMP): pyproject.toml tools/install.sh tools/install_engines.sh
+	VENV=$(ENGINES_VENV) tools/install_engines.sh
+	touch $(ENGINES_STAMP)
