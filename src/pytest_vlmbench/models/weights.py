@@ -3,6 +3,11 @@
 Hashes identify exactly which weights produced a number. Hashing a multi-GB file
 takes seconds, so results are cached beside the cache directory keyed by path, size
 and modification time; none of this happens inside a timed region.
+
+The transformers and vLLM backends load a *directory* in Hugging Face layout instead
+(`resolve(..., directory=True)`): a `path:` directory with a config.json, a whole hub
+repository (`hf:OWNER/REPO`), or a tiny model generated here (hf_tiny.py). A directory's
+hash is over its files' names and hashes, so it too names exactly which weights ran.
 """
 
 from __future__ import annotations
@@ -61,6 +66,58 @@ GENERATED: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {
     "llama-tiny": _llama_tiny,
     "mlp-tiny": _mlp_tiny,
 }
+
+
+# Directories the project generates itself (Hugging Face layout, for transformers and vLLM):
+# name -> (directory name, writer). Their writers need torch and transformers (the
+# engines' extras), imported only when one is generated.
+def _hf_tiny_llama(seed: int) -> tuple[str, Callable[[Path], Path]]:
+    from pytest_vlmbench.models import hf_tiny
+
+    return f"hf-tiny-llama-s{seed}", lambda p: hf_tiny.write_tiny_llama(p, seed=seed)
+
+
+def _hf_tiny_llava(seed: int) -> tuple[str, Callable[[Path], Path]]:
+    from pytest_vlmbench.models import hf_tiny
+
+    return f"hf-tiny-llava-s{seed}", lambda p: hf_tiny.write_tiny_llava(p, seed=seed)
+
+
+GENERATED_DIRS: dict[str, Callable[[int], tuple[str, Callable[[Path], Path]]]] = {
+    "hf-tiny-llama": _hf_tiny_llama,
+    "hf-tiny-llava": _hf_tiny_llava,
+}
+
+
+def ensure_generated_dir(cache_dir: Path, name: str, writer: Callable[[Path], Path]) -> Path:
+    """Return ``cache_dir/name``, a directory, writing it with ``writer`` if it is missing.
+
+    Written into a temporary directory beside it and renamed into place, so a reader never
+    sees a half-written model; a racing process that renamed first wins (same bytes).
+    """
+    target = Path(cache_dir) / name
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.", suffix=".tmp"))
+    try:
+        writer(tmp)
+        for path in (tmp, *tmp.rglob("*")):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process's copy is there (or a stale incomplete one)
+            if not (target / "config.json").exists():
+                import shutil
+
+                shutil.rmtree(target, ignore_errors=True)
+                tmp.rename(target)
+    finally:
+        if tmp.exists():
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def ensure_generated(cache_dir: Path, name: str, writer: Callable[[Path], Path]) -> Path:
@@ -186,12 +243,82 @@ def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path
         raise WeightsError(f"{source}: {exc}") from None
 
 
-def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:
-    """Find, fetch, generate or derive the file for `source`; hash it (cached)."""
+def _hf_snapshot(value: str) -> Path:
+    """A whole hub repository (`hf:OWNER/REPO`), as huggingface_hub's cached snapshot."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise WeightsError(
+            f"hf:{value} needs the Hugging Face hub client: pip install 'pytest-vlmbench[hub]'"
+        ) from None
+    try:
+        return Path(snapshot_download(repo_id=value))
+    except Exception as exc:  # the hub client raises many types; all mean "not here"
+        raise WeightsError(
+            f"cannot fetch hf:{value} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without network, "
+            "download the repository elsewhere and point the catalog at it with 'path:DIR'"
+        ) from None
+
+
+def _directory(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:
+    """A model directory in Hugging Face layout for `source`, hashed over its files."""
+    if source.kind == "path":
+        path = Path(source.value)
+        path = path if path.is_absolute() else catalog_dir / path
+        if not path.is_dir():
+            raise WeightsError(f"path:{source.value}: model directory not found at {path}"
+                               if not path.exists() else
+                               f"path:{source.value}: {path} is a file; this backend loads a "
+                               "model directory (config.json, tokenizer, weights)")
+    elif source.kind == "hf":
+        if source.value.count("/") != 1:
+            raise WeightsError(f"hf:{source.value}: this backend loads a whole repository, "
+                               "hf:OWNER/REPO, not one file")
+        path = _hf_snapshot(source.value)
+    elif source.kind == "generated":
+        name, _, seed_text = source.value.partition("@")
+        if name not in GENERATED_DIRS:
+            raise WeightsError(f"generated:{source.value}: unknown model directory generator; "
+                               f"known: {', '.join(GENERATED_DIRS)}")
+        try:
+            seed = int(seed_text) if seed_text else 0
+        except ValueError:
+            raise WeightsError(f"generated:{source.value}: seed must be an integer") from None
+        dir_name, writer = GENERATED_DIRS[name](seed)
+        try:
+            path = ensure_generated_dir(cache_dir / "generated", dir_name, writer)
+        except ImportError as exc:
+            raise WeightsError(f"generated:{source.value} is built with torch and transformers "
+                               f"({exc}); install the engines: tools/install_engines.sh") from None
+    else:
+        raise WeightsError(f"{source}: this backend loads a model directory: use 'path:DIR', "
+                           "'hf:OWNER/REPO' or a 'generated:' model directory")
+    if not (path / "config.json").is_file():
+        raise WeightsError(f"{source}: {path} has no config.json (not a Hugging Face model "
+                           "directory)")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path)}\0{sha256_cached(file, cache_dir)}\n".encode())
+    return Artifact(path=path, source=str(source), sha256=digest.hexdigest(),
+                    bytes=sum(f.stat().st_size for f in files))
+
+
+def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path,
+            directory: bool = False) -> Artifact:
+    """Find, fetch, generate or derive the file for `source`; hash it (cached).
+
+    `directory`: the backend loads a model directory (transformers, vLLM), not a file."""
     known_sha: str | None = None
     if source.kind == "remote":  # never a file: the server holds the weights
         raise WeightsError(f"{source}: a 'remote:' model has no weights here; its server "
                            f"serves it as {source.value!r}")
+    if directory:
+        return _directory(source, catalog_dir=catalog_dir, cache_dir=cache_dir)
+    if source.kind == "hf" and source.value.count("/") < 2:
+        raise WeightsError(f"hf:{source.value}: a GGUF source names one file, "
+                           "hf:OWNER/REPO/FILE")
     if source.kind == "quantized":
         path = _derive(source, catalog_dir=catalog_dir, cache_dir=cache_dir)
     elif source.kind == "path":
@@ -208,6 +335,9 @@ def resolve(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Arti
         path = _from_hf(source.value)
     elif source.kind == "generated":
         name, _, seed_text = source.value.partition("@")
+        if name in GENERATED_DIRS:
+            raise WeightsError(f"generated:{source.value} is a model directory, for the "
+                               "transformers and vllm backends, not a GGUF file")
         if name not in GENERATED:
             raise WeightsError(
                 f"generated:{source.value}: unknown generator; known: {', '.join(GENERATED)}"
