@@ -41,12 +41,16 @@ SLO_NAMES = {
     # The serving figures (OpenAI-compatible servers, load patterns): new objectives only.
     "max_tpot_p50_s", "max_tpot_p95_s", "max_itl_p50_s", "max_itl_p95_s", "max_itl_p99_s",
     "max_client_lag_p95_s", "min_output_tokens_per_s", "min_goodput_rps", "max_cold_latency_s",
+    # Offline throughput (batch levels on in-process engines): new objectives only.
+    "min_batch_requests_per_s", "min_batch_output_tokens_per_s",
 }
 COMPARED = ["p50_latency", "p90_latency", "p95_latency", "p99_latency", "mean_latency",
             "p50_ttft", "p95_ttft", "prompt_tokens_per_s", "tokens_per_s", "parse_rate",
             "success_rate", "energy_per_token",
             # the serving figures, judged per request as vLLM defines them
-            "p50_tpot", "p95_tpot", "p50_itl", "p95_itl", "p99_itl"]
+            "p50_tpot", "p95_tpot", "p50_itl", "p95_itl", "p99_itl",
+            # offline throughput, judged per batch
+            "batch_requests_per_s", "batch_output_tokens_per_s"]
 
 
 def test_builtin_figures_are_unchanged() -> None:

@@ -171,6 +171,10 @@ def _effective_rules(base: Mapping[str, Rule], entry: Mapping[str, Any],
         raise ResultsError(f"{run.path}: benchmark {entry['id']}: fail_on: {exc}") from None
 
 
+BATCH_SAMPLES = ("batch_requests_per_s", "batch_output_tokens_per_s")
+"""Samples of a batch level only (metrics/throughput.py): one value per batch."""
+
+
 def _sources(s: Samples) -> str:
     return "+".join(sorted(s.decode_source))
 
@@ -232,6 +236,9 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         if metric.name == "parse_rate" and not (sc.checks_output
                                                 or any(b.checks_output for b in bs)):
             continue  # a free-text task: there is no parse rate to compare
+        if metric.sample in BATCH_SAMPLES and not (
+                len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
+            continue  # not a batch level: no offline throughput to compare
         if metric.sample in ("prompt_tokens_per_s", "itl") and not (
                 len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
             continue  # a backend that reports no prefill counts, or no streamed chunks

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pytest_vlmbench.metrics import noise, registry
+from pytest_vlmbench.metrics import noise, registry, throughput
 from pytest_vlmbench.metrics.per_request import engine_decode, per_second, prefill, stream_decode
 from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.results.document import (
@@ -216,6 +216,8 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
         "parse_rate": _array(c.parse), "success_rate": _array(c.success),
         **{name: _array(values) for name, values in c.declared.items()},
     }
+    values.update({name: np.asarray(batch, dtype=np.float64)  # one value per full batch
+                   for name, batch in throughput.batch_samples(entry["summary"]).items()})
     unavailable: dict[str, str] = dict(c.declared_errors)  # sample = metric name
     if 1.0 in c.success and not len(c.itl):  # an in-process or non-streaming backend
         unavailable.update({m.name: "no chunk arrival times (the backend reports none)"

@@ -240,6 +240,17 @@ BUILTIN: tuple[Metric, ...] = (
            "limit of the benchmark's SLOs (E2EL, TTFT, TPOT) / wall time (vLLM's goodput)",
            ("goodput_rps",), "min_goodput_rps",
            column=Column("goodput r/s", fixed(".2f"), optional=True)),
+    # Offline throughput (a batch level, metrics/throughput.py): one sample per full batch.
+    Metric("batch_requests_per_s", "requests/s", False, "offline throughput: successful "
+           "requests / the wall time of a batch submitted together (median over batches)",
+           ("throughput", "requests_per_s", "median"), "min_batch_requests_per_s",
+           "batch_requests_per_s", "median",
+           column=Column("batch req/s", fixed(".2f"), optional=True)),
+    Metric("batch_output_tokens_per_s", "tokens/s", False, "offline throughput: completion "
+           "tokens of a batch's successful requests / its wall time (median over batches)",
+           ("throughput", "output_tokens_per_s", "median"), "min_batch_output_tokens_per_s",
+           "batch_output_tokens_per_s", "median",
+           column=Column("batch tok/s", fixed(".1f"), optional=True)),
     Metric("cold_latency", "s", True, "latency of the cold request, the first after the "
            "server loaded or swapped the model (one request: no compare sample)",
            ("cold", "latency_s"), "max_cold_latency_s",

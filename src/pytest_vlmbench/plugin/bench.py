@@ -137,8 +137,10 @@ class Bench:
     def _levels(self, load: str | Mapping[str, Any] | None) -> list[LoadLevel | None]:
         """The load levels of this benchmark: `load=` (a --vlm-load string or the marker's
         keywords), else --vlm-load, else the `vlm_load` marker; [None] (sequential, as an
-        in-process backend runs) when none is given. --vlm-load applies to server-backed
-        models only: an in-process model runs one request at a time."""
+        in-process backend runs) when none is given. --vlm-load applies to the models that
+        can be driven so: a concurrency or rate pattern to server-backed models (an
+        in-process model runs one request at a time), a batch pattern to engines with
+        generate_batch (the others run their benchmark sequentially)."""
         node = self._request.node
         session = session_of(self._request.config)
         marker = node.get_closest_marker("vlm_load")
@@ -152,9 +154,11 @@ class Bench:
             if load is not None:
                 return list(levels_from_marker(dict(load)))
             if session.options.load is not None:
-                if not self._handle.model.capabilities.asynchronous:
-                    return [None]
-                return list(parse_load(session.options.load))
+                levels = list(parse_load(session.options.load))
+                capabilities = self._handle.model.capabilities
+                if all(level.pattern == "batch" for level in levels):
+                    return list(levels) if capabilities.batch else [None]
+                return list(levels) if capabilities.asynchronous else [None]
             assert marker is not None
             return list(levels_from_marker(marker.kwargs))
         except LoadPatternError as exc:

@@ -70,7 +70,9 @@ MARKERS = (
     "vlm_load(concurrency=None, rate=None, arrival='poisson', burstiness=1.0, "
     "max_concurrency=None): the load pattern of this benchmark on a server backend, each "
     "level its own results entry, e.g. vlm_load(concurrency=[1, 4, 8]) (closed loop) or "
-    "vlm_load(rate=[2, 4], arrival='gamma', burstiness=0.5) (open loop, requests/s)",
+    "vlm_load(rate=[2, 4], arrival='gamma', burstiness=0.5) (open loop, requests/s), or "
+    "vlm_load(batch=[8]) (offline throughput on an in-process engine: batches of 8 "
+    "requests submitted together)",
 )
 """The markers a benchmark may carry, as `pytest --markers` lists them."""
 
@@ -187,7 +189,8 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
            "load pattern for server backends, overriding vlm_load markers: sequential "
            "(default), concurrency:1,4,8 (closed loop, a level per value), rate:2,4 "
            "(open loop, Poisson arrivals, requests/s), rate:2,4:gamma:0.5 (gamma arrivals, "
-           "burstiness 0.5), rate:8:poisson:1:max=16 (at most 16 in flight)"),
+           "burstiness 0.5), rate:8:poisson:1:max=16 (at most 16 in flight); batch:8,32 "
+           "(offline throughput on engines that batch: vllm, transformers)"),
     OUT: ("vlm_out", str, "string",
           f"results file (default {_DEFAULT_RESULTS}; {{run_id}} in the name is replaced "
           "by the run id)"),

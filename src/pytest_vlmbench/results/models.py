@@ -77,6 +77,9 @@ class Record(TypedDict):
     rate_limited: NotRequired[int]
     retry_reasons: NotRequired[list[str]]
     tokens_source: NotRequired[Literal["usage", "counted", "engine", None]]
+    ttft_source: NotRequired[Literal["stream", "engine"]]
+    batch: NotRequired[int]
+    batch_ns: NotRequired[list[int]]
 
 
 class Distribution(TypedDict):
@@ -176,6 +179,7 @@ class Summary(TypedDict):
     retries: NotRequired[int]
     rate_limited: NotRequired[int]
     tokens_source: NotRequired[dict[str, int]]
+    throughput: NotRequired[dict[str, Any]]
 
 
 class SloResult(TypedDict):

@@ -1,6 +1,7 @@
 """Load patterns: how the measured requests of a benchmark are sent.
 
-Three patterns, as `vllm bench serve` and MLPerf's server scenario have them:
+Three patterns, as `vllm bench serve` and MLPerf's server scenario have them, and the
+offline throughput mode of `vllm bench throughput` (MLPerf's offline scenario):
 
 - **sequential** (the default): one request at a time, as the runner always sent them;
 - **closed loop, concurrency N**: N workers, each sending its next request as soon as its
@@ -16,6 +17,13 @@ Three patterns, as `vllm bench serve` and MLPerf's server scenario have them:
   `max_concurrency` caps the requests in flight: a request whose time has come waits for
   a slot, and that wait is the *client lag* each record keeps (`t_start_ns - scheduled_ns`):
   E2EL starts when the request is sent, so vLLM's users found the wait missing from it.
+
+- **offline throughput, batch N**: the measured requests are split into batches of N, each
+  submitted together in one engine call (`generate_batch`, Capabilities.batch: vLLM's
+  `LLM.generate(list)`, one padded transformers `generate`). The sample unit is the batch:
+  its requests/s and output tokens/s over the batch's wall time (metrics/throughput.py),
+  with statistics over the repeated batches. Its entry is its own compare key (`@b8`), so
+  batch figures are never compared with one-request-at-a-time ones.
 
 A sweep is several levels (`concurrency:1,4,8`); the plugin makes each its own results
 entry and compare key. `drive` sends one level's requests on the model's event loop
@@ -36,11 +44,11 @@ from typing import Any, Literal, Protocol
 from pytest_vlmbench.backends import Request, Response
 from pytest_vlmbench.errors import UsageMistake, UserInputError
 
-Pattern = Literal["sequential", "concurrency", "rate"]
+Pattern = Literal["sequential", "concurrency", "rate", "batch"]
 Arrival = Literal["poisson", "gamma", "constant"]
 ARRIVALS: tuple[Arrival, ...] = ("poisson", "gamma", "constant")
 SYNTAX = ("sequential | concurrency:N[,N...] | rate:R[,R...][:poisson|:gamma:B|:constant]"
-          "[:max=N]")
+          "[:max=N] | batch:N[,N...]")
 
 
 class LoadPatternError(UsageMistake):
@@ -51,6 +59,22 @@ class LoadPatternError(UsageMistake):
 class UnsupportedLoad(UserInputError):
     """A load pattern on a model that serves one request at a time: one line, before
     any request (this benchmark fails; others of the session run)."""
+
+
+def refuse_unsupported(level: LoadLevel, backend: str, model: str, *, asynchronous: bool,
+                       batch: bool) -> None:
+    """UnsupportedLoad for a level the model cannot be driven with: a batch level on a
+    model without `generate_batch`, a concurrency or rate level on one without
+    asynchronous requests (an in-process engine)."""
+    if level.pattern == "batch":
+        if not batch:
+            raise UnsupportedLoad(
+                f"load level {level.label}: backend {backend!r} (model {model!r}) cannot "
+                "submit a batch of requests together (offline throughput needs an engine "
+                "with generate_batch: vllm, transformers)")
+        return
+    if not asynchronous:
+        refuse_sequential_model(level, backend, model)
 
 
 def refuse_sequential_model(level: LoadLevel, backend: str, model: str) -> None:
@@ -76,6 +100,8 @@ class LoadLevel:
     arrival: Arrival = "poisson"
     burstiness: float = 1.0
     max_concurrency: int | None = None
+    batch: int | None = None
+    """Requests per batch of an offline-throughput level (pattern "batch")."""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -83,10 +109,18 @@ class LoadLevel:
             raise LoadPatternError(problem)
 
     def _problem(self) -> str | None:
+        if self.pattern != "batch" and self.batch is not None:
+            return "only a batch level has a batch size"
         if self.pattern == "sequential":
             if self.concurrency is not None or self.rate is not None \
                     or self.max_concurrency is not None:
                 return "a sequential level has no concurrency, rate or max_concurrency"
+        elif self.pattern == "batch":
+            if not _positive_int(self.batch):
+                return f"batch size must be a whole number >= 1, got {self.batch!r}"
+            if self.concurrency is not None or self.rate is not None \
+                    or self.max_concurrency is not None:
+                return "a batch level has no concurrency, rate or max_concurrency"
         elif self.pattern == "concurrency":
             if not _positive_int(self.concurrency):
                 return f"concurrency must be a whole number >= 1, got {self.concurrency!r}"
@@ -102,7 +136,8 @@ class LoadLevel:
             if self.max_concurrency is not None and not _positive_int(self.max_concurrency):
                 return f"max_concurrency must be a whole number >= 1, got {self.max_concurrency!r}"
         else:
-            return f"pattern must be sequential, concurrency or rate, got {self.pattern!r}"
+            return (f"pattern must be sequential, concurrency, rate or batch, got "
+                    f"{self.pattern!r}")
         if self.arrival not in ARRIVALS:
             return f"arrival must be one of {', '.join(ARRIVALS)}, got {self.arrival!r}"
         if not _positive_number(self.burstiness):
@@ -128,6 +163,8 @@ class LoadLevel:
             return "seq"
         if self.pattern == "concurrency":
             return f"c{self.concurrency}"
+        if self.pattern == "batch":
+            return f"b{self.batch}"
         label = f"r{self.rate:g}"
         if self.arrival == "gamma":
             label += f"-gamma{self.burstiness:g}"
@@ -147,6 +184,7 @@ class LoadLevel:
             "burstiness": self.burstiness if rate and self.arrival == "gamma"
             else 1.0 if rate and self.arrival == "poisson" else None,
             "max_concurrency": self.max_concurrency,
+            **({"batch_size": self.batch} if self.pattern == "batch" else {}),
         }
 
 
@@ -213,11 +251,16 @@ def parse_load(text: str) -> list[LoadLevel]:
     if spec in ("sequential", "seq"):
         return [SEQUENTIAL]
     head, _, rest = spec.partition(":")
-    if head not in ("concurrency", "rate"):
+    if head not in ("concurrency", "rate", "batch"):
         raise _fail(text, f"unknown pattern {head!r}", syntax=True)
     if not rest.strip():
         raise _fail(text, f"{head} needs values, e.g. {head}:1,4")
     parts = rest.split(":")
+    if head == "batch":
+        if len(parts) > 1:
+            raise _fail(text, "batch takes only a list of batch sizes")
+        sizes = _parse_list(text, parts[0], "batch size", int)
+        return _checked(text, (_level(text, pattern="batch", batch=n) for n in sizes))
     if head == "concurrency":
         if len(parts) > 1:
             raise _fail(text, "concurrency takes only a list of worker counts")
@@ -251,7 +294,7 @@ def parse_load(text: str) -> list[LoadLevel]:
                max_concurrency=cap) for r in rates))
 
 
-MARKER_KEYS = ("concurrency", "rate", "arrival", "burstiness", "max_concurrency")
+MARKER_KEYS = ("concurrency", "rate", "arrival", "burstiness", "max_concurrency", "batch")
 
 
 def levels_from_marker(kwargs: Mapping[str, Any], args: Sequence[Any] = ()) -> list[LoadLevel]:
@@ -271,6 +314,16 @@ def levels_from_marker(kwargs: Mapping[str, Any], args: Sequence[Any] = ()) -> l
     if unknown:
         raise LoadPatternError(f"{where}: unknown argument(s) {', '.join(unknown)}; "
                                f"known: {', '.join(MARKER_KEYS)}")
+    if "batch" in kwargs:
+        others = sorted(set(kwargs) - {"batch"})
+        if others:
+            raise LoadPatternError(f"{where}: batch=[...] takes no {', '.join(others)}")
+        sizes = kwargs["batch"]
+        sizes = list(sizes) if isinstance(sizes, list | tuple) else [sizes]
+        try:
+            return _checked(f"batch={sizes}", (LoadLevel("batch", batch=n) for n in sizes))
+        except LoadPatternError as exc:
+            raise LoadPatternError(f"{where}: {exc}") from None
     concurrency, rate = kwargs.get("concurrency"), kwargs.get("rate")
     if (concurrency is None) == (rate is None):
         raise LoadPatternError(f"{where}: give concurrency=[...] or rate=[...] (one of them; "
@@ -451,10 +504,11 @@ async def _open_loop(send: Send, n: int, level: LoadLevel, seed: int, t0: int) -
 
 
 def highest_level_met(entries: Sequence[Mapping[str, Any]]) -> str | None:
-    """The label of a sweep's highest level (most workers, or highest rate) whose
+    """The label of a sweep's highest level (most workers, highest rate, largest batch) whose
     benchmark met all its SLOs (entries with `load` and `slo_passed`); None when none
     did or none had SLOs."""
-    met = [(float(load.get("concurrency") or load.get("rate_rps") or 0), str(load["label"]))
+    met = [(float(load.get("concurrency") or load.get("rate_rps") or load.get("batch_size")
+                  or 0), str(load["label"]))
            for entry in entries
            if isinstance(load := entry.get("load"), Mapping) and entry.get("slo_passed") is True]
     return max(met)[1] if met else None

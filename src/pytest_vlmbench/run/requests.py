@@ -37,6 +37,7 @@ from pytest_vlmbench.tasks import Task
 from pytest_vlmbench.tasks.structured import ConstraintError, ParseOutcome
 
 TOKENS_SOURCES = ("usage", "counted", "engine")
+TTFT_SOURCES = ("stream", "engine")
 ConstraintKind = Literal["schema", "grammar"]
 
 
@@ -220,6 +221,9 @@ class ConstraintCheck:
         source = getattr(response, "tokens_source", None)
         if source in TOKENS_SOURCES:
             record["tokens_source"] = source
+        ttft_source = getattr(response, "ttft_source", None)
+        if ttft_source in TTFT_SOURCES and response.t_first_token_ns is not None:
+            record["ttft_source"] = ttft_source
         retries = getattr(response, "retries", 0) or 0
         limited = getattr(response, "rate_limited", 0) or 0
         if self.server or retries or limited:

@@ -37,7 +37,7 @@ from pytest_vlmbench.datasets import (
     dataset_hash,
     dataset_notes,
 )
-from pytest_vlmbench.metrics import serving
+from pytest_vlmbench.metrics import serving, throughput
 from pytest_vlmbench.metrics.per_request import latency_s
 from pytest_vlmbench.metrics.roofline import roofline
 from pytest_vlmbench.metrics.summary import stage_warning, summarize, warmup_warning
@@ -53,7 +53,7 @@ from pytest_vlmbench.results.models import (
     Summary,
 )
 from pytest_vlmbench.run import machine_load, memory
-from pytest_vlmbench.run.load import LoadLevel, Outcome, drive, refuse_sequential_model
+from pytest_vlmbench.run.load import LoadLevel, Outcome, drive, refuse_unsupported
 from pytest_vlmbench.run.records import RecordWriter
 from pytest_vlmbench.run.requests import (  # repeat_warning: also the runner's, as before
     ConstraintCheck,
@@ -249,9 +249,10 @@ class Runner:
             )
 
     def _refuse_an_unsupported_load(self) -> None:
-        level = self.plan.load
-        if level is not None and not self.model.capabilities.asynchronous:
-            refuse_sequential_model(level, self.case.backend, self.case.model)
+        level, capabilities = self.plan.load, self.model.capabilities
+        if level is not None:
+            refuse_unsupported(level, self.case.backend, self.case.model,
+                               asynchronous=capabilities.asynchronous, batch=capabilities.batch)
 
     def _start_measuring(self) -> None:
         """The ticker, the power window (idle baseline, memory peak reset), CPU counters."""
@@ -279,6 +280,8 @@ class Runner:
         self._server.append(self._server_usage())
         if plan.load is None or plan.load.sequential:
             self._sequential("measure", plan.samples, seq, constraint, spent)
+        elif plan.load.pattern == "batch":
+            self._in_batches(plan.load, seq, constraint)
         else:
             self._under_load(plan.load, seq, constraint)
         self._server.append(self._server_usage())
@@ -338,6 +341,59 @@ class Runner:
         run_async = self.model.run_async  # type: ignore[attr-defined]  # asynchronous
         run_async(drive(self.model, [r for _, r, _ in pending], level,  # type: ignore[arg-type]
                         on_done, seed=plan.seed))
+
+    def _batch_total(self, level: LoadLevel) -> int:
+        """The measured requests of a batch level: the samples rounded up to whole batches
+        (a partial batch's throughput is not the level's)."""
+        size = level.batch or 1
+        return -(-self.plan.samples // size) * size
+
+    def _in_batches(self, level: LoadLevel, seq: int, constraint: Any) -> None:
+        """Offline throughput: the measured requests prepared first (images outside any
+        latency), then submitted in batches of `level.batch`, each in one
+        `generate_batch` call timed by us (the batch's wall time, kept in each of its
+        records as `batch_ns`); every record written as its batch completes."""
+        size, total = level.batch or 1, self._batch_total(level)
+        pending: list[tuple[Record, Request, int]] = []
+        done = 0
+        for sample, rep in sample_stream(self.plan.dataset, total):
+            record = blank_record(self._who, seq, "measure", sample, rep, level.label)
+            seq += 1
+            request = self._request_for(record, sample, constraint)
+            if request is None:  # never sent: recorded now, in no batch
+                self._keep(record, rep)
+                done += 1
+                self._report(record, done, total)
+            else:
+                pending.append((record, request, rep))
+        check = self._check
+        assert check is not None
+        generate_batch = self.model.generate_batch  # type: ignore[attr-defined]  # batch
+        for index, start in enumerate(range(0, len(pending), size)):
+            group = pending[start:start + size]
+            t_call = time.perf_counter_ns()
+            try:
+                results: list[Response | Exception] = list(
+                    generate_batch([request for _, request, _ in group]))
+                if len(results) != len(group):
+                    raise RuntimeError(f"generate_batch returned {len(results)} results for "
+                                       f"{len(group)} requests")
+            except Exception as exc:  # the whole batch failed: each request says why
+                results = [exc] * len(group)
+            t_done = time.perf_counter_ns()
+            fatal: Exception | None = None
+            for (record, _, rep), result in zip(group, results, strict=True):
+                record["batch"], record["batch_ns"] = index, [t_call, t_done]
+                if isinstance(result, Exception):
+                    failed(record, result, t_call, t_done)
+                    fatal = fatal or (result if ends_benchmark(result) else None)
+                else:
+                    check.fill(record, result)
+                self._keep(record, rep)
+                done += 1
+                self._report(record, done, total)
+            if fatal is not None:
+                raise fatal
 
     def _server_usage(self) -> Mapping[str, Any] | None:
         """The managed server's process-tree counters, when the model has a server."""
@@ -448,6 +504,9 @@ class Runner:
             bytes_source=capabilities.decode_bytes_source,
             achieved_tokens_per_s=summary["decode_tokens_per_s"],
         )
+        level = self.plan.load
+        if level is not None and level.pattern == "batch":
+            summary["throughput"] = dict(throughput.throughput(self.records, level.batch or 1))
         server = self._server_summary(summary["requests"])
         if server is not None:
             summary["server"] = server
@@ -461,6 +520,15 @@ class Runner:
         before = self._server[0] if self._server else None
         after = self._server[1] if len(self._server) > 1 else self._server_usage()
         return serving.server_summary(before, after, requests)
+
+    def _batch_note(self) -> str | None:
+        """Said when a batch level's samples were rounded up to whole batches."""
+        level = self.plan.load
+        if level is None or level.pattern != "batch":
+            return None
+        total = self._batch_total(level)
+        return None if total == self.plan.samples else _batch_note_text(
+            self.plan.samples, total, level.batch or 1)
 
     def _warnings(self, summary: Summary, machine: MachineLoad | None,
                   warmups: int) -> list[str]:
@@ -478,8 +546,14 @@ class Runner:
             if summary["failed"] else None,
             serving.ignored_warning(summary, self.model.settings.get("dialect")),
             serving.retry_warning(summary, records),
+            self._batch_note(),
         ]
         return [note for note in notes if note]
+
+
+def _batch_note_text(samples: int, total: int, size: int) -> str:
+    return (f"{samples} samples rounded up to {total} measured requests: whole batches of "
+            f"{size} (offline throughput is measured per full batch)")
 
 
 def _cpu_s(usage: Mapping[str, Any] | None) -> float | None:
