@@ -12,6 +12,7 @@ extensions refuse to be imported a second time in one process.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +29,18 @@ from pytest_vlmbench.run.records import read_records
 
 if TYPE_CHECKING:
     from tests.fault_proxy import FaultProxy, LcpServer, LlamaServer
+
+ENGINES_MISSING = [name for name in ("torch", "transformers", "vllm")
+                   if importlib.util.find_spec(name) is None]
+"""The in-process engines this environment lacks; tests/engines/ runs only without any
+missing (the engines environment: make test-engines)."""
+
+
+def pytest_report_header() -> str | None:
+    if ENGINES_MISSING:
+        return (f"tests/engines/ not collected: {', '.join(ENGINES_MISSING)} not installed "
+                "(they run in the engines environment: make test-engines)")
+    return None
 
 TINY_CATALOG = """
 [[model]]
