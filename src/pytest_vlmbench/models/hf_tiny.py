@@ -14,6 +14,8 @@ templates and code paths are the real ones; the words are meaningless.
   vision tower on 64x64 images in 16 px patches (16 image tokens), a 2-layer GELU projector
   and the same text model; a CLIPImageProcessor (PIL variant: no torchvision needed) and a
   LlavaProcessor whose chat template places `<image>` where a message has an image part.
+  Its weights are saved under the hub's tensor names, which both transformers and vLLM
+  load.
 
 Deterministic: the same seed gives the same weights (torch's generator seeded before the
 model is built) and the same tokenizer, so the directory's hash names the model.
@@ -125,6 +127,21 @@ def write_tiny_llama(out: Path, seed: int = 0) -> Path:
     return out
 
 
+def _hub_layout(weights: Path) -> None:
+    """Rename the vision tower's tensors as LLaVA checkpoints on the hub name them
+    (`vision_tower.vision_model.*`). transformers 5 saves them without `vision_model.`
+    and loads either; vLLM's LLaVA loader accepts only the hub's names (seen: "There is
+    no module or parameter named 'vision_tower.embeddings'")."""
+    from safetensors.torch import load_file, save_file
+
+    prefix, canonical = "vision_tower.", "vision_tower.vision_model."
+    tensors = load_file(weights)
+    renamed = {(canonical + key[len(prefix):] if key.startswith(prefix)
+                and not key.startswith(canonical) else key): value
+               for key, value in tensors.items()}
+    save_file(renamed, weights, metadata={"format": "pt"})
+
+
 def write_tiny_llava(out: Path, seed: int = 0) -> Path:
     """Write the tiny LLaVA-style VLM's directory (model, tokenizer, processor) at `out`."""
     import torch
@@ -159,6 +176,7 @@ def write_tiny_llava(out: Path, seed: int = 0) -> Path:
     _seeded(seed)
     model = LlavaForConditionalGeneration(config).to(torch.float32)
     model.save_pretrained(out)
+    _hub_layout(out / "model.safetensors")
     processor.save_pretrained(out)
     _generation_config(out)
     return out
