@@ -141,7 +141,8 @@ def test_weight_source_str_round_trips() -> None:
 
 
 def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
-    catalog = load_catalog(EMBEDDED_CATALOG, frozenset({"llama_cpp", "openai"}))
+    catalog = load_catalog(EMBEDDED_CATALOG,
+                           frozenset({"llama_cpp", "openai", "transformers", "vllm"}))
     assert sorted(catalog.defaults()) == ["gemma3-270m", "tiny-vlm"]
     assert catalog.get("gemma3-270m").modality == "text"
     vlm = catalog.get("tiny-vlm")
@@ -157,8 +158,15 @@ def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
     served = {m.id: m for m in catalog.models.values() if m.backend == "openai"}
     managed = {i for i, m in served.items() if m.endpoint is not None and m.endpoint.managed}
     assert managed == {"gemma3-270m-lcp", "gemma3-270m-llama-server", "tiny-vlm-lcp",
-                       "tiny-vlm-llama-server"}
-    assert set(catalog.servers) == {"llama-cpp-python", "llama-server"}
+                       "tiny-vlm-llama-server", "tiny-llama-vllm-serve"}
+    assert set(catalog.servers) == {"llama-cpp-python", "llama-server", "vllm-serve"}
+    # The in-process engines' tiny models (generated directories), none a default.
+    engines = {m.id for m in catalog.models.values() if m.backend in ("transformers", "vllm")}
+    assert engines == {"tiny-llama-hf", "tiny-llava-hf", "tiny-llama-vllm"}
+    assert all(s.kind == "generated" and s.value.startswith("hf-tiny-")
+               for m in catalog.models.values() if m.id in engines
+               for s in m.precisions.values())
+    assert not any(catalog.get(i).default for i in engines)
     assert all(s.kind == "remote" for i, m in served.items() if i not in managed
                for s in m.precisions.values())
     assert not any(m.default for m in served.values())

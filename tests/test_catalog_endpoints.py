@@ -303,9 +303,9 @@ def test_endpoint_rules(tmp_path: Path, case: str) -> None:
 
 SERVER_CASES: dict[str, tuple[str, str]] = {
     "unknown kind": (
-        'id = "s"\nkind = "vllm"',
+        'id = "s"\nkind = "ollama"',
         r"server 's': field 'kind' must be one of 'llama-cpp-python', 'llama-server', "
-        r"'command', got 'vllm'"),
+        r"'vllm', 'command', got 'ollama'"),
     "command without command": (
         'id = "s"\nkind = "command"',
         r"server 's': a kind = \"command\" server needs field 'command'"),

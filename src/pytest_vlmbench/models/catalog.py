@@ -68,9 +68,10 @@ _INT32_MAX = 2**31 - 1  # llama.cpp keeps these settings in 32-bit fields
 
 @dataclass(frozen=True)
 class SettingRule:
-    """What one llama_cpp setting accepts: true/false, or a whole number in a range."""
+    """What one setting accepts: true/false, a whole number in a range, or (float) a
+    fraction above 0 and at most 1."""
 
-    kind: type  # bool or int
+    kind: type  # bool, int, or float (a fraction: above 0, at most 1)
     minimum: int = 0
     why: str = ""  # what the minimum means, said in the error
     zero: str = ""  # what 0 means where 0 is allowed below the minimum
@@ -81,6 +82,12 @@ class SettingRule:
             if not isinstance(value, bool):
                 raise CatalogError(f"{where}: {field_name} must be true or false, "
                                    f"got {_toml(value)}")
+            return
+        if self.kind is float:  # e.g. vLLM's gpu_memory_utilization
+            if (isinstance(value, bool) or not isinstance(value, int | float)
+                    or not 0 < value <= 1):
+                raise CatalogError(f"{where}: {field_name} must be a number above 0 and at "
+                                   f"most 1, got {_toml(value)}")
             return
         if isinstance(value, bool) or not isinstance(value, int):
             raise CatalogError(f"{where}: {field_name} must be a whole number, got {_toml(value)}")
@@ -133,6 +140,14 @@ SERVER_SETTINGS: dict[str, dict[str, SettingRule]] = {
     "llama-server": {**_SERVER_COMMON,
                      "n_parallel": SettingRule(int, 1, "one request slot at least"),
                      "fit": SettingRule(bool)},  # its --fit: a dry-run load sizes unset params
+    # `vllm serve` flags and CPU KV-cache size (servers/vllm_serve.py maps each name)
+    "vllm": {"max_model_len": SettingRule(int, 2, "a prompt token and a generated one"),
+             "max_num_seqs": SettingRule(int, 1, "one sequence at least"),
+             "max_num_batched_tokens": SettingRule(int, 1),
+             "gpu_memory_utilization": SettingRule(float),
+             "enforce_eager": SettingRule(bool),
+             "enable_prefix_caching": SettingRule(bool),
+             "cpu_kvcache_space_gib": SettingRule(int, 1, "VLLM_CPU_KVCACHE_SPACE, in GiB")},
 }
 """What a managed server's `settings` accept, by server kind (command servers: none)."""
 

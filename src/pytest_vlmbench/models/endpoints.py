@@ -2,9 +2,9 @@
 
 A model whose backend is `openai` talks to an OpenAI-compatible server. Either the plugin
 starts that server itself (`server = ID`, a `[[server]]` of the catalog: llama.cpp's
-llama-server, llama-cpp-python's server or any command) on a free loopback port, or the
-server runs elsewhere (`base_url`). Parsed here into frozen dataclasses with their
-defaults resolved, so that the backend and the server manager never guess.
+llama-server, llama-cpp-python's server, `vllm serve` or any command) on a free loopback
+port, or the server runs elsewhere (`base_url`). Parsed here into frozen dataclasses with
+their defaults resolved, so that the backend and the server manager never guess.
 
 The parsers raise `SpecError` with the whole message (file, entry and field); catalog.py
 turns it into its CatalogError. They live apart from catalog.py because it imports them.
@@ -26,16 +26,21 @@ from urllib.parse import urlsplit, urlunsplit
 if TYPE_CHECKING:
     from pytest_vlmbench.models.catalog import ModelSpec, WeightSource
 
-SERVER_KINDS = ("llama-cpp-python", "llama-server", "command")
+SERVER_KINDS = ("llama-cpp-python", "llama-server", "vllm", "command")
 DIALECTS = ("llama-server", "llama-cpp-python", "vllm", "ollama", "openai")
 APIS = ("chat", "completions")
 PLACEHOLDERS = ("host", "port", "model_path", "projector_path", "served_model")
 """What a `kind = "command"` argv may contain, as `{name}`."""
-KIND_DIALECT = {"llama-server": "llama-server", "llama-cpp-python": "llama-cpp-python"}
+KIND_DIALECT = {"llama-server": "llama-server", "llama-cpp-python": "llama-cpp-python",
+                "vllm": "vllm"}
 """The dialect a managed server of each kind speaks (command servers must say theirs)."""
 OPENAI_BACKEND = "openai"
 """The backend that talks to OpenAI-compatible servers: the only one with an endpoint."""
 DEFAULT_READY_TIMEOUT_S = 120.0
+KIND_READY_TIMEOUT_S = {"vllm": 300.0}
+"""Kinds whose cold start needs longer: `vllm serve` imports torch and vLLM in three
+processes (API server, engine core, worker) before it loads anything, 60-100 s for a tiny
+model on a 2-core CPU (servers/vllm_serve.py)."""
 DEFAULT_TIMEOUT_S = 300.0
 DEFAULT_RETRIES = 2
 
@@ -236,7 +241,8 @@ def parse_server(raw: Any, index: int, path: Path) -> ServerSpec:
         kind=kind,
         catalog_path=path,
         command=command,
-        ready_timeout_s=_number(raw, "ready_timeout_s", DEFAULT_READY_TIMEOUT_S, where),
+        ready_timeout_s=_number(raw, "ready_timeout_s",
+                                KIND_READY_TIMEOUT_S.get(kind, DEFAULT_READY_TIMEOUT_S), where),
         settings=dict(settings),
         env=env,
         description=str(raw.get("description", "")),
@@ -348,7 +354,7 @@ def model_endpoint(raw: dict[str, Any], backend: str, modality: str,
         raise SpecError(f"{where}: field 'precisions.{remote[0]}': {what} loads the "
                         "weights the catalog names; 'remote:' is for servers that hold "
                         "their own (base_url, or a command without {model_path})")
-    if projector is None and server.kind != "command" and modality == "vision":
+    if projector is None and server.kind not in ("command", "vllm") and modality == "vision":
         raise SpecError(f"{where}: a vision model on {server.kind} server {server.id!r} "
                         "needs field 'projector'")
     if projector is None and "{projector_path}" in argv:

@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from pytest_vlmbench.models.catalog import WeightSource
 from pytest_vlmbench.models.endpoints import ServerSpec
-from pytest_vlmbench.servers import command, llama_cpp_python, llama_server
+from pytest_vlmbench.servers import command, llama_cpp_python, llama_server, vllm_serve
 from pytest_vlmbench.servers.base import LOOPBACK, Launch, ManagedModel, ServerError
 from pytest_vlmbench.servers.procs import NO_USAGE, ServerUsage, usage
 
@@ -114,6 +114,13 @@ def _probe(host: str, port: int, path: str, api_key: str | None,
         conn.close()
 
 
+def _cause(kind: str, path: Path, start: int) -> str:
+    """'; cause: ...' where the kind's log names a root cause its last lines hide (vLLM's
+    end with "Engine core initialization failed. See root cause above")."""
+    reason = vllm_serve.failure_reason(path, start) if kind == "vllm" else None
+    return f"; cause: {reason}" if reason else ""
+
+
 def _signal_name(code: int) -> str:
     try:
         return f" ({signal.Signals(-code).name})"
@@ -174,7 +181,8 @@ class RunningServer:
         if self._stopped:
             return f"server {self.id} (pid {self.pid}) was stopped; log: {self.log_path}"
         self._exit_reason = (
-            f"server {self.id} (pid {self.pid}) exited with code {code}{_signal_name(code)}; "
+            f"server {self.id} (pid {self.pid}) exited with code {code}{_signal_name(code)}"
+            f"{_cause(self.kind, self.log_path, self._log_start)}; "
             f"log: {self.log_path}; last lines: "
             f"{_log_tail(self.log_path, self._log_start, lines=3, limit=300)}")
         return self._exit_reason
@@ -363,6 +371,9 @@ class ServerManager:
         if server.kind == "llama-server":
             return llama_server.plan(server, models, host=LOOPBACK, port=port,
                                      cache_dir=self.cache_dir, api_key=api_key)
+        if server.kind == "vllm":
+            return vllm_serve.plan(server, models, host=LOOPBACK, port=port,
+                                   cache_dir=self.cache_dir, api_key=api_key)
         return command.plan(server, models, host=LOOPBACK, port=port)
 
     def _start(self, server: ServerSpec, models: list[ManagedModel]) -> RunningServer:
@@ -392,6 +403,9 @@ class ServerManager:
         self._started.append(running)
         try:
             running.cold_start_ns = self._wait_ready(running, launch, api_key) - spawned_ns
+            if server.kind == "vllm":  # /health is open: /v1 must list the model (and take the key)
+                vllm_serve.check_listed(LOOPBACK, port, running.models[running.first].served_name,
+                                        api_key)
         except BaseException as exc:  # not ready, or Ctrl-C while waiting: leave nothing running
             running.start_error = str(exc) or type(exc).__name__
             running._stop(2.0)
@@ -426,7 +440,8 @@ class ServerManager:
                 after = (time.perf_counter_ns() - running.spawned_ns) / 1e9
                 raise ServerError(
                     f"server {spec.id} ({spec.kind}) exited with code {code}"
-                    f"{_signal_name(code)} {after:.1f} s after start, before it was ready; "
+                    f"{_signal_name(code)} {after:.1f} s after start, before it was ready"
+                    f"{_cause(spec.kind, running.log_path, running._log_start)}; "
                     f"its log: {running.log_path}; last lines: "
                     f"{_log_tail(running.log_path, running._log_start)}")
             now = time.perf_counter_ns()
@@ -452,10 +467,18 @@ class ServerManager:
                 path.unlink()
 
     def _note(self, running: RunningServer, text: str) -> None:
-        """A line of the plugin's own in the server's log."""
-        with contextlib.suppress(OSError), running.log_path.open("a") as log:
-            log.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} server {running.id}: "
-                      f"{text}\n")
+        """A line of the plugin's own in the server's log, on a line of its own (a
+        server's last output may lack its newline: vLLM's did)."""
+        with contextlib.suppress(OSError), running.log_path.open("a+b") as log:
+            size = log.seek(0, os.SEEK_END)
+            if size:
+                log.seek(size - 1)
+                fresh = log.read(1) == b"\n"
+            else:
+                fresh = True
+            log.write(("" if fresh else "\n").encode() + (
+                f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} server {running.id}: "
+                f"{text}\n").encode())
 
 
 def _unset(name: str, patterns: tuple[str, ...]) -> bool:

@@ -114,7 +114,8 @@ def _managed(spec: ModelSpec, precision: str, ctx: LoadContext, config: ClientCo
     artifacts: list[dict[str, Any]] = []
 
     def files(source: WeightSource) -> Path:
-        artifact = resolve(source, catalog_dir=catalog_dir, cache_dir=ctx.cache_dir)
+        artifact = resolve(source, catalog_dir=catalog_dir, cache_dir=ctx.cache_dir,
+                           directory=server.kind == "vllm")  # vLLM serves a model directory
         if source in (spec.precisions[precision], spec.projector) and all(
                 a["path"] != str(artifact.path) for a in artifacts):
             artifacts.append(artifact.to_json())
@@ -142,7 +143,8 @@ def _managed(spec: ModelSpec, precision: str, ctx: LoadContext, config: ClientCo
     model = OpenAIModel(config, api_key=key, server=running, servers=ctx.servers,
                         timings_ns={"resolve": t1 - t0, "load": t2 - t1},
                         settings=settings, artifacts=artifacts, cold_pending=cold)
-    if server.kind == "llama-server" or (server.kind == "command" and _per_model(server)):
+    if server.kind in ("llama-server", "vllm") or (server.kind == "command"
+                                                    and _per_model(server)):
         model.on_close(lambda: ctx.servers.stop(server.id))  # one model: it goes with it
     return model
 

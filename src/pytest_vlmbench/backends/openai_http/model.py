@@ -349,6 +349,7 @@ class OpenAIModel:
             t_first_token_ns=reply.chunk_ns[0] if reply.chunk_ns else None,
             t_end_ns=reply.t_end_ns, stages_ns=stages, counts=counts,
             chunk_ns=reply.chunk_ns, tokens_source=source, retries=retries,
+            ttft_source="stream" if reply.chunk_ns else None,
             rate_limited=rate_limited, retry_reasons=reply.retry_reasons,
         )
 
