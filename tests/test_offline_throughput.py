@@ -19,7 +19,8 @@ from pytest_vlmbench.run.load import (
     levels_from_marker,
     parse_load,
 )
-from tests.test_load_patterns import _plan, _run, tiny_text  # noqa: F401  (fixture)
+from tests.test_load_patterns import _plan, _run
+from tests.test_load_patterns import tiny_text as tiny_text  # the module-scoped fixture
 
 
 def test_batch_levels_parse_from_the_option_and_the_marker() -> None:
@@ -48,7 +49,7 @@ def test_a_bad_batch_level_is_one_line(text: str, why: str) -> None:
 
 
 def test_a_batch_marker_takes_nothing_else() -> None:
-    with pytest.raises(LoadPatternError, match="batch=.* takes no concurrency"):
+    with pytest.raises(LoadPatternError, match=r"batch=.* takes no concurrency"):
         levels_from_marker({"batch": [4], "concurrency": [2]})
     with pytest.raises(LoadPatternError, match="only a batch level has a batch size"):
         LoadLevel("concurrency", concurrency=2, batch=4)

@@ -91,6 +91,7 @@ def serve(llm: CountingLlama, handler: VisionHandler | None, prompting: Promptin
         completion_tokens=llm.completion_tokens(),
         t_start_ns=t_start,
         t_first_token_ns=t_first,
+        ttft_source="stream" if t_first is not None else None,  # the first streamed piece
         t_end_ns=t_end,
         stages_ns=split["stages_ns"],
         counts=split["counts"],
