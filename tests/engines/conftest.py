@@ -10,6 +10,8 @@ afterwards, and extension modules refuse to be imported a second time in one pro
 
 from __future__ import annotations
 
+import warnings
+
 from tests.conftest import ENGINES_MISSING
 
 if ENGINES_MISSING:
@@ -18,3 +20,24 @@ else:
     import torch  # noqa: F401
     import transformers  # noqa: F401
     import vllm  # noqa: F401
+
+    # transformers and vLLM import their model modules lazily. A module first imported
+    # inside an inner session is dropped when that session restores sys.modules, and the
+    # next use imports it anew: two LlavaConfig classes, and the tiny LLaVA loaded with
+    # the class default image token id (32000, "index out of range" in a 512-token
+    # vocabulary). Importing them here keeps one of each.
+    # (Their import warns of torch's own deprecations, which this suite's
+    # filterwarnings=error would turn into a collection error.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from transformers import (  # noqa: F401
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+            CLIPVisionModel,
+            LlamaForCausalLM,
+            LlavaForConditionalGeneration,
+            LlavaProcessor,
+        )
+        from vllm import LLM, SamplingParams  # noqa: F401

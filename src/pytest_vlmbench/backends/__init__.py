@@ -46,6 +46,12 @@ class BackendError(Exception):
     """A load or request failure with a message a user can act on."""
 
 
+class PrecisionUnavailable(BackendError):
+    """This backend, as installed, cannot run the precision on the device (a 4-bit
+    precision without a bitsandbytes build for it, bf16 on a GPU without bfloat16): the
+    matrix cell is skipped with this one-line reason, before anything loads, not failed."""
+
+
 @dataclass(frozen=True)
 class LoadContext:
     """Everything a backend needs besides the spec: where to cache, what to override."""

@@ -269,7 +269,8 @@ def _bootstrap_statistics(values: NDArray[np.float64], name: Statistic, resample
     u = rng.beta(i + 1, n - i, size=resamples)
     first = np.minimum((n * u).astype(np.int64), n - 1)
     if frac == 0.0:
-        return xs[first]
+        drawn: NDArray[np.float64] = xs[first]  # typed: numpy 2.3's stubs say Any here
+        return drawn
     u2 = u + (1.0 - u) * rng.beta(1, n - i - 1, size=resamples)
     second = np.minimum((n * u2).astype(np.int64), n - 1)
     return np.asarray(xs[first] + frac * (xs[second] - xs[first]), dtype=np.float64)

@@ -34,11 +34,13 @@ def session_of(config: pytest.Config) -> VlmSession:
 @pytest.fixture
 def vlm_model(request: pytest.FixtureRequest) -> LoadedHandle:
     """The loaded model for this matrix cell (loaded once per session and reused)."""
-    from pytest_vlmbench.backends import BackendError
+    from pytest_vlmbench.backends import BackendError, PrecisionUnavailable
 
     case: ModelCase = request.param
     try:
         return session_of(request.config).pool.get(case)
+    except PrecisionUnavailable as exc:  # this install cannot run it here: a reasoned skip
+        pytest.skip(str(exc))
     except BackendError as exc:
         message = str(exc)
     pytest.fail(message, pytrace=False)

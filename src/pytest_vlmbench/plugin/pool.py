@@ -16,6 +16,7 @@ from pytest_vlmbench.backends import (
     Capabilities,
     LoadContext,
     LoadedModel,
+    PrecisionUnavailable,
     get_backend,
 )
 from pytest_vlmbench.backends.native_log import native_stderr_to
@@ -45,6 +46,7 @@ class ModelPool:
         self.session = session
         self._current: tuple[ModelCase, LoadedHandle] | None = None
         self._failed: dict[ModelCase, str] = {}
+        self._unavailable: dict[ModelCase, str] = {}  # precisions this install cannot run
         self.loads: dict[str, LoadEntry] = {}
 
     def get(self, case: ModelCase) -> LoadedHandle:
@@ -53,6 +55,8 @@ class ModelPool:
         self.release()
         if case in self._failed:
             raise BackendError(self._failed[case])
+        if case in self._unavailable:
+            raise PrecisionUnavailable(self._unavailable[case])
         spec = self.session.catalog().get(case.model)
         opts = self.session.options
         device = self.session.profile_for(case)
@@ -88,6 +92,9 @@ class ModelPool:
                 model = get_backend(spec.backend).load(spec, case.precision, ctx)
             except KeyboardInterrupt:
                 entry["interrupted"] = True  # Ctrl-C during the load (native_log defers it)
+                raise
+            except PrecisionUnavailable as exc:  # skipped, with the backend's reason
+                self._unavailable[case] = entry["skipped"] = str(exc)
                 raise
             except Exception as exc:  # any load failure: one message, remembered
                 said = capture.text()

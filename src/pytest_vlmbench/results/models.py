@@ -334,6 +334,7 @@ class LoadEntry(TypedDict):
     run_id: NotRequired[str]
     cpu_fallback: NotRequired[LoadFallback]
     interrupted: NotRequired[bool]
+    skipped: NotRequired[str]
 
 
 class NvmlInfo(TypedDict):
