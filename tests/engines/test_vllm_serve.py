@@ -131,7 +131,7 @@ def test_the_server_starts_and_is_ready(running: RunningServer, model_dir: Path)
     assert KEY not in " ".join(argv)
     settings = running.settings
     assert settings["dtype"] == "float32"
-    assert settings["cpu_kvcache_space_gib"] == vllm_serve.DEFAULT_CPU_KVCACHE_GIB
+    assert settings["kv_cache_space_gib"] == vllm_serve.DEFAULT_CPU_KVCACHE_GIB
     assert settings["env"]["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
     assert settings["vllm"].startswith("0.")
 
@@ -250,7 +250,7 @@ server = "v"
     ("max_model_length = 512",
      "unknown vllm setting(s) 'max_model_length' (did you mean 'max_model_len'?)"),
     ("enforce_eager = \"yes\"", "field 'settings.enforce_eager' must be true or false"),
-    ("cpu_kvcache_space_gib = 0", "field 'settings.cpu_kvcache_space_gib' must be at least 1"),
+    ("kv_cache_space_gib = 0", "field 'settings.kv_cache_space_gib' must be at least 1"),
     ("max_num_seqs = 2.5", "field 'settings.max_num_seqs' must be a whole number"),
 ])
 def test_a_bad_setting_is_one_line(tmp_path: Path, settings: str, said: str) -> None:
@@ -305,7 +305,7 @@ def test_the_plan_for_a_gemma_model_and_explicit_settings(tmp_path: Path,
     server = vllm_spec(tmp_path, settings={"gpu_memory_utilization": 0.5,
                                            "enforce_eager": False,
                                            "enable_prefix_caching": False,
-                                           "cpu_kvcache_space_gib": 2},
+                                           "kv_cache_space_gib": 2},
                        env={"HF_HUB_OFFLINE": "0"})
     launch = vllm_serve.plan(server, [model], host="127.0.0.1", port=1234,
                              cache_dir=tmp_path, api_key=None)
@@ -321,10 +321,10 @@ def test_the_plan_for_a_gemma_model_and_explicit_settings(tmp_path: Path,
     assert "VLLM_API_KEY" not in launch.env
     assert launch.unset_env == ("VLLM_*",)
     assert launch.probe_path == "/health"
-    twice = vllm_spec(tmp_path, settings={"cpu_kvcache_space_gib": 2},
+    twice = vllm_spec(tmp_path, settings={"kv_cache_space_gib": 2},
                       env={"VLLM_CPU_KVCACHE_SPACE": "4"})
     with pytest.raises(ServerError, match=r"give the CPU KV cache size once, as "
-                       r"settings.cpu_kvcache_space_gib or as env.VLLM_CPU_KVCACHE_SPACE"):
+                       r"settings.kv_cache_space_gib or as env.VLLM_CPU_KVCACHE_SPACE"):
         vllm_serve.plan(twice, [model], host="127.0.0.1", port=1234, cache_dir=tmp_path,
                         api_key=None)
 

