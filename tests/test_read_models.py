@@ -44,6 +44,8 @@ MIRRORS: dict[Any, str] = {
     models.LoadInfo: "/$defs/benchmark/properties/load",
     models.SweepInfo: "/$defs/benchmark/properties/sweep",
     models.ServerInfo: "/properties/servers/items",
+    models.ThroughputSummary: "/$defs/summary/properties/throughput",
+    models.BatchFigure: "/$defs/summary/properties/throughput/properties/per_batch/items",
 }
 """Each model and the JSON pointer of the schema object it mirrors."""
 

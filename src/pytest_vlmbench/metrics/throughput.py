@@ -21,37 +21,14 @@ out of the statistics, and the summary counts it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any
 
 from pytest_vlmbench.metrics.stats import distribution
-from pytest_vlmbench.results.models import Distribution, Record
+from pytest_vlmbench.results.models import BatchFigure, Record, ThroughputSummary
 
 METHOD = ("per batch of N requests submitted together (generate_batch): successful requests "
           "/ wall time and their completion tokens / wall time, wall = perf_counter_ns around "
           "the engine call; statistics over the full batches")
-
-
-class BatchFigure(TypedDict):
-    """One batch: its index, size, successes, wall time and rates."""
-
-    batch: int
-    requests: int
-    succeeded: int
-    wall_s: float
-    requests_per_s: float
-    output_tokens_per_s: float | None
-
-
-class ThroughputSummary(TypedDict):
-    """summary.throughput of a batch level ($defs/throughput)."""
-
-    batch_size: int
-    batches: int
-    partial_batches: int
-    requests_per_s: Distribution
-    output_tokens_per_s: Distribution
-    per_batch: list[BatchFigure]
-    method: str
 
 
 def batch_figures(records: Sequence[Record]) -> list[BatchFigure]:

@@ -98,6 +98,30 @@ class Distribution(TypedDict):
     cv: float | None
 
 
+class BatchFigure(TypedDict):
+    """One batch of an offline-throughput level (metrics/throughput.py)."""
+
+    batch: int
+    requests: int
+    succeeded: int
+    wall_s: float
+    requests_per_s: float
+    output_tokens_per_s: float | None
+
+
+class ThroughputSummary(TypedDict):
+    """summary.throughput of a batch level: each batch's figures and their statistics
+    over the full batches (metrics/throughput.py)."""
+
+    batch_size: int
+    batches: int
+    partial_batches: int
+    requests_per_s: Distribution
+    output_tokens_per_s: Distribution
+    per_batch: list[BatchFigure]
+    method: str
+
+
 EnergySummary = dict[str, Any]
 """summary.energy: the schema allows any object (or null when there was no meter)."""
 MemorySummary = dict[str, Any]
@@ -179,7 +203,7 @@ class Summary(TypedDict):
     retries: NotRequired[int]
     rate_limited: NotRequired[int]
     tokens_source: NotRequired[dict[str, int]]
-    throughput: NotRequired[dict[str, Any]]
+    throughput: NotRequired[ThroughputSummary]
 
 
 class SloResult(TypedDict):
@@ -220,13 +244,14 @@ class LoadInfo(TypedDict):
     """benchmark.load: the load level its measured requests were sent under
     (run/load.py LoadLevel.to_json); absent for the default sequential sending."""
 
-    pattern: Literal["sequential", "concurrency", "rate"]
+    pattern: Literal["sequential", "concurrency", "rate", "batch"]
     label: str
     concurrency: int | None
     rate_rps: float | None
     arrival: Literal["poisson", "gamma", "constant", None]
     burstiness: float | None
     max_concurrency: int | None
+    batch_size: NotRequired[int]
 
 
 class MachineLoad(TypedDict):

@@ -506,7 +506,7 @@ class Runner:
         )
         level = self.plan.load
         if level is not None and level.pattern == "batch":
-            summary["throughput"] = dict(throughput.throughput(self.records, level.batch or 1))
+            summary["throughput"] = throughput.throughput(self.records, level.batch or 1)
         server = self._server_summary(summary["requests"])
         if server is not None:
             summary["server"] = server
