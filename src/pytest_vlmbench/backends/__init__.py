@@ -198,6 +198,19 @@ class Backend(Protocol):
 BackendFactory = Callable[[], Backend]
 
 
+def model_directory(spec: ModelSpec, precision: str, ctx: LoadContext) -> Any:
+    """The model directory (Hugging Face layout) of `spec` at `precision`, found, fetched
+    or generated into the cache, as a weights Artifact; a BackendError naming the model
+    and precision when there is none (the transformers and vLLM backends load these)."""
+    from pytest_vlmbench.models.weights import WeightsError, resolve
+
+    try:
+        return resolve(spec.precisions[precision], catalog_dir=spec.catalog_path.parent,
+                       cache_dir=ctx.cache_dir, directory=True)
+    except (WeightsError, OSError, ValueError) as exc:
+        raise BackendError(f"model {spec.id!r} ({precision}): {exc}") from None
+
+
 def _resolve(target: str) -> BackendFactory:
     factory: BackendFactory = extensions.load(target)
     return factory

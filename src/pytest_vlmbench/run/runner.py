@@ -305,18 +305,7 @@ class Runner:
         (images outside any latency), then driven on the model's event loop; each record
         written the moment its request completes."""
         plan, total = self.plan, self.plan.samples
-        pending: list[tuple[Record, Request, int]] = []
-        done = 0
-        for sample, rep in sample_stream(plan.dataset, total):
-            record = blank_record(self._who, seq, "measure", sample, rep, level.label)
-            seq += 1
-            request = self._request_for(record, sample, constraint)
-            if request is None:  # never sent: recorded now
-                self._keep(record, rep)
-                done += 1
-                self._report(record, done, total)
-            else:
-                pending.append((record, request, rep))
+        pending, done = self._prepare_all(level, total, seq, constraint)
         check = self._check
         assert check is not None
         t0 = time.perf_counter()
@@ -342,6 +331,26 @@ class Runner:
         run_async(drive(self.model, [r for _, r, _ in pending], level,  # type: ignore[arg-type]
                         on_done, seed=plan.seed))
 
+    def _prepare_all(self, level: LoadLevel, total: int, seq: int,
+                     constraint: Any) -> tuple[list[tuple[Record, Request, int]], int]:
+        """The level's `total` measured requests, each prepared (images outside any
+        latency) as (record, request, repetition); a sample that cannot be prepared is
+        never sent and recorded now. Returns the prepared ones and how many were
+        recorded already."""
+        pending: list[tuple[Record, Request, int]] = []
+        done = 0
+        for sample, rep in sample_stream(self.plan.dataset, total):
+            record = blank_record(self._who, seq, "measure", sample, rep, level.label)
+            seq += 1
+            request = self._request_for(record, sample, constraint)
+            if request is None:
+                self._keep(record, rep)
+                done += 1
+                self._report(record, done, total)
+            else:
+                pending.append((record, request, rep))
+        return pending, done
+
     def _batch_total(self, level: LoadLevel) -> int:
         """The measured requests of a batch level: the samples rounded up to whole batches
         (a partial batch's throughput is not the level's)."""
@@ -354,18 +363,7 @@ class Runner:
         `generate_batch` call timed by us (the batch's wall time, kept in each of its
         records as `batch_ns`); every record written as its batch completes."""
         size, total = level.batch or 1, self._batch_total(level)
-        pending: list[tuple[Record, Request, int]] = []
-        done = 0
-        for sample, rep in sample_stream(self.plan.dataset, total):
-            record = blank_record(self._who, seq, "measure", sample, rep, level.label)
-            seq += 1
-            request = self._request_for(record, sample, constraint)
-            if request is None:  # never sent: recorded now, in no batch
-                self._keep(record, rep)
-                done += 1
-                self._report(record, done, total)
-            else:
-                pending.append((record, request, rep))
+        pending, done = self._prepare_all(level, total, seq, constraint)
         check = self._check
         assert check is not None
         generate_batch = self.model.generate_batch  # type: ignore[attr-defined]  # batch

@@ -22,7 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.backends import BackendError, Capabilities, LoadContext, Request, Response
+from pytest_vlmbench.backends import (
+    BackendError,
+    Capabilities,
+    LoadContext,
+    Request,
+    Response,
+    model_directory,
+)
 from pytest_vlmbench.backends.hf_transformers.backend import (
     BNB_PRECISIONS,
     FLOAT_PRECISIONS,
@@ -42,7 +49,7 @@ from pytest_vlmbench.backends.hf_transformers.request import (
 from pytest_vlmbench.backends.hf_transformers.timing import vision_modules
 from pytest_vlmbench.models.catalog import CatalogError, ModelSpec, SettingRule, check_settings
 from pytest_vlmbench.models.chat_template import GEMMA_CHAT_TEMPLATE
-from pytest_vlmbench.models.weights import Artifact, WeightsError, resolve
+from pytest_vlmbench.models.weights import Artifact
 from pytest_vlmbench.tasks import Task
 
 import torch  # isort: skip  # the backend's modules are imported only when used
@@ -153,12 +160,8 @@ class TransformersModel:
     # -- load ---------------------------------------------------------------------
     def _resolve_weights(self, ctx: LoadContext) -> Artifact:
         """The model directory (found, fetched or generated into the cache)."""
-        spec = self.spec
-        try:
-            return resolve(spec.precisions[self.precision], catalog_dir=spec.catalog_path.parent,
-                           cache_dir=ctx.cache_dir, directory=True)
-        except (WeightsError, OSError, ValueError) as exc:
-            raise BackendError(f"model {spec.id!r} ({self.precision}): {exc}") from None
+        artifact: Artifact = model_directory(self.spec, self.precision, ctx)
+        return artifact
 
     def _load(self, settings: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         """(model, tokenizer, processor or None, dtype of floating inputs); a failure is

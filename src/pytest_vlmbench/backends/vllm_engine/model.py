@@ -40,7 +40,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.backends import BackendError, Capabilities, LoadContext, Request, Response
+from pytest_vlmbench.backends import (
+    BackendError,
+    Capabilities,
+    LoadContext,
+    Request,
+    Response,
+    model_directory,
+)
 from pytest_vlmbench.backends.native_log import native_stderr_to
 from pytest_vlmbench.backends.vllm_engine.engine import (
     affinity,
@@ -71,7 +78,7 @@ from pytest_vlmbench.backends.vllm_engine.settings import (
 )
 from pytest_vlmbench.models.catalog import ModelSpec
 from pytest_vlmbench.models.chat_template import GEMMA_CHAT_TEMPLATE
-from pytest_vlmbench.models.weights import Artifact, WeightsError, resolve
+from pytest_vlmbench.models.weights import Artifact
 from pytest_vlmbench.tasks import Task
 
 _DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -142,12 +149,8 @@ class VllmModel:
     # -- load -------------------------------------------------------------------------
     def _resolve_weights(self, ctx: LoadContext) -> Artifact:
         """The model directory (config.json, tokenizer, weights), found or generated."""
-        spec = self.spec
-        try:
-            return resolve(spec.precisions[self.precision], catalog_dir=spec.catalog_path.parent,
-                           cache_dir=ctx.cache_dir, directory=True)
-        except (WeightsError, OSError, ValueError) as exc:
-            raise BackendError(f"model {spec.id!r} ({self.precision}): {exc}") from None
+        artifact: Artifact = model_directory(self.spec, self.precision, ctx)
+        return artifact
 
     def _threads_bind(self, threads: int | None) -> str | None:
         """VLLM_CPU_OMP_THREADS_BIND for --vlm-threads: this process's first N CPUs;
