@@ -49,13 +49,15 @@ def test_caption_across_engines(vlm_bench: Any) -> None:
     vlm_bench.run(CAPTION_BRIEF, samples=6)
 
 
-@pytest.mark.vlm_models(*TEXT)
+@pytest.mark.vlm_models("gemma3-270m", "tiny-llama-hf", "tiny-llama-vllm")
 @pytest.mark.vlm_one_precision
 @pytest.mark.vlm_slo(min_success_rate=1.0)
 def test_json_verdict_across_engines(vlm_bench: Any) -> None:
-    """A JSON-schema constrained answer on every text backend: llama.cpp's grammar,
-    xgrammar in transformers, vLLM's structured outputs, and the served `vllm` dialect;
-    the parse rate says whether each output obeyed the schema."""
+    """A JSON-schema constrained answer on each in-process engine: llama.cpp's grammar,
+    xgrammar in transformers, vLLM's structured outputs (without free whitespace, as the
+    catalog entry says); the parse rate says whether each output obeyed the schema.
+    (`vllm serve` constrains JSON with free whitespace, which the tiny random model fills
+    to max_tokens; its structured outputs are tested in tests/engines/test_vllm_serve.py.)"""
     vlm_bench.run(VERDICT, samples=6)
 
 

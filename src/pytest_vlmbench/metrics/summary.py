@@ -43,7 +43,9 @@ METHODS = {
     "stdev": STDEV_METHOD,
     "latency": "t_end_ns - t_start_ns of successful measured requests; warm-up excluded; "
     "image preparation (prepare_ns) is outside it",
-    "ttft": "t_first_token_ns - t_start_ns: first streamed chunk with content",
+    "ttft": "t_first_token_ns - t_start_ns: when the first token was seen (records' "
+            "ttft_source: 'stream', first streamed chunk with content or streamer step; "
+            "'engine', the engine's own timestamp, vLLM's first_token_ts)",
     "decode_tokens_per_s": "engine decode rate, as llama-bench tg: sum(counts.decode_evals) / "
     "sum(stages_ns.decode) over successful requests, when every one reports both "
     "(decode_source=engine); else equal to stream_tokens_per_s (decode_source=stream). "
@@ -75,7 +77,8 @@ METHODS = {
     "stages": "disjoint parts of the latency, each timed between synchronised points: "
     "template (chat template, tokenising, image preprocessing), image_encode (the projector), "
     "prefill (prompt and image-token evaluation), decode (single-token evaluations after the "
-    "first sampled token), sample (sampler chain and grammar), detokenize; unattributed = "
+    "first sampled token), sample (sampler chain and grammar), detokenize, and on vLLM "
+    "queue (the engine's queued -> scheduled); unattributed = "
     "latency - sum(stages) (streaming, stop checks); prepare (image preparation) is outside "
     "the latency. Invariants checked on every record: " + "; ".join(
         f"{name}: {text}" for name, text in {

@@ -505,6 +505,9 @@ class Runner:
         level = self.plan.load
         if level is not None and level.pattern == "batch":
             summary["throughput"] = throughput.throughput(self.records, level.batch or 1)
+            # A batch's rows share one prefill window: a row's prefill tokens over it is
+            # not the prefill rate (llama-bench's pp), so the figure is left out here.
+            summary["prompt_tokens_per_s"] = None
         server = self._server_summary(summary["requests"])
         if server is not None:
             summary["server"] = server
@@ -519,14 +522,24 @@ class Runner:
         after = self._server[1] if len(self._server) > 1 else self._server_usage()
         return serving.server_summary(before, after, requests)
 
-    def _batch_note(self) -> str | None:
-        """Said when a batch level's samples were rounded up to whole batches."""
+    def _batch_note(self, summary: Summary) -> str | None:
+        """Said of a batch level: samples rounded up to whole batches, short batches left
+        out of the statistics (requests that could not be prepared were never sent), and
+        the prefill rate left out."""
         level = self.plan.load
         if level is None or level.pattern != "batch":
             return None
-        total = self._batch_total(level)
-        return None if total == self.plan.samples else _batch_note_text(
-            self.plan.samples, total, level.batch or 1)
+        size, total = level.batch or 1, self._batch_total(level)
+        notes = ["prompt tokens/s is left out at a batch level (its rows share one prefill)"]
+        if total != self.plan.samples:
+            notes.append(_batch_note_text(self.plan.samples, total, size))
+        block = summary.get("throughput")
+        short = block["partial_batches"] if block else 0
+        if short:
+            notes.append(f"{short} batch{'es' if short > 1 else ''} of fewer than {size} "
+                         "requests (samples that could not be prepared were never sent) "
+                         "left out of the throughput statistics")
+        return "; ".join(notes)
 
     def _warnings(self, summary: Summary, machine: MachineLoad | None,
                   warmups: int) -> list[str]:
@@ -544,7 +557,7 @@ class Runner:
             if summary["failed"] else None,
             serving.ignored_warning(summary, self.model.settings.get("dialect")),
             serving.retry_warning(summary, records),
-            self._batch_note(),
+            self._batch_note(summary),
         ]
         return [note for note in notes if note]
 

@@ -53,7 +53,8 @@ def precision_problem(precision: str, device: DeviceProfile) -> str | None:
     supports the device is said by its own load error)."""
     if precision in FLOAT_PRECISIONS:
         if (precision == "bf16" and torch_device(device) == "cuda"
-                and torch.cuda.is_available() and not torch.cuda.is_bf16_supported()):
+                and torch.cuda.is_available()
+                and not torch.cuda.is_bf16_supported(including_emulation=False)):
             return (f"precision bf16 needs a GPU with bfloat16 support (compute capability "
                     f"8.0 or later); torch.cuda.is_bf16_supported() is False on "
                     f"{torch.cuda.get_device_name()}: run fp16 or fp32")

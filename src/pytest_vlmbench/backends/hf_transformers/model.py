@@ -110,8 +110,8 @@ def _first_line(exc: BaseException) -> str:
 
 def _quantization(precision: str, cuda: bool) -> tuple[Any, Any]:
     """(BitsAndBytesConfig, compute dtype) for a bitsandbytes precision."""
-    compute = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else \
-        torch.float16 if cuda else torch.float32
+    native_bf16 = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    compute = torch.bfloat16 if native_bf16 else torch.float16 if cuda else torch.float32
     if precision == "int8":
         return transformers.BitsAndBytesConfig(load_in_8bit=True), compute
     return transformers.BitsAndBytesConfig(

@@ -293,14 +293,21 @@ def response_of(output: Any, request: Request, served: Served, t_start: int, t_e
         if batch:
             t_end = last
     prompt_tokens = len(output.prompt_token_ids or ())
-    completion_tokens = len(completion.token_ids)
+    generated = len(completion.token_ids)
+    # vLLM keeps the end-of-generation token in token_ids (its check_stop stops after
+    # appending it: stop_reason None for the EOS, the id for another stop token). As
+    # llama.cpp and transformers count them, completion_tokens leaves it out and
+    # decode_tokens (the steps after the first) keeps it: it cost a step too.
+    ended_by_token = completion.finish_reason == "stop" and (
+        completion.stop_reason is None or isinstance(completion.stop_reason, int))
+    completion_tokens = max(0, generated - 1) if ended_by_token and generated else generated
     counts = {"prefill_tokens": prompt_tokens,
               # tokens after the first: each cost a decode step inside first -> last token
-              "decode_tokens": max(0, completion_tokens - 1)}
+              "decode_tokens": max(0, generated - 1)}
     if request.constraint is not None:
         counts["constrained"] = 1
-    if (completion.finish_reason == "length" and completion_tokens < request.params.max_tokens
-            and prompt_tokens + completion_tokens >= served.prompting.max_model_len):
+    if (completion.finish_reason == "length" and generated < request.params.max_tokens
+            and prompt_tokens + generated >= served.prompting.max_model_len):
         counts["context_full"] = 1  # stopped by max_model_len, not by max_tokens
     preemptions = int(getattr(metrics, "num_preemptions", 0) or 0)
     if preemptions:
