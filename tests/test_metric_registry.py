@@ -169,16 +169,19 @@ def test_a_plugin_metric_in_slo_results_table_and_compare(project: Project) -> N
     baseline = saved / "results.json"
 
     pt.makepyfile(test_bench=BENCH.format(limit=0.5))
+    # Only the plugin's metric gates ("none" drops the default rules first): the default
+    # latency rule would fail this test whenever the machine is busier in the second run
+    # than in the first (seen: p50 +42% while another benchmark ran beside it).
     second = project.run("-p", "vlm_extra_metric", f"{options.SAMPLES}=6",
                          f"{options.MODELS}=tiny-text", f"--vlm-compare={baseline}",
-                         "--vlm-fail-on=chars_per_token:-50%")
+                         "--vlm-fail-on=none,chars_per_token:-50%")
     second.run.assert_outcomes(passed=1)
     second.run.stdout.fnmatch_lines(["*test_caption*chars_per_token*-50% gate*"])
 
     _entry_point(pt.path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pt.path), *sys.path])}
     cli = subprocess.run([sys.executable, "-m", "pytest_vlmbench.cli", "compare",
-                          str(baseline), str(second.out), "--fail-on=chars_per_token:-50%"],
+                          str(baseline), str(second.out), "--fail-on=none,chars_per_token:-50%"],
                          capture_output=True, text=True, env=env, cwd=pt.path, check=False)
     assert cli.returncode in (0, 3), cli.stderr
     assert any("chars_per_token" in line and "-50% gate" in line
