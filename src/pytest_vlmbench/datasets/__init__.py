@@ -21,7 +21,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
 from pytest_vlmbench.errors import UsageMistake, UserInputError
 
@@ -35,12 +35,14 @@ __all__ = [
     "DatasetArgumentError",
     "DatasetError",
     "DatasetNotes",
+    "DatasetSelection",
     "FolderDataset",
     "ImageError",
     "ImagePrep",
     "ManifestDataset",
     "PreparedImage",
     "Sample",
+    "Selection",
     "SyntheticScenes",
     "UnknownDatasetError",
     "available_datasets",
@@ -48,7 +50,9 @@ __all__ = [
     "dataset_hash",
     "dataset_label",
     "dataset_notes",
+    "dataset_selection",
     "get_dataset",
+    "prep_fields",
     "prepare_image",
     "register_dataset",
     "unregister_dataset",
@@ -85,9 +89,29 @@ class ImagePrep:
 
     long_edge: int = 448
     jpeg_quality: int = 90
+    max_pixels: int | None = None
+    """At most this many pixels (width x height), by a further downscale after the
+    long-edge fit, as pipelines with a pixel budget do; None: no budget."""
+    exif_transpose: bool = True
+    """Turn the image upright by its EXIF orientation, as browsers and most pipelines
+    do; False: use the pixels as stored (the orientation is ignored, as some do)."""
 
     def __post_init__(self) -> None:
         # A usage mistake (vlm_bench.run(image_size=-1), --vlm-image-size): one line.
+        if isinstance(self.long_edge, bool) or not isinstance(self.long_edge, int):
+            raise DatasetArgumentError(
+                f"ImagePrep(long_edge={self.long_edge!r}): long_edge must be a whole number "
+                f"of pixels")
+        if self.max_pixels is not None and (
+                isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int)
+                or self.max_pixels < 1):
+            raise DatasetArgumentError(
+                f"ImagePrep(max_pixels={self.max_pixels!r}): max_pixels must be a whole "
+                f"number of at least 1 (or None for no pixel budget)")
+        if not isinstance(self.exif_transpose, bool):
+            raise DatasetArgumentError(
+                f"ImagePrep(exif_transpose={self.exif_transpose!r}): exif_transpose must be "
+                f"True or False")
         if self.long_edge < 1:
             raise DatasetArgumentError(
                 f"ImagePrep(long_edge={self.long_edge!r}): long_edge (the image size) must "
@@ -182,12 +206,55 @@ def dataset_label(dataset: Dataset) -> str:
     return label if isinstance(label, str) and label else dataset.name
 
 
+_ADDED_PREP = {"max_pixels": None, "exif_transpose": True}
+"""ImagePrep fields added after results were first stored, with their defaults."""
+
+
+def prep_fields(prep: ImagePrep, *, hashed: bool = False) -> dict[str, Any]:
+    """The preparation as JSON-ready fields (a benchmark's ``dataset.prep``). ``hashed``:
+    without the fields added later that keep their defaults, so a dataset prepared as
+    before keeps the hash it had."""
+    fields = dataclasses.asdict(prep)
+    if hashed:
+        for name, default in _ADDED_PREP.items():
+            if fields[name] == default:
+                del fields[name]
+    return fields
+
+
+class Selection(TypedDict):
+    """Which samples a dataset chose: the seed, the limit, their ids in order."""
+
+    seed: int
+    limit: int | None
+    ids: list[str]
+
+
+@runtime_checkable
+class DatasetSelection(Protocol):
+    """Optional for a dataset: which samples it chose and how (the seeded sample of a
+    folder, glob or manifest; the scenes generated). The runner records it in each
+    benchmark's ``dataset.selection``. A separate Protocol, like `DatasetNotes`."""
+
+    def selection(self) -> Selection:
+        """The seed, the limit (None: all) and the chosen ids, in the order yielded."""
+        ...
+
+
+def dataset_selection(dataset: Dataset) -> Selection | None:
+    """The dataset's `selection()`, or None for a dataset without one."""
+    if not isinstance(dataset, DatasetSelection):
+        return None
+    chosen = dataset.selection()
+    return {"seed": chosen["seed"], "limit": chosen["limit"], "ids": list(chosen["ids"])}
+
+
 def dataset_hash(dataset: Dataset, prep: ImagePrep) -> str:
     """Hash what a model is shown: the dataset content plus how images are prepared."""
     payload = {
         "dataset": dataset.name,
         "fingerprint": dataset.fingerprint(),
-        "prep": dataclasses.asdict(prep),
+        "prep": prep_fields(prep, hashed=True),
         "prep_version": PREP_VERSION,
     }
     encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()

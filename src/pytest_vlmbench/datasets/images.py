@@ -16,6 +16,7 @@ import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import struct
 import unicodedata
@@ -30,6 +31,7 @@ from pytest_vlmbench.datasets import (
     ImagePrep,
     PreparedImage,
     Sample,
+    Selection,
 )
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ def prepare_image(sample: Sample, prep: ImagePrep) -> PreparedImage:
             # Decode now: Image.open only reads the header, and a truncated
             # JPEG is detected only when its pixel data is read.
             opened.load()
-            upright = ImageOps.exif_transpose(opened)
+            upright = ImageOps.exif_transpose(opened) if prep.exif_transpose else opened
             rgb = _to_rgb(upright)
     except UnidentifiedImageError as exc:
         raise ImageError(
@@ -80,7 +82,7 @@ def prepare_image(sample: Sample, prep: ImagePrep) -> PreparedImage:
             sample.source, f"cannot decode image ({type(exc).__name__}: {exc})"
         ) from exc
 
-    resized = _fit_long_edge(rgb, prep.long_edge)
+    resized = _fit(rgb, prep.long_edge, prep.max_pixels)
     buffer = io.BytesIO()
     resized.save(
         buffer, format="JPEG", quality=prep.jpeg_quality, optimize=False, progressive=False
@@ -130,20 +132,39 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return background
 
 
-def _fit_long_edge(image: Image.Image, long_edge: int) -> Image.Image:
-    """Shrink so the long edge is ``long_edge``; never upscale (it only adds blur and tokens)."""
+def _fit(image: Image.Image, long_edge: int, max_pixels: int | None) -> Image.Image:
+    """Shrink to `fitted_size`, in one resize; never upscale (it only adds blur and
+    tokens)."""
     from PIL import Image
 
-    width, height = image.size
-    longest = max(width, height)
-    if longest <= long_edge:
+    size = fitted_size(image.width, image.height, long_edge, max_pixels)
+    if size == image.size:
         return image
-    scale = long_edge / longest
-    size = (
-        long_edge if width == longest else max(1, round(width * scale)),
-        long_edge if height == longest else max(1, round(height * scale)),
-    )
     return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def fitted_size(width: int, height: int, long_edge: int,
+                max_pixels: int | None = None) -> tuple[int, int]:
+    """The size an image of ``width`` x ``height`` is prepared at: the long edge shrunk to
+    ``long_edge``, then, where ``max_pixels`` is given and still exceeded, both sides
+    scaled by ``sqrt(max_pixels / pixels)``, rounded down (and trimmed, the longer side
+    first, until ``width * height <= max_pixels``); no side below 1 px."""
+    longest = max(width, height)
+    if longest > long_edge:
+        scale = long_edge / longest
+        width, height = (
+            long_edge if width == longest else max(1, round(width * scale)),
+            long_edge if height == longest else max(1, round(height * scale)),
+        )
+    if max_pixels is not None and width * height > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+        width, height = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+        while width * height > max_pixels and max(width, height) > 1:
+            if width >= height:
+                width -= 1
+            else:
+                height -= 1
+    return width, height
 
 
 class FolderDataset:
@@ -228,6 +249,10 @@ class FolderDataset:
         """How messages name this dataset: ``folder:PATH`` (see `dataset_label`)."""
         glob = "" if self.pattern is None else f"/{self.pattern}"
         return f"{self.name}:{self.path}{glob}"
+
+    def selection(self) -> Selection:
+        """The seed, the limit and the chosen ids, sorted (`DatasetSelection`)."""
+        return {"seed": self.seed, "limit": self.limit, "ids": list(self.ids)}
 
     def notes(self) -> list[str]:
         """One line naming the files skipped for their extension, if any (`DatasetNotes`)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_vlmbench.datasets import DatasetArgumentError, Sample
+from pytest_vlmbench.datasets import DatasetArgumentError, Sample, Selection
 from pytest_vlmbench.datasets.images import file_digest, select_ids, some_of
 
 SUFFIXES = (".jsonl", ".csv")
@@ -95,6 +95,11 @@ class ManifestDataset:
     def label(self) -> str:
         """How messages name this dataset: ``manifest:PATH`` (see `dataset_label`)."""
         return f"{self.name}:{self.path}"
+
+    def selection(self) -> Selection:
+        """The seed, the limit and the chosen ids, in the manifest's order
+        (`DatasetSelection`)."""
+        return {"seed": self.seed, "limit": self.limit, "ids": list(self.ids)}
 
     def notes(self) -> list[str]:
         """One line naming the listed images that do not exist, if any (`DatasetNotes`)."""
