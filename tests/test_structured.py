@@ -340,11 +340,11 @@ def test_an_unsatisfiable_task_schema_fails_in_one_line_naming_the_path() -> Non
     from pytest_vlmbench.tasks import PHOTO_SCORE_SCHEMA
 
     schema = deepcopy(PHOTO_SCORE_SCHEMA)
-    schema["properties"]["score"].update(minimum=10, maximum=1)
+    schema["properties"]["instagram"] = {"type": "integer", "minimum": 10, "maximum": 1}
     with pytest.raises(ConstraintError) as caught:
         OutputChecker(expects_json=True, schema=schema, source="task 'photo_score'")
     assert str(caught.value) == (
-        "task 'photo_score': schema can never be satisfied: properties.score: minimum 10 > "
-        "maximum 1 ('score' is required)")
+        "task 'photo_score': schema can never be satisfied: properties.instagram: minimum "
+        "10 > maximum 1 ('instagram' is required)")
     assert "\n" not in str(caught.value)
     OutputChecker(expects_json=True, schema=PHOTO_SCORE_SCHEMA, source="task 'photo_score'")

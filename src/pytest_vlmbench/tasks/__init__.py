@@ -1,8 +1,12 @@
 """Tasks: what a benchmark asks the model, how the output is constrained and checked.
 
 A task's prompt version is a hash of everything that shapes the output (system and
-user prompt, the text-model template, schema, grammar text, generation parameters), so
-two results are only compared when they asked the same question the same way.
+user prompt, the text-model template, schema, grammar text, generation parameters) and of
+how it is read (the scorers and the text field, when set), so two results are only
+compared when they asked the same question the same way and judged it alike.
+
+The built-in tasks are data: one TOML file each in ``tasks/data/`` (read by
+`files.load_task`, which a user's own task file goes through too), made on first use.
 
 Tasks and their parameters are checked when they are built (`TaskError`), so nonsense
 such as ``max_tokens=0`` (which llama.cpp takes as "until the context is full": 37 s a
@@ -135,6 +139,9 @@ class Task:
     `schema` validates the output (and constrains generation unless `grammar_file` is
     given); `grammar_file` is a GBNF grammar that constrains generation. Text-only
     models receive the sample's description through `text_template` instead of pixels.
+    `scorers` names the scorers that judge each output (checked against the scorer
+    registry when the benchmark runs); `text_field` is the JSON field whose text the
+    ``text`` scorer reads (None: the whole output).
     """
 
     name: str
@@ -145,10 +152,14 @@ class Task:
     expects_json: bool = False
     params: GenerationParams = field(default_factory=GenerationParams)
     text_template: str = DEFAULT_TEXT_TEMPLATE
+    scorers: tuple[str, ...] = ()
+    text_field: str | None = None
 
     def __post_init__(self) -> None:
         # At construction, so a bad module-level task is a collection error of the module
         # that builds it (one line, exit 4), not a failure after the model has loaded.
+        if isinstance(self.scorers, list):  # a list is what people write; keep it hashable
+            object.__setattr__(self, "scorers", tuple(self.scorers))
         if not isinstance(self.name, str) or not self.name.strip():
             raise TaskError(f"Task(name={self.name!r}): name must be a non-empty string")
         problem = self._problem()
@@ -184,6 +195,30 @@ class Task:
         template = _template_problem(self.text_template)
         if template is not None:
             return f"text_template {template}"
+        return self._scoring_problem()
+
+    def _scoring_problem(self) -> str | None:
+        """Why `scorers` or `text_field` cannot be used, or None (scorer names are
+        checked against the registry when the benchmark runs, not here)."""
+        if not isinstance(self.scorers, tuple) or not all(
+            isinstance(s, str) and s.strip() for s in self.scorers
+        ):
+            return f"scorers must be a list of scorer names, got {self.scorers!r}"
+        repeated = sorted({s for s in self.scorers if self.scorers.count(s) > 1})
+        if repeated:
+            return f"scorers: {repeated[0]!r} is named twice"
+        if self.text_field is None:
+            return None
+        if not isinstance(self.text_field, str) or not self.text_field.strip():
+            return (f"text_field must be the name of a JSON field (or unset: the whole "
+                    f"output), got {self.text_field!r}")
+        if not self.checks_output:
+            return (f"text_field {self.text_field!r} names a JSON field, but the task does "
+                    f"not parse JSON (set expects_json or a schema)")
+        properties = self.schema.get("properties") if self.schema is not None else None
+        if isinstance(properties, Mapping) and self.text_field not in properties:
+            return (f"text_field {self.text_field!r} is not a property of the schema "
+                    f"(its properties: {', '.join(map(str, properties)) or 'none'})")
         return None
 
     def with_params(self, **changes: Any) -> Task:
@@ -230,7 +265,7 @@ class Task:
 
     def prompt_version(self, *, seed: int, input_mode: str) -> str:
         """sha256 (16 hex) of everything that shapes this task's output."""
-        shape = {
+        shape: dict[str, Any] = {
             "system": self.system,
             "prompt": self.prompt,
             "text_template": self.text_template if input_mode == "text" else None,
@@ -241,6 +276,12 @@ class Task:
             "seed": seed,
             "input_mode": input_mode,
         }
+        # Only when set, so a task without scorers keeps the version it had before
+        # tasks could name them.
+        if self.scorers:
+            shape["scorers"] = list(self.scorers)
+        if self.text_field is not None:
+            shape["text_field"] = self.text_field
         blob = json.dumps(shape, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -251,67 +292,53 @@ class Task:
         return self.text_template.format(description=description, prompt=self.prompt)
 
 
-PHOTO_SCORE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "score": {"type": "integer", "minimum": 1, "maximum": 10},
-        "caption": {"type": "string", "minLength": 1, "maxLength": 48},
-        "tags": {
-            "type": "array",
-            "items": {"type": "string", "minLength": 1, "maxLength": 12},
-            "maxItems": 8,
-        },
-    },
-    "required": ["score", "caption", "tags"],
-    "additionalProperties": False,
-}
-
-CAPTION_BRIEF = Task(
-    name="caption_brief",
-    system="You write brief, factual image captions.",
-    prompt="Describe this image in one short sentence.",
-    params=GenerationParams(max_tokens=48),
-)
-
-def _photo_score() -> Task:
-    return Task(
-        name="photo_score",
-        system="You rate photographs for a photo-ranking app. Answer with JSON only.",
-        prompt=(
-            "Rate this photo from 1 (poor) to 10 (excellent). Reply as JSON with keys "
-            '"score" (integer 1-10), "caption" (short) and "tags" (at most 8 short words).'
-        ),
-        schema=PHOTO_SCORE_SCHEMA,
-        expects_json=True,
-        # Every token is at least one character and a valid answer is under 256 characters
-        # (ASCII, see fixtures/grammars/photo_score.gbnf), so a grammar answer is never cut.
-        params=GenerationParams(max_tokens=256),
-    )
-
-
 if TYPE_CHECKING:
+    CAPTION_BRIEF: Task
     PHOTO_SCORE: Task
+    PHOTO_SCORE_SCHEMA: dict[str, Any]
     BUILTIN_TASKS: dict[str, Task]
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
+"""The built-in task files (package data), one ``<name>.toml`` each."""
 
-def __getattr__(name: str) -> Any:
-    """PHOTO_SCORE and BUILTIN_TASKS are made on first use: a task with a schema checks
-    it with jsonschema when made, and importing the plugin (which imports this module)
-    must not import jsonschema (80 ms on every pytest start)."""
-    value: Any
-    if name == "PHOTO_SCORE":
-        value = _photo_score()
-    elif name == "BUILTIN_TASKS":
-        score = globals().get("PHOTO_SCORE") or __getattr__("PHOTO_SCORE")
-        value = {t.name: t for t in (CAPTION_BRIEF, score)}
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+_BUILTIN: dict[str, Task] = {}
 
 
 def builtin_tasks() -> dict[str, Task]:
-    """The built-in tasks by name (made on first use)."""
-    tasks: dict[str, Task] = __getattr__("BUILTIN_TASKS") if "BUILTIN_TASKS" not in globals() \
-        else globals()["BUILTIN_TASKS"]
-    return tasks
+    """The built-in tasks by name, read from `DATA_DIR` on first use (a copy: the tasks
+    are frozen, the dict is the caller's).
+
+    Lazily, because a task with a schema checks it with jsonschema when made, and
+    importing the plugin (which imports this module) must not import jsonschema (80 ms
+    on every pytest start).
+    """
+    if not _BUILTIN:
+        from pytest_vlmbench.tasks.files import load_task
+
+        loaded = {}
+        for path in sorted(DATA_DIR.glob("*.toml")):
+            task = load_task(path)
+            if task.name != path.stem:  # a shipped file is found by its name
+                raise TaskError(f"task file {path}: name: {task.name!r} is not the "
+                                f"file's name {path.stem!r}")
+            loaded[task.name] = task
+        _BUILTIN.update(loaded)
+    return dict(_BUILTIN)
+
+
+def __getattr__(name: str) -> Any:
+    """CAPTION_BRIEF, PHOTO_SCORE, PHOTO_SCORE_SCHEMA and BUILTIN_TASKS, made on first
+    use from the task files (see `builtin_tasks`)."""
+    value: Any
+    if name == "CAPTION_BRIEF":
+        value = builtin_tasks()["caption_brief"]
+    elif name == "PHOTO_SCORE":
+        value = builtin_tasks()["photo_score"]
+    elif name == "PHOTO_SCORE_SCHEMA":
+        schema = builtin_tasks()["photo_score"].schema
+        value = json.loads(json.dumps(schema))  # a plain dict, the caller's to change
+    elif name == "BUILTIN_TASKS":
+        value = builtin_tasks()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return value
