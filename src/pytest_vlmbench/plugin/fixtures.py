@@ -1,4 +1,5 @@
-"""The fixtures a benchmark asks for: `vlm_model`, `vlm_dataset`, `vlm_bench`.
+"""The fixtures a benchmark asks for: `vlm_model`, `vlm_dataset`, `vlm_bench`,
+`vlm_pipeline`.
 
 `vlm_model` is parametrised by the plugin over models x precisions for the device, so
 asking for it (directly or through `vlm_bench`) is what makes a test a benchmark.
@@ -17,6 +18,7 @@ from pytest_vlmbench.plugin.stash import SESSION_KEY
 if TYPE_CHECKING:
     from pytest_vlmbench.datasets import Dataset
     from pytest_vlmbench.plugin.bench import Bench
+    from pytest_vlmbench.plugin.pipeline import VlmPipeline
     from pytest_vlmbench.plugin.pool import LoadedHandle
     from pytest_vlmbench.plugin.session import VlmSession
     from pytest_vlmbench.run.runner import ModelCase
@@ -82,3 +84,13 @@ def vlm_bench(request: pytest.FixtureRequest, vlm_dataset: Dataset,
     from pytest_vlmbench.plugin.bench import Bench
 
     return Bench(request, vlm_model)
+
+
+@pytest.fixture
+def vlm_pipeline(request: pytest.FixtureRequest) -> VlmPipeline:
+    """Runs two-stage pipelines (a vision model's output into a text model, both from
+    the catalog); see VlmPipeline.run (pipeline.py). Not parametrised: the stages name
+    their models."""
+    from pytest_vlmbench.plugin.pipeline import VlmPipeline
+
+    return VlmPipeline(request)

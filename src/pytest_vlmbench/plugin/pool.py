@@ -2,7 +2,9 @@
 
 Models are kept while consecutive tests use them (the plugin orders tests so they do),
 then closed before the next one loads, so a session never holds two large models at
-once. Imported at the first benchmark: it brings the backend registry and the
+once, except where a two-stage pipeline asks for both of its models together
+(`together`, plugin/pipeline.py); `events` says what was loaded and closed, in order.
+Imported at the first benchmark: it brings the backend registry and the
 memory meters with it.
 """
 
@@ -45,14 +47,57 @@ class ModelPool:
     def __init__(self, session: VlmSession) -> None:
         self.session = session
         self._current: tuple[ModelCase, LoadedHandle] | None = None
+        self._also: list[tuple[ModelCase, LoadedHandle]] = []  # held with it (together())
+        self.events: list[tuple[str, str]] = []  # ("load" | "close", case id), in order
         self._failed: dict[ModelCase, str] = {}
         self._unavailable: dict[ModelCase, str] = {}  # precisions this install cannot run
         self.loads: dict[str, LoadEntry] = {}
 
     def get(self, case: ModelCase) -> LoadedHandle:
-        if self._current is not None and self._current[0] == case:
-            return self._current[1]
+        held = self.held()
+        for held_case, handle in held:
+            if held_case == case:  # kept; any model held with it (together()) is closed
+                self._current, self._also = (case, handle), []
+                for other, other_handle in held:
+                    if other != case:
+                        self._close(other, other_handle)
+                return handle
         self.release()
+        handle = self._load(case)
+        self._current = (case, handle)
+        return handle
+
+    def together(self, cases: list[ModelCase]) -> list[LoadedHandle]:
+        """Several models held at once (a pipeline's together mode), in the order given
+        (a case given twice is one model): those held now and wanted are kept, any other
+        is closed first; each load is recorded in `loads` as `get`'s is. A load that
+        fails closes every model held. `release` (or the next `get`) closes them all."""
+        wanted = list(dict.fromkeys(cases))
+        held = dict(self.held())
+        for case, handle in list(held.items()):
+            if case not in wanted:
+                self._close(case, handle)
+                del held[case]
+        self._current, self._also = None, []
+        handles: dict[ModelCase, LoadedHandle] = {}
+        try:
+            for case in wanted:
+                handles[case] = held.get(case) or self._load(case)
+                pair = (case, handles[case])
+                if self._current is None:
+                    self._current = pair
+                else:
+                    self._also.append(pair)
+        except BaseException:
+            self.release()
+            raise
+        return [handles[case] for case in cases]
+
+    def held(self) -> list[tuple[ModelCase, LoadedHandle]]:
+        """The models loaded now: one, or a pipeline's together() set."""
+        return ([] if self._current is None else [self._current]) + list(self._also)
+
+    def _load(self, case: ModelCase) -> LoadedHandle:
         if case in self._failed:
             raise BackendError(self._failed[case])
         if case in self._unavailable:
@@ -129,17 +174,20 @@ class ModelPool:
             "settings": model.settings,
         })
         self.session.check_threads(device, model.settings.get("n_threads"))
-        handle = LoadedHandle(case, spec, model)
-        self._current = (case, handle)
-        return handle
+        self.events.append(("load", case.id))
+        return LoadedHandle(case, spec, model)
 
     def current_case(self) -> ModelCase | None:
         """The matrix cell of the model loaded now, if any."""
         return None if self._current is None else self._current[0]
 
     def release(self) -> None:
-        if self._current is not None:
-            _case, handle = self._current
-            self._current = None
-            with native_stderr_to(self.session.log_path, "close"):
-                handle.model.close()
+        """Close every model held."""
+        held, self._current, self._also = self.held(), None, []
+        for case, handle in held:
+            self._close(case, handle)
+
+    def _close(self, case: ModelCase, handle: LoadedHandle) -> None:
+        self.events.append(("close", case.id))
+        with native_stderr_to(self.session.log_path, "close"):
+            handle.model.close()
