@@ -6,10 +6,15 @@ STAMP := $(VENV)/.vlmbench-installed
 ENGINES_VENV ?= .venv-engines
 ENGINES_STAMP := $(ENGINES_VENV)/.vlmbench-installed
 
-.PHONY: bench test lint install engines bench-engines test-engines
+.PHONY: bench bench-quality test lint install engines bench-engines test-engines
 
 bench: $(STAMP)
 	$(VENV)/bin/pytest benchmarks/
+
+# The shipped quality suites (task suite with ground truth, photo scoring, two-stage
+# pipeline): extended, so `make bench` skips them.
+bench-quality: $(STAMP)
+	$(VENV)/bin/pytest benchmarks/quality/ --vlm-extended
 
 test: $(STAMP)
 	$(VENV)/bin/pytest tests/

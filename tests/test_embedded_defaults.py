@@ -29,6 +29,7 @@ def test_default_suite_runs_both_embedded_models(
     shutil.copytree(REPO / "benchmarks", pytester.path / "benchmarks")
     for fixture in ("grammars", "images"):  # photo_score's grammar; the stage example's photos
         shutil.copytree(REPO / "fixtures" / fixture, pytester.path / "fixtures" / fixture)
+    shutil.copy(REPO / "fixtures" / "photos.jsonl", pytester.path / "fixtures")  # quality/
     pytester.makeini("[pytest]\n")  # no catalog of its own: the package's
     out = pytester.path / "out" / "results.json"
     run = pytester.runpytest(  # the servers' suite has a test of its own, below
@@ -36,8 +37,9 @@ def test_default_suite_runs_both_embedded_models(
         f"--vlm-out={out}", f"{options.SAMPLES}=2", f"{options.WARMUP}=1",
     )
     # photo_score runs at one precision per model (@pytest.mark.vlm_one_precision); the
-    # sixth is test_stage_power's photo preparation on vlm_power.
-    run.assert_outcomes(passed=6, skipped=1)
+    # sixth is test_stage_power's photo preparation on vlm_power. The 23 benchmarks of the
+    # extended quality suites (benchmarks/quality/) are skipped without --vlm-extended.
+    run.assert_outcomes(passed=6, skipped=1 + 23)
     outcome = Outcome(run, out)
     doc = outcome.doc()
     [window] = doc["windows"]

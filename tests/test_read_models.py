@@ -20,6 +20,13 @@ from tests.conftest import Project
 
 MIRRORS: dict[Any, str] = {
     models.ResultsDocument: "",
+    models.QualitySummary: "/$defs/summary/properties/quality",
+    models.ScoreFigure: "/$defs/summary/properties/quality/properties/scores/additionalProperties",
+    models.TextSummary: "/$defs/summary/properties/quality/properties/text",
+    models.RepeatedGroup: "/$defs/summary/properties/quality/properties/text/properties/repeated_groups/items",
+    models.Histogram: "/$defs/summary/properties/quality/properties/histograms/additionalProperties",
+    models.Agreement: "/properties/agreement/items",
+    models.AgreementSide: "/$defs/agreement_side",
     models.DeviceInfo: "/properties/device",
     models.NvmlInfo: "/properties/device/properties/nvml",
     models.CpuFallback: "/properties/device/properties/cpu_fallback",
@@ -28,6 +35,7 @@ MIRRORS: dict[Any, str] = {
     models.LoadFallback: "/$defs/load/properties/cpu_fallback",
     models.BenchmarkEntry: "/$defs/benchmark",
     models.DatasetRef: "/$defs/benchmark/properties/dataset",
+    models.SelectionRef: "/$defs/benchmark/properties/dataset/properties/selection",
     models.WarmupRef: "/$defs/benchmark/properties/warmup",
     models.RecordsRef: "/$defs/benchmark/properties/records",
     models.MachineLoad: "/$defs/benchmark/properties/machine",
@@ -46,6 +54,13 @@ MIRRORS: dict[Any, str] = {
     models.ServerInfo: "/properties/servers/items",
     models.ThroughputSummary: "/$defs/summary/properties/throughput",
     models.BatchFigure: "/$defs/summary/properties/throughput/properties/per_batch/items",
+    models.Lineage: "/$defs/record/properties/lineage",
+    models.LineageSource: "/$defs/record/properties/lineage/properties/from/oneOf/1",
+    models.Pipeline: "/$defs/pipeline",
+    models.PipelineStage: "/$defs/pipeline/properties/stages/items",
+    models.PipelineEndToEnd: "/$defs/pipeline/properties/end_to_end",
+    models.PipelineStageFigures: "/$defs/pipeline/properties/per_stage/additionalProperties",
+    models.PipelineVariants: "/$defs/pipeline/properties/variants/oneOf/1",
 }
 """Each model and the JSON pointer of the schema object it mirrors."""
 

@@ -242,7 +242,10 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         if metric.sample in ("prompt_tokens_per_s", "itl") and not (
                 len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
             continue  # a backend that reports no prefill counts, or no streamed chunks
-        timing = not metric.proportion
+        if not metric.machine_bound and not (
+                len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
+            continue  # a score of a task neither side's records were scored by
+        timing = metric.timing
         per_run, unavailable, left_out = _runs_for(metric, timing_bs if timing else bs, sc)
         if timing and current_busy and not unavailable:
             unavailable = (f"the machine was busy during the current run: its timings describe "

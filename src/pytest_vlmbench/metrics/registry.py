@@ -102,6 +102,9 @@ class Metric:
     column: Column | None = None
     per_request: PerRequest | None = field(default=None, compare=False)
     applies_to: AppliesTo = "benchmark"
+    machine_bound: bool = True
+    """Moved by the machine's speed; False for a figure of what the model answered (a
+    score): compare judges it on every baseline run, busy or quiet."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -112,7 +115,7 @@ class Metric:
         if self.slo is not None and not self.slo.startswith(self.slo_prefix):
             raise ValueError(f"metric {self.name!r}: its SLO name must start with "
                              f"{self.slo_prefix!r} (higher_is_worse={self.higher_is_worse})")
-        if self.per_request is not None:
+        if self.per_request is not None and not self.summary:
             object.__setattr__(self, "summary", ("metrics", self.name, "value"))
             if not self.sample:
                 object.__setattr__(self, "sample", self.name)
@@ -141,7 +144,13 @@ class Metric:
     def timing(self) -> bool:
         """Moved by the machine's speed (every metric but the rates): judged run by run
         when the baseline has several runs."""
-        return not self.proportion
+        return self.machine_bound and not self.proportion
+
+    @property
+    def declared(self) -> bool:
+        """A figure with a per_request computation of its own written to the summary's
+        `metrics` (a score's lives in `quality`, computed by its scorer's summary)."""
+        return self.per_request is not None and self.summary[0] == "metrics"
 
     @property
     def builtin(self) -> bool:
@@ -287,7 +296,7 @@ def register(metric: Metric) -> Metric:
     benchmarks run). Its name and SLO name must be new; the same object twice is one
     declaration (a module imported again, or also named by an entry point). Returns it,
     so a module can keep it as a constant."""
-    known = _loaded if _loaded is not None else [*BUILTIN, *_registered]
+    known = _loaded if _loaded is not None else [*BUILTIN, *_score_metrics(), *_registered]
     if any(m is metric for m in known):
         return metric
     clash = _clash(metric, known)
@@ -336,14 +345,14 @@ def all_metrics() -> list[Metric]:
     once; one whose name is taken is an error naming its entry point group)."""
     global _loaded, _loading
     if _loaded is None and _loading:  # an entry point's module reads the registry
-        return [*BUILTIN, *_registered]
+        return [*BUILTIN, *_score_metrics(), *_registered]
     if _loaded is None:
         _loading = True
         try:
             declared = _from_entry_points()
         finally:
             _loading = False
-        known = [*BUILTIN, *_registered]
+        known = [*BUILTIN, *_score_metrics(), *_registered]
         for metric in declared:
             if any(m is metric for m in known):
                 continue
@@ -353,6 +362,14 @@ def all_metrics() -> list[Metric]:
             known.append(metric)
         _loaded = known
     return list(_loaded)
+
+
+def _score_metrics() -> list[Metric]:
+    """The built-in scorers' figures (scoring/): imported here, not at the top, because
+    the scoring package declares them from its ScoreSpecs."""
+    from pytest_vlmbench.scoring.metrics import score_metrics
+
+    return score_metrics()
 
 
 def by_name() -> dict[str, Metric]:

@@ -152,6 +152,8 @@ def declared_metrics(ok: Sequence[Record]) -> dict[str, MetricFigure]:
     statistic over the successful requests that give a value, or absent with why."""
     out: dict[str, MetricFigure] = {}
     for metric in computed():
+        if not metric.declared:
+            continue  # a score: its figure is the task's `quality` (scoring/aggregate.py)
         assert metric.per_request is not None
         failed = None
         try:

@@ -22,8 +22,14 @@ from pytest_vlmbench.models import devices
 from pytest_vlmbench.models.catalog import CatalogError
 from pytest_vlmbench.models.devices import DeviceError
 from pytest_vlmbench.plugin import benchmark_bridge, parallel
-from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model
-from pytest_vlmbench.plugin.options import MARKERS, Options, register, register_aliases
+from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model, vlm_pipeline
+from pytest_vlmbench.plugin.options import (
+    EXTENDED,
+    MARKERS,
+    Options,
+    register,
+    register_aliases,
+)
 from pytest_vlmbench.plugin.power_fixture import vlm_power
 from pytest_vlmbench.plugin.stash import SESSION_KEY
 
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from pytest_vlmbench.plugin.session import VlmSession
     from pytest_vlmbench.run.runner import ModelCase
 
-__all__ = ["vlm_bench", "vlm_dataset", "vlm_model", "vlm_power"]
+__all__ = ["vlm_bench", "vlm_dataset", "vlm_model", "vlm_pipeline", "vlm_power"]
 
 _TAKEN_KEY = pytest.StashKey[list[str]]()
 _USAGE_MISTAKE = "vlm_usage_mistake"  # a test report's user property: the one line
@@ -186,6 +192,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     pytest-benchmark our clock where it is active."""
     order: dict[ModelCase, int] = {}
     bridge = benchmark_bridge.active(config) and config.stash.get(SESSION_KEY, None) is not None
+    if not (config.getoption("vlm_extended") or config.getini("vlm_extended")):
+        skip = pytest.mark.skip(reason=f"an extended suite (vlm_extended): run it with "
+                                       f"{EXTENDED}, e.g. make bench-quality")
+        for item in items:
+            if item.get_closest_marker("vlm_extended") is not None:
+                item.add_marker(skip)
     for item in items:
         case = _case_of(item)
         if case is not None and case not in order:
@@ -200,7 +212,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             vlm.check_runs_something()
         except CatalogError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
-    windows = any("vlm_power" in getattr(item, "fixturenames", ()) for item in items)
+    windows = any(name in getattr(item, "fixturenames", ())
+                  for item in items for name in ("vlm_power", "vlm_pipeline"))
     if (order or windows) and checked and vlm is not None:
         problem = vlm.output_problem()  # before any model loads or any window is written
         if problem is not None:

@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -53,7 +54,7 @@ class Bench:
 
     def run(
         self,
-        task: Task | str,
+        task: Task | str | os.PathLike[str],
         dataset: Dataset | None = None,
         *,
         samples: int | None = None,
@@ -61,19 +62,16 @@ class Bench:
         slo: Mapping[str, float] | None = None,
         image_size: int | None = None,
         load: str | Mapping[str, Any] | None = None,
+        prep: ImagePrep | None = None,
     ) -> BenchmarkEntry:
         request, session = self._request, session_of(self._request.config)
         opts = session.options
         node = request.node
-        if isinstance(task, str):
-            known = builtin_tasks()
-            if task not in known:
-                raise RunArgumentError(
-                    f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(known)}"
-                )
-            task = known[task]
+        if isinstance(task, (str, os.PathLike)):
+            task = _named_task(task, node.path.parent)
         _check_kinds(task, dataset)
         _check_counts(samples=samples, warmup=warmup, image_size=image_size)
+        prep = _chosen_prep(prep, image_size, opts.image_size)
         spec: dict[str, float] = {}
         slo_error: str | None = None
         try:
@@ -114,7 +112,7 @@ class Bench:
                 test=nodeid,
                 task=task,
                 dataset=chosen,
-                prep=ImagePrep(long_edge=image_size or opts.image_size),
+                prep=prep,
                 samples=samples or opts.samples,
                 # A sweep warms the server once: its later levels follow without a pause.
                 warmup=0 if index else (opts.warmup if warmup is None else warmup),
@@ -235,6 +233,26 @@ class RunArgumentError(UsageMistake):
     """A `vlm_bench.run()` argument no benchmark can run with."""
 
 
+def _named_task(task: str | os.PathLike[str], folder: Path) -> Task:
+    """The task `vlm_bench.run()` was given by name: a built-in task's name, or a task
+    file (a path ending .toml, relative to the test file's folder)."""
+    if isinstance(task, os.PathLike) or (isinstance(task, str) and task.endswith(".toml")):
+        path = folder / os.fspath(task)
+        if not path.is_file():
+            raise RunArgumentError(f"vlm_bench.run: task file {os.fspath(task)!r} not found "
+                                   f"(looked in {path})")
+        from pytest_vlmbench.tasks.files import load_task
+
+        return load_task(path)
+    known = builtin_tasks()
+    if task not in known:
+        raise RunArgumentError(
+            f"vlm_bench.run: unknown task {task!r}; built-in: {', '.join(known)}; or a "
+            f"task file: a path ending .toml, relative to the test file"
+        )
+    return known[task]
+
+
 def _masked_id(nodeid: str) -> str:
     """The test id with secrets masked; when something was masked, a short digest of the
     original follows, so two ids that differ only in their secrets stay two benchmarks
@@ -265,6 +283,23 @@ def _check_kinds(task: object, dataset: object) -> None:
         raise RunArgumentError(
             f"vlm_bench.run: dataset must be a dataset (FolderDataset(...), "
             f"SyntheticScenes(...)), got {shown}")
+
+
+def _chosen_prep(prep: object, image_size: int | None, default: int) -> ImagePrep:
+    """The benchmark's image preparation: ``prep=`` whole (its long edge included), else
+    the long edge of ``image_size=`` or --vlm-image-size; both given with different long
+    edges is a mistake, not a silent choice."""
+    if prep is None:
+        return ImagePrep(long_edge=image_size or default)
+    if not isinstance(prep, ImagePrep):
+        raise RunArgumentError(
+            f"vlm_bench.run: prep must be a pytest_vlmbench.datasets.ImagePrep, got "
+            f"{type(prep).__name__} {prep!r:.60}")
+    if image_size is not None and image_size != prep.long_edge:
+        raise RunArgumentError(
+            f"vlm_bench.run: image_size={image_size} and prep=ImagePrep(long_edge="
+            f"{prep.long_edge}) disagree; give the long edge once (in prep)")
+    return prep
 
 
 def _check_counts(**values: int | None) -> None:

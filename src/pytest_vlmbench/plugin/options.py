@@ -38,6 +38,7 @@ CACHE_DIR = "--vlm-cache-dir"
 BACKEND_LOGS = "--vlm-backend-logs"
 GPU_PER_WORKER = "--vlm-gpu-per-worker"
 CPU_FALLBACK = "--vlm-cpu-fallback"
+EXTENDED = "--vlm-extended"
 COMPARE = "--vlm-compare"
 FAIL_ON = "--vlm-fail-on"
 BASELINE_RUNS = "--vlm-baseline-runs"
@@ -58,6 +59,8 @@ MARKERS = (
     "session's for the metrics they name, e.g. vlm_fail_on('p95_latency:+5%')",
     "vlm_one_precision: run this benchmark at one precision per model (the first of the "
     "model's selected precisions), for figures that precision does not change",
+    "vlm_extended: part of an extended suite (minutes more): skipped, saying so, unless "
+    "--vlm-extended is given",
     "vlm_modality(name): run this benchmark only on models of this modality "
     "('vision' or 'text')",
     "vlm_dataset(name, **kwargs): the vlm_dataset fixture of this test, from the dataset "
@@ -271,6 +274,12 @@ def register(parser: pytest.Parser) -> None:
     )
     parser.addini("vlm_cpu_fallback", help="see --vlm-cpu-fallback", type="bool",
                   default=False)
+    group.addoption(
+        EXTENDED, dest="vlm_extended", action="store_true", default=None,
+        help="also run the benchmarks marked vlm_extended (the shipped quality suites: "
+        "make bench-quality), which are skipped otherwise",
+    )
+    parser.addini("vlm_extended", help="see --vlm-extended", type="bool", default=False)
 
 
 def register_aliases(parser: pytest.Parser) -> list[str]:
@@ -316,6 +325,7 @@ class Options:
     bandwidth_gbs: float | None = None
     gpu_per_worker: bool = False
     cpu_fallback: bool = False
+    extended: bool = False
     compare: str | None = None
     fail_on: tuple[str, ...] = ()
     """Edits of the default rules: the ini's vlm_fail_on lines, then --vlm-fail-on's."""
@@ -399,6 +409,7 @@ class Options:
                                 or config.getini("vlm_gpu_per_worker")),
             cpu_fallback=bool(config.getoption("vlm_cpu_fallback")
                               or config.getini("vlm_cpu_fallback")),
+            extended=bool(config.getoption("vlm_extended") or config.getini("vlm_extended")),
             compare=config.getoption("vlm_compare") or config.getini("vlm_compare") or None,
             fail_on=tuple(
                 rule.strip()

@@ -25,9 +25,11 @@ from pytest_vlmbench.models.devices import CPU_FALLBACK, Detection, DeviceProfil
 from pytest_vlmbench.plugin.matrix import Matrix
 from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.models import (
+    Agreement,
     BenchmarkEntry,
     DeviceInfo,
     LoadEntry,
+    Pipeline,
     ResultsDocument,
     RunStatus,
     ServerInfo,
@@ -70,6 +72,7 @@ class VlmSession(Matrix):
         self._pool: ModelPool | None = None
         self._servers: ServerManager | None = None
         self.benchmarks: list[BenchmarkEntry] = []
+        self.pipelines: list[Pipeline] = []  # vlm_pipeline runs (plugin/pipeline.py)
         self.windows: list[Window] = []  # vlm_power windows, in the order they were asked for
         self._window_seq = 0
         self._windows_lock = threading.Lock()  # windows may close on several threads
@@ -319,10 +322,38 @@ class VlmSession(Matrix):
         }
         if self.windows:
             doc["windows"] = list(self.windows)
+        if self.pipelines:
+            doc["pipelines"] = list(self.pipelines)
         servers = self.servers_started()
         if servers:
             doc["servers"] = servers
+        if status != "running":  # read from the records once, at the end
+            agreement = self._agreement()
+            if agreement:
+                doc["agreement"] = agreement
         return doc
+
+    def _agreement(self) -> list[Agreement]:
+        """How the models' ratings agree (scoring/agreement.py), for the benchmarks
+        whose task gave ratings (a `value` score's histogram): from the records file,
+        read only when there are such benchmarks."""
+        rated = {e["id"] for e in self.benchmarks
+                 if "quality" in e["summary"] and e["summary"]["quality"]["histograms"]}
+        if not rated or not self.records_path.is_file():
+            return []
+        from pytest_vlmbench.run.records import read_records
+        from pytest_vlmbench.scoring.agreement import agreement
+
+        try:
+            records = read_records(self.records_path)
+        except (OSError, ValueError):  # the run's figures stand without it
+            return []
+        by_id: dict[str, list[Any]] = {benchmark: [] for benchmark in rated}
+        for record in records:
+            if record["benchmark"] in by_id and record["run_id"] == self.run_id:
+                by_id[record["benchmark"]].append(record)
+        pairs = [(e, by_id[e["id"]]) for e in self.benchmarks if e["id"] in by_id]
+        return agreement(pairs)
 
     def has_results(self) -> bool:
         """Whether anything benchmark-related happened: a benchmark, a load attempt or a

@@ -43,6 +43,22 @@ class ImageRef(TypedDict):
     height: int
 
 
+class LineageSource(TypedDict):
+    """The stage-1 record that fed a stage-2 record (record `lineage.from`)."""
+
+    benchmark: str
+    seq: int
+    sample_id: str
+
+
+# A two-stage pipeline's record (plugin/pipeline.py): its pipeline, stage (1 or 2) and
+# stage name, and the stage-1 record that fed it (`from`, None at stage 1). The
+# functional form, because `from` is a keyword.
+Lineage = TypedDict("Lineage", {
+    "pipeline": str, "stage": int, "stage_name": str, "from": LineageSource | None,
+})
+
+
 class Record(TypedDict):
     """One request: a line of the records file ($defs/record)."""
 
@@ -80,6 +96,10 @@ class Record(TypedDict):
     ttft_source: NotRequired[Literal["stream", "engine"]]
     batch: NotRequired[int]
     batch_ns: NotRequired[list[int]]
+    scores: NotRequired[dict[str, float | None]]
+    chance: NotRequired[dict[str, float]]
+    read_as: NotRequired[Any]
+    lineage: NotRequired[Lineage]
 
 
 class Distribution(TypedDict):
@@ -162,6 +182,81 @@ class ServerSummary(TypedDict):
     absent_reason: str | None
 
 
+class ScoreFigure(TypedDict):
+    """One score over a benchmark."""
+
+    mean: float | None
+    n: int
+    not_applicable: int
+    failed: int
+    chance: float | None
+    unit: str
+    higher_is_better: bool
+    kind: Literal["accuracy", "error", "length", "value"]
+    description: str
+
+
+class RepeatedGroup(TypedDict):
+    """One text given for several different samples."""
+
+    text: str
+    samples: list[str]
+
+
+class TextSummary(TypedDict):
+    """The benchmark's texts together: length, diversity, repeats."""
+
+    field: str
+    n: int
+    chars_mean: float | None
+    words_mean: float | None
+    distinct_1: float | None
+    distinct_2: float | None
+    repeated_outputs: int
+    repeated_groups: list[RepeatedGroup]
+
+
+class Histogram(TypedDict):
+    """A value score (a 1-10 rating) over a benchmark: how decisive the model is."""
+
+    bins: dict[str, int]
+    n: int
+    mean: float | None
+    top_share: float | None
+    mode_share: float | None
+
+
+class QualitySummary(TypedDict):
+    """``summary.quality``. ``text`` is None when the task has no ``text`` scorer."""
+
+    scorers: list[str]
+    scores: dict[str, ScoreFigure]
+    text: TextSummary | None
+    histograms: dict[str, Histogram]
+
+
+class AgreementSide(TypedDict):
+    """One benchmark of an agreement."""
+
+
+    benchmark: str
+    model: str
+    precision: str
+
+
+class Agreement(TypedDict):
+    """Two benchmarks' agreement on one value score."""
+
+    task: str
+    dataset: str
+    score: str
+    a: AgreementSide
+    b: AgreementSide
+    n: int
+    kendall_tau_b: float | None
+    top_k: dict[str, float]
+
+
 class Summary(TypedDict):
     """A benchmark's figures, computed from its measured records ($defs/summary)."""
 
@@ -204,6 +299,7 @@ class Summary(TypedDict):
     rate_limited: NotRequired[int]
     tokens_source: NotRequired[dict[str, int]]
     throughput: NotRequired[ThroughputSummary]
+    quality: NotRequired[QualitySummary]
 
 
 class SloResult(TypedDict):
@@ -216,12 +312,22 @@ class SloResult(TypedDict):
     passed: bool
 
 
+class SelectionRef(TypedDict):
+    """benchmark.dataset.selection: the seed, the limit (None: all) and the ids the
+    dataset chose, in the order it yields them."""
+
+    seed: int
+    limit: int | None
+    ids: list[str]
+
+
 class DatasetRef(TypedDict):
     """benchmark.dataset: which samples, by name and content hash."""
 
     name: str
     hash: str
     prep: NotRequired[dict[str, Any]]
+    selection: NotRequired[SelectionRef]
 
 
 class WarmupRef(TypedDict):
@@ -427,6 +533,60 @@ class ServerInfo(TypedDict):
     usage: NotRequired[dict[str, Any] | None]
 
 
+class PipelineStage(TypedDict):
+    """One stage of a two-stage pipeline (document `pipelines[].stages[]`): its name,
+    its benchmark entry's id, its model, precision and task."""
+
+    name: str
+    benchmark: str
+    model: str
+    precision: str
+    task: str
+
+
+class PipelineEndToEnd(TypedDict):
+    """A pipeline's end-to-end latency over its measured lineages (both stages
+    succeeded), how many failed at either stage, and what the latency includes."""
+
+    latency_s: Distribution
+    handoff_s: Distribution
+    n: int
+    failed: int
+    definition: str
+
+
+class PipelineStageFigures(TypedDict):
+    """One stage's measured requests in a pipeline: latency and mean tokens."""
+
+    latency_s: Distribution
+    prompt_tokens_mean: float | None
+    completion_tokens_mean: float | None
+
+
+class PipelineVariants(TypedDict):
+    """Stage 2's JSON arrays: strings per request, in all, and outputs that were no
+    JSON array."""
+
+    per_request: Distribution
+    total: int
+    not_arrays: int
+
+
+class Pipeline(TypedDict):
+    """A two-stage pipeline run (document `pipelines[]`, plugin/pipeline.py)."""
+
+    id: str
+    test: str
+    mode: Literal["staged", "together"]
+    stages: list[PipelineStage]
+    samples: int
+    models_held_max: int
+    end_to_end: PipelineEndToEnd
+    per_stage: dict[str, PipelineStageFigures]
+    variants: PipelineVariants | None
+    response_chars: Distribution
+
+
 class ResultsDocument(TypedDict):
     """The results document's top level; tool, settings, environment, power and the
     merged runs' headers are any objects to the schema; `windows` only when a test
@@ -452,3 +612,5 @@ class ResultsDocument(TypedDict):
     power_trace_file: NotRequired[str | None]
     windows: NotRequired[list[Window]]
     servers: NotRequired[list[ServerInfo]]
+    agreement: NotRequired[list[Agreement]]
+    pipelines: NotRequired[list[Pipeline]]

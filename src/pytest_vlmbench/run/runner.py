@@ -21,13 +21,14 @@ as it completes. Records are built in requests.py either way.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_vlmbench.backends import LoadedModel, Request, Response
 from pytest_vlmbench.datasets import (
@@ -36,6 +37,8 @@ from pytest_vlmbench.datasets import (
     Sample,
     dataset_hash,
     dataset_notes,
+    dataset_selection,
+    prep_fields,
 )
 from pytest_vlmbench.metrics import serving, throughput
 from pytest_vlmbench.metrics.per_request import latency_s
@@ -48,6 +51,7 @@ from pytest_vlmbench.results.models import (
     MachineLoad,
     Phase,
     Record,
+    RecordError,
     ServerSummary,
     Status,
     Summary,
@@ -68,6 +72,9 @@ from pytest_vlmbench.run.requests import (  # repeat_warning: also the runner's,
 )
 from pytest_vlmbench.run.ticker import Ticker
 from pytest_vlmbench.tasks import Task
+
+if TYPE_CHECKING:
+    from pytest_vlmbench.scoring import Scorer
 from pytest_vlmbench.tasks.structured import ConstraintError
 
 
@@ -133,6 +140,8 @@ class Runner:
                              case.backend, case.device, plan.task.name)
         self._check: ConstraintCheck | None = None  # made by _prepare_task
         self._server: list[Mapping[str, Any] | None] = []  # server_usage() before, after
+        self._truths: dict[str, Mapping[str, Any]] = {}  # ground truth by sample id
+        self._scorers: list[Scorer] = []  # the task's, resolved by _prepare_task
 
     # -- one request ----------------------------------------------------------------
     def _one(self, seq: int, phase: Phase, sample: Sample, repetition: int,
@@ -152,6 +161,7 @@ class Runner:
 
     def _request_for(self, record: Record, sample: Sample, constraint: Any) -> Request | None:
         plan = self.plan
+        self._truths[sample.id] = sample.truth  # every mode prepares each sample here
         return request_for(record, sample, plan.task, input_mode=self.input_mode,
                            prep=plan.prep, seed=plan.seed, constraint=constraint)
 
@@ -178,10 +188,34 @@ class Runner:
     """A request failure that ends the benchmark once its record is written."""
 
     def _keep(self, record: Record, repetition: int) -> None:
-        """Write the record (flushed, at once) and note it."""
+        """Score the record (a measured, successful one, when the task names scorers),
+        write it (flushed, at once) and note it."""
+        if self._scorers and record["phase"] == "measure" and record["error"] is None:
+            self._score(record)
         self.writer.write(record)
         self.records.append(record)
         self._note_phase(record, repetition)
+
+    def _score(self, record: Record) -> None:
+        """The task's scorers on one output: `scores`, `chance` and `read_as` of the
+        record. The output is parsed again here (cheap) rather than carried from the
+        check, so the record on disk is all a scorer needs to be rerun."""
+        from pytest_vlmbench.scoring import score_record
+
+        output = record["output"] or ""
+        parsed: Any = None
+        if record["parse"] == "valid":
+            with suppress(ValueError):
+                parsed = json.loads(output)
+        result = score_record(
+            self._scorers, sample_id=record["sample_id"], output=output, parsed=parsed,
+            truth=self._truths.get(record["sample_id"], {}),
+            finish_reason=record["finish_reason"])
+        record["scores"] = dict(result.scores)
+        if result.chance:
+            record["chance"] = dict(result.chance)
+        if result.read_as is not None:
+            record["read_as"] = result.read_as
 
     def _stop_if_fatal(self) -> None:
         """End the benchmark after a request failed as every later one would."""
@@ -220,11 +254,73 @@ class Runner:
             self._hand_over(entry, sink, status)
         return entry
 
+    # -- driven from outside, one request at a time (plugin/pipeline.py) -------------
+    def open(self) -> None:
+        """Start a benchmark whose requests the caller sends one at a time (`request`)
+        and ends with `close`: what `run` does around its phases, for a caller that
+        interleaves two benchmarks (a two-stage pipeline)."""
+        plan = self.plan
+        self._opened = (datetime.now(UTC).isoformat(timespec="seconds"),
+                        plan.task.prompt_version(seed=plan.seed, input_mode=self.input_mode),
+                        dataset_hash(plan.dataset, plan.prep))
+        self._constraint = self._prepare_task()
+        self._start_measuring()
+        self._server.append(self._server_usage())
+
+    def request(self, phase: Phase, sample: Sample, repetition: int = 0, *,
+                fields: Mapping[str, Any] | None = None, error: RecordError | None = None,
+                index: int = 0, total: int = 0) -> Record:
+        """One request of an opened benchmark, recorded, written and reported; a model
+        whose server loads it on the next request gets its cold request first, as in
+        `run`. `fields` go into the record before it is written (a pipeline's lineage);
+        with `error` nothing is sent and the record fails with it (its input could not
+        be made: an upstream stage failed)."""
+        if getattr(self.model, "cold_pending", False):
+            if self.plan.cold:
+                self._driven("cold", sample, repetition, fields, error, 1, 1)
+            with suppress(AttributeError):
+                self.model.cold_pending = False  # type: ignore[attr-defined]
+        return self._driven(phase, sample, repetition, fields, error, index, total)
+
+    def _driven(self, phase: Phase, sample: Sample, repetition: int,
+                fields: Mapping[str, Any] | None, error: RecordError | None,
+                index: int, total: int) -> Record:
+        seq = len(self.records)
+        if error is None:
+            record = self._one(seq, phase, sample, repetition, self._constraint,
+                               f"{phase} {index}/{total} {sample.id}")
+        else:
+            record = blank_record(self._who, seq, phase, sample, repetition)
+            record["error"] = error
+        record.update(fields or {})  # type: ignore[typeddict-item]
+        self._keep(record, repetition)
+        self._report(record, index, total)
+        self._stop_if_fatal()
+        return record
+
+    def close(self, sink: Callable[[BenchmarkEntry], None], status: Status = "complete",
+              error: str | None = None) -> BenchmarkEntry:
+        """End an opened benchmark: its entry, handed to `sink` (as `run` does)."""
+        self._server.append(self._server_usage())
+        self._stop_ticker()
+        started, prompt_version, data_hash = self._opened
+        entry = self._entry(started, status, error, prompt_version, data_hash)
+        self._hand_over(entry, sink, status)
+        return entry
+
+    _opened: tuple[str, str, str] = ("", "", "")  # open(): started, prompt version, hash
+    _constraint: Any = None
+
     def _prepare_task(self) -> Any:
         """The task's output checker and the model's constraint, built once; the checker
         first: an unsatisfiable schema is one line of ours, not the grammar converter's.
         A load pattern the model cannot be driven with is refused here too."""
         checker = self.plan.task.checker()
+        if self.plan.task.scorers:
+            from pytest_vlmbench.scoring import resolve_scorers
+
+            self._scorers = resolve_scorers(self.plan.task.scorers,
+                                            text_field=self.plan.task.text_field)
         self._refuse_an_unsupported_constraint()
         self._refuse_an_unsupported_load()
         constraint = self.model.prepare(self.plan.task)
@@ -461,8 +557,8 @@ class Runner:
             "model": case.model, "backend": case.backend, "precision": case.precision,
             "device": case.device, "task": plan.task.name,
             "prompt_version": prompt_version, "input_mode": self.input_mode,
-            "dataset": {"name": plan.dataset.name, "hash": data_hash, "prep": {
-                "long_edge": plan.prep.long_edge, "jpeg_quality": plan.prep.jpeg_quality}},
+            "dataset": {"name": plan.dataset.name, "hash": data_hash,
+                        "prep": prep_fields(plan.prep)},
             "samples": plan.samples,
             "warmup": {"requests": plan.warmup, "latency_s": self._warm_latency},
             "status": status, "error": error, "summary": summary,
@@ -476,6 +572,9 @@ class Runner:
         }
         if cold:
             entry["records"]["cold"] = cold
+        selection = dataset_selection(plan.dataset)
+        if selection is not None:
+            entry["dataset"]["selection"] = selection
         if plan.load is not None:
             entry["load"] = plan.load.to_json()  # type: ignore[typeddict-item]
         return entry
@@ -488,6 +587,13 @@ class Runner:
             load_s=self.model.timings_ns.get("load", 0) / 1e9 or None,
             peak_rss=memory.peak_rss_bytes(), slo=self.plan.slo,
         )
+        if self._scorers:
+            from pytest_vlmbench.scoring.aggregate import quality_summary
+
+            quality = quality_summary(self.records, text_field=self.plan.task.text_field,
+                                      scorers=self._scorers)
+            if quality is not None:
+                summary["quality"] = quality
         if self.monitor is not None and self._window is not None:
             measured = self.monitor.finish(
                 self._window, self.records, vision=self.input_mode == "image",
