@@ -43,6 +43,7 @@ def test_scores_fill_records_and_the_summary_recomputes_from_them(project: Proje
     project.pytester.makepyfile(test_bench=SCENE_BENCH.format(slo=""))
     out = project.run(f"{options.MODELS}=tiny-vision,tiny-text")
     out.run.assert_outcomes(passed=2)
+    out.run.stdout.fnmatch_lines(["quality: *test_counts*: count_accuracy * (chance 0.1*, n=4)*"])
     doc, records = out.doc(), out.records()
     scenes = {s.id: s.truth for s in SyntheticScenes(4, seed=3, difficulty="mixed").samples()}
     for entry in doc["benchmarks"]:
@@ -54,7 +55,8 @@ def test_scores_fill_records_and_the_summary_recomputes_from_them(project: Proje
         for name in ("count_accuracy", "count_abs_error", "total_accuracy"):
             figure = quality["scores"][name]
             values = [r["scores"][name] for r in ok]
-            assert figure["n"] + figure["not_applicable"] + figure["failed"] == len(measured)
+            assert figure["n"] + figure["not_applicable"] + figure["failed"] \
+                + figure["errors"] == len(measured)
             assert figure["mean"] == pytest.approx(sum(values) / len(values))
             assert figure["chance"] == pytest.approx(
                 sum(r["chance"][name] for r in ok) / len(ok))
@@ -135,6 +137,8 @@ def test_two_models_ratings_agreement_is_in_the_document(project: Project) -> No
     pt.makepyfile(test_bench=RATE_BENCH.format(n=len(colours)))
     out = project.run(f"{options.MODELS}=tiny-vision,tiny-text")
     out.run.assert_outcomes(passed=2)
+    out.run.stdout.fnmatch_lines(["agreement: rate instagram: tiny-* vs tiny-*: Kendall's "
+                                  "tau-b *, top-1 *, top-3 * (n=5)"])
     doc, records = out.doc(), out.records()
     by_model = {e["model"]: e for e in doc["benchmarks"]}
     for entry in by_model.values():
@@ -181,3 +185,45 @@ def test_an_unknown_scorer_is_one_line_and_a_usage_error(project: Project) -> No
     out = project.run(f"{options.MODELS}=tiny-text")
     assert out.run.ret == pytest.ExitCode.USAGE_ERROR
     out.run.stdout.fnmatch_lines(["*nope*"])
+
+
+def test_an_slo_on_a_score_the_task_does_not_give_fails_before_any_request(
+        project: Project) -> None:
+    project.pytester.makepyfile(test_bench=SCENE_BENCH.format(slo="min_colour_accuracy=0.5"))
+    out = project.run(f"{options.MODELS}=tiny-text")
+    out.run.assert_outcomes(failed=1)
+    assert ("SLO min_colour_accuracy: task 'objects_and_counts' gives no colour_accuracy "
+            "score (its scorers ['counts'] give: count_abs_error, count_accuracy, "
+            "total_accuracy)") in out.run.stdout.str()
+    assert not out.out.with_name("results.records.jsonl").exists() or not out.records()
+
+
+class _Closing:
+    """A loaded model whose close() is recorded, and raises when asked to."""
+
+    def __init__(self, log: list[str], name: str, fails: bool) -> None:
+        self.log, self.name, self.fails = log, name, fails
+
+    def close(self) -> None:
+        self.log.append(self.name)
+        if self.fails:
+            raise RuntimeError(f"{self.name} would not close")
+
+
+def test_a_model_that_fails_to_close_does_not_keep_the_others_open() -> None:
+    from types import SimpleNamespace
+
+    from pytest_vlmbench.plugin.pool import LoadedHandle, ModelPool
+    from pytest_vlmbench.run.runner import ModelCase
+
+    closed: list[str] = []
+    pool = ModelPool(SimpleNamespace(log_path=None))  # type: ignore[arg-type]
+    cases = [ModelCase(name, "fp32", "cpu", "llama_cpp", "text") for name in "abc"]
+    handles = [LoadedHandle(c, None, _Closing(closed, c.model, c.model == "a"))  # type: ignore[arg-type]
+               for c in cases]
+    pool._current, pool._also = (cases[0], handles[0]), list(zip(cases[1:], handles[1:],
+                                                                  strict=True))
+    with pytest.raises(RuntimeError, match="a would not close"):
+        pool.release()
+    assert closed == ["a", "b", "c"]
+    assert pool.held() == []

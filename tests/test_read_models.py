@@ -18,13 +18,14 @@ from pytest_vlmbench.results import models
 from pytest_vlmbench.results.document import schema, validate_record
 from tests.conftest import Project
 
+_QUALITY = "/$defs/summary/properties/quality"
 MIRRORS: dict[Any, str] = {
     models.ResultsDocument: "",
-    models.QualitySummary: "/$defs/summary/properties/quality",
-    models.ScoreFigure: "/$defs/summary/properties/quality/properties/scores/additionalProperties",
-    models.TextSummary: "/$defs/summary/properties/quality/properties/text",
-    models.RepeatedGroup: "/$defs/summary/properties/quality/properties/text/properties/repeated_groups/items",
-    models.Histogram: "/$defs/summary/properties/quality/properties/histograms/additionalProperties",
+    models.QualitySummary: _QUALITY,
+    models.ScoreFigure: f"{_QUALITY}/properties/scores/additionalProperties",
+    models.TextSummary: f"{_QUALITY}/properties/text",
+    models.RepeatedGroup: f"{_QUALITY}/properties/text/properties/repeated_groups/items",
+    models.Histogram: f"{_QUALITY}/properties/histograms/additionalProperties",
     models.Agreement: "/properties/agreement/items",
     models.AgreementSide: "/$defs/agreement_side",
     models.DeviceInfo: "/properties/device",

@@ -174,10 +174,10 @@ def test_the_description_says_exactly_the_truth(level: str) -> None:
                 for m in _SHAPE_RE.findall(head)]
         assert said == [{k: s[k] for k in ("shape", "colour", "position", "small")}
                         for s in truth["shapes"]], text
-        gradient = " gradient" if truth["gradient"] else ""
-        assert head.startswith(f"{'An' if truth['background'] == 'orange' else 'A'} "
-                               f"{truth['background']}{gradient} background with "
-                               f"{truth['total']} shape")
+        backdrop = (f"{'An' if truth['background'] == 'orange' else 'A'} "
+                    f"{truth['background']} gradient" if truth["gradient"]
+                    else f"A plain {truth['background']}")
+        assert head.startswith(f"{backdrop} background with {truth['total']} shape"), text
         stripe_said = re.findall(r"an? (\w+) one along the (\w+) edge", stripes)
         assert [c for c, _ in stripe_said] == [d["colour"] for d in truth["distractors"]]
         for (_, edge), d in zip(stripe_said, truth["distractors"], strict=True):

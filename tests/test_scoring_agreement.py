@@ -41,12 +41,40 @@ def test_tau_b_undefined() -> None:
 def test_top_k_by_hand() -> None:
     a = {"p1": 9, "p2": 8, "p3": 8, "p4": 1}
     b = {"p1": 2, "p2": 9, "p3": 7, "p4": 9}
-    # top 1: a p1; b has two 9s, the lower id p2 first: {p1} vs {p2}: 0.
+    # top 1: a p1 (P 1); b p2, p4 tied at 9 for 1 slot (P 1/2 each): no sample is in
+    # both with P > 0: 0.
     assert top_k_overlap(a, b, 1) == 0.0
-    # top 3: a {p1, p2, p3}; b {p2, p4, p3}: 2 of 3.
+    # top 2: a p1 above the cut (8), p2, p3 tied for 1 slot: 1/2 each; b p2, p4 both in
+    # (2 tied at 9, 2 slots). Sum of P(a) x P(b): p1 1 x 0 + p2 1/2 x 1 + p3 1/2 x 0 +
+    # p4 0 x 1 = 1/2; / 2 = 1/4.
+    assert top_k_overlap(a, b, 2) == pytest.approx(1 / 4)
+    # top 3: a {p1, p2, p3} (the two 8s fill the 2 slots left); b {p2, p4, p3}: 2 of 3.
     assert top_k_overlap(a, b, 3) == pytest.approx(2 / 3)
     # Only samples both scored count: p5 is a's best but b never saw it.
     assert top_k_overlap(a | {"p5": 10}, b, 1) == 0.0
+
+
+def test_constant_raters_overlap_as_chance() -> None:
+    # Both rate the 5 photos 7: each photo in the top 1 with P 1/5 on each side, drawn
+    # independently: sum 5 x 1/5 x 1/5 = 1/5; / 1 = 0.2 (was 1.0 with ties by id).
+    same = dict.fromkeys(["p1", "p2", "p3", "p4", "p5"], 7)
+    assert top_k_overlap(same, same, 1) == pytest.approx(0.2)
+    # Top 3 of 5: P 3/5 each: 5 x 9/25 = 9/5; / 3 = 3/5 = k/n.
+    assert top_k_overlap(same, same, 3) == pytest.approx(3 / 5)
+
+
+def test_top_k_with_ties_on_both_sides() -> None:
+    a = {"p1": 5, "p2": 5, "p3": 5, "p4": 1}
+    b = {"p1": 5, "p2": 5, "p3": 1, "p4": 1}
+    # top 1: a p1..p3 tied for 1 slot (1/3 each); b p1, p2 tied (1/2 each):
+    # p1 1/3 x 1/2 + p2 1/3 x 1/2 + p3 1/3 x 0 = 1/3; / 1 = 1/3.
+    assert top_k_overlap(a, b, 1) == pytest.approx(1 / 3)
+    # top 3: a p1..p3 in (3 tied, 3 slots); b p1, p2 in, p3 and p4 tied at 1 for the
+    # last slot (1/2 each): 1 + 1 + 1 x 1/2 + 0 = 5/2; / 3 = 5/6.
+    assert top_k_overlap(a, b, 3) == pytest.approx(5 / 6)
+    # A side that ranks with no ties agrees fully with itself.
+    ranked = {"p1": 4, "p2": 3, "p3": 2, "p4": 1}
+    assert top_k_overlap(ranked, ranked, 2) == 1.0
 
 
 ratings = st.lists(st.integers(1, 10), min_size=0, max_size=12)
@@ -75,8 +103,10 @@ def test_top_k_overlap_properties(a: dict[str, int], b: dict[str, int], k: int) 
     assert 0.0 <= overlap <= 1.0
     assert overlap == top_k_overlap(b, a, k)
     common = set(a) & set(b)
-    if len(common) >= k:
-        assert top_k_overlap(a, a, k) == 1.0
+    if len(common) >= k and len(set(a.values())) == len(a):
+        assert top_k_overlap(a, a, k) == pytest.approx(1.0)
+    if len(set(a.values())) == 1 and len(a) > k:
+        assert top_k_overlap(a, a, k) == pytest.approx(k / len(a))  # constant: k/n
 
 
 def _entry(bid: str, model: str, precision: str = "q4", task: str = "photo_score",
@@ -114,7 +144,8 @@ def test_agreement_between_benchmarks() -> None:
     # in a, (2,4) C, (3,4) C: C=5, D=0, n1=1, n2=0: 5 / sqrt(5 * 6).
     assert one["n"] == 4
     assert one["kendall_tau_b"] == pytest.approx(5 / 30**0.5)
-    # top 1: p4 both; top 3: a p4, p2, p3 (3s: id order), b p4, p2, p3: 1.
+    # top 1: p4 both; top 3: a p4, then p2, p3 (both 3s fill the 2 slots left), b p4, p2,
+    # p3: 1.
     assert one["top_k"] == {"1": 1.0, "3": 1.0}
     assert (one["task"], one["dataset"], one["a"]["model"], one["b"]["precision"]) == (
         "photo_score", "h1", "m1", "q4")
@@ -123,3 +154,20 @@ def test_agreement_between_benchmarks() -> None:
     assert pairs[("b1", "b2", "aesthetic")]["n"] == 0
     assert pairs[("b1", "b2", "aesthetic")]["kendall_tau_b"] is None
     assert pairs[("b1", "b2", "aesthetic")]["top_k"] == {}
+    assert pairs[("b1", "b2", "aesthetic")]["kendall_absent_reason"] == (
+        "0 sample(s) rated by both; tau needs at least 2")
+    assert one["kendall_absent_reason"] is None
+
+
+def test_a_constant_rater_has_no_tau_and_says_why() -> None:
+    a = _records({"p1": [7], "p2": [7], "p3": [7]})
+    b = _records({"p1": [1], "p2": [5], "p3": [9], "p9": [10]})  # p9: b only, never ranked
+    [found, _] = sorted(agreement([(_entry("b1", "m1"), a), (_entry("b2", "m2"), b)]),
+                        key=lambda f: f["score"] != "instagram")
+    assert found["n"] == 3
+    assert found["kendall_tau_b"] is None
+    assert found["kendall_absent_reason"] == (
+        "side a gave every sample the same rating (7): no ranking to correlate")
+    # top 1 of b among the common samples is p3 (p9 is not common); a's 3 tied 7s each
+    # take the one slot with chance 1/3: expected overlap 1/3.
+    assert found["top_k"]["1"] == pytest.approx(1 / 3)

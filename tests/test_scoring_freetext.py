@@ -28,9 +28,22 @@ from pytest_vlmbench.scoring.freetext import (
         ("zero triangles, twelve dots", {"circle": 12, "square": 0, "triangle": 0}),
         ("circles: 2, squares: 1, triangles: 0", {"circle": 2, "square": 1, "triangle": 0}),
         ("A disc, a rectangle and a triangle", {"circle": 1, "square": 1, "triangle": 1}),
-        ("The circle is red.", {"circle": 1, "square": 0, "triangle": 0}),
-        ("There are circles.", {"circle": None, "square": 0, "triangle": 0}),
         ("There are no shapes.", {"circle": 0, "square": 0, "triangle": 0}),
+        # Numbered and article phrases of a kind add up: 3 + 1.
+        ("three red circles and a blue circle", {"circle": 4, "square": 0, "triangle": 0}),
+        # A bare singular is 1 once some kind is counted explicitly; a bare plural is not.
+        ("Two squares. The circle is red.", {"circle": 1, "square": 2, "triangle": 0}),
+        ("Two squares and some circles.", {"circle": None, "square": 2, "triangle": 0}),
+        # Negation: the list after "don't see any" is 0, the next clause's count holds.
+        ("I don't see any triangles or squares; there are two circles",
+         {"circle": 2, "square": 0, "triangle": 0}),
+        ("There are not any triangles, just a circle.", {"circle": 1, "square": 0, "triangle": 0}),
+        ("A square without triangles.", {"circle": 0, "square": 1, "triangle": 0}),
+        ("It is a square, not a circle.", {"circle": 0, "square": 1, "triangle": 0}),
+        ("not a circle", {"circle": 0, "square": 0, "triangle": 0}),
+        ("two circles but no squares or triangles", {"circle": 2, "square": 0, "triangle": 0}),
+        ("There is no triangle and a circle.", {"circle": 1, "square": 0, "triangle": 0}),
+        ("I dont see a triangle, I see 3 squares", {"circle": 0, "square": 3, "triangle": 0}),
     ],
 )
 def test_counts_from_free_text(text: str, counts: dict[str, int | None]) -> None:
@@ -40,6 +53,19 @@ def test_counts_from_free_text(text: str, counts: dict[str, int | None]) -> None
 @pytest.mark.parametrize("text", ["", "I cannot see the image.", "red green blue", "1 2 3"])
 def test_an_output_naming_no_shape_is_unreadable(text: str) -> None:
     assert read_text(text).counts() is None
+
+
+@pytest.mark.parametrize("text", ["I see some shapes.", "five shapes", "There are circles.",
+                                  "The circle is red.", "Circles and squares."])
+def test_counts_without_an_explicit_count_are_unreadable(text: str) -> None:
+    # No kind is counted (a number, an article or a negation): every kind unreadable,
+    # not 0 for the kinds never named.
+    assert read_text(text).counts() is None
+
+
+def test_negated_phrases_name_no_object() -> None:
+    assert read_text("A red square, not a blue circle.").objects() == [
+        {"shape": "square", "colour": "red", "position": None}]
 
 
 @pytest.mark.parametrize(
@@ -90,6 +116,7 @@ def test_referring_back_is_not_a_new_object() -> None:
     [
         ("A blue gradient background with a circle.", "blue", True),
         ("The background is a solid white.", "white", False),
+        ("A plain blue background with 2 shapes: a red circle.", "blue", False),
         ("Background colour: dark green, no gradient.", "green", False),
         ("A circle on a purple backdrop that fades to black.", "purple", True),
         ("A red circle.", None, None),

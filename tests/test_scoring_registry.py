@@ -127,6 +127,36 @@ def test_score_record_merges_and_survives_a_broken_scorer(registered: None) -> N
     assert none.chance == {}
 
 
+def test_scorer_errors_are_counted_apart(registered: None) -> None:
+    from pytest_vlmbench.scoring.aggregate import quality_summary
+
+    scorers = resolve_scorers(["counts", "broken"])
+    records: list[dict[str, Any]] = []
+    for sample, output, truth in (("s1", "a circle and a triangle", TRUTH),
+                                  ("s2", "two circles", None), ("s3", None, TRUTH)):
+        record: dict[str, Any] = {"sample_id": sample, "phase": "measure", "output": output,
+                                  "error": None if output else {"type": "X"}}
+        if output is not None:
+            result = score_record(scorers, sample_id=sample, output=output, parsed=None,
+                                  truth=truth, finish_reason="stop")
+            record |= {"scores": result.scores, "chance": result.chance,
+                       "read_as": result.read_as}
+        records.append(record)
+    quality = quality_summary(records, text_field=None, scorers=scorers)
+    assert quality is not None
+    # 3 measured: s3 failed; broken raised on s1 and s2: 2 errors, none "not applicable".
+    broken = quality["scores"]["broken_score"]
+    assert (broken["n"], broken["not_applicable"], broken["failed"], broken["errors"]) == (
+        0, 0, 1, 2)
+    # counts: s1 scored, s2 has no truth (not applicable), s3 failed, no error.
+    counts = quality["scores"]["count_accuracy"]
+    assert (counts["n"], counts["not_applicable"], counts["failed"], counts["errors"]) == (
+        1, 1, 1, 0)
+    for figure in quality["scores"].values():
+        assert figure["n"] + figure["not_applicable"] + figure["failed"] + \
+            figure["errors"] == 3
+
+
 def _fake_entry_points(*entries: metadata.EntryPoint) -> Any:
     def entry_points(*, group: str) -> list[metadata.EntryPoint]:
         return [e for e in entries if e.group == group]

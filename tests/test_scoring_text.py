@@ -99,7 +99,18 @@ def test_histogram_by_hand() -> None:
                               "9": 0, "10": 0}
     assert (figure["n"], figure["top_share"], figure["mode_share"]) == (5, 0.2, 0.6)
     assert figure["mean"] == pytest.approx(6.4)
+    assert figure["out_of_range"] == 0
     assert histogram([])["top_share"] is None
+    assert histogram([])["out_of_range"] == 0
+
+
+def test_histogram_counts_values_outside_the_bins() -> None:
+    # 0, 11 and 10.6 (rounds to 11) fall in no bin of 1..10; 0.6 rounds to 1, in bin 1.
+    # n 5, bins hold 2 = n - 3; mean (0 + 11 + 10.6 + 0.6 + 5) / 5 = 27.2 / 5 = 5.44.
+    figure = histogram([0.0, 11.0, 10.6, 0.6, 5.0])
+    assert (figure["n"], figure["out_of_range"], sum(figure["bins"].values())) == (5, 3, 2)
+    assert (figure["bins"]["1"], figure["bins"]["5"]) == (1, 1)
+    assert figure["mean"] == pytest.approx(5.44)
 
 
 def _record(sample: str, output: str | None, scores: dict[str, Any] | None = None,
@@ -125,8 +136,8 @@ def test_quality_summary() -> None:
     assert quality is not None
     assert quality["scorers"] == ["counts", "text", "photo_scores"]
     accuracy = quality["scores"]["count_accuracy"]
-    assert (accuracy["mean"], accuracy["n"], accuracy["not_applicable"], accuracy["failed"]) \
-        == (0.5, 2, 0, 1)
+    assert (accuracy["mean"], accuracy["n"], accuracy["not_applicable"], accuracy["failed"],
+            accuracy["errors"]) == (0.5, 2, 0, 1, 0)
     assert accuracy["chance"] == pytest.approx((1 / 6 + 0.5) / 2)
     assert (accuracy["unit"], accuracy["kind"], accuracy["higher_is_better"]) == (
         "", "accuracy", True)

@@ -31,6 +31,10 @@ SCENE: dict[str, Any] = {
     "counts": {"circle": 2, "square": 1, "triangle": 0}, "total": 3,
     "colours": ["green", "red"], "distractors": [],
 }
+# Two red circles only, at the top-left and bottom-right cells.
+TWO_CIRCLES: dict[str, Any] = dict(
+    SCENE, shapes=[_shape("circle", "red", "top-left"), _shape("circle", "red", "bottom-right")],
+    counts={"circle": 2, "square": 0, "triangle": 0}, total=2, colours=["red"])
 # The same scene as version 1 wrote it: no counts, total, colours.
 SCENE_V1 = {k: SCENE[k] for k in ("background", "gradient", "size", "shapes")}
 
@@ -74,6 +78,34 @@ def test_number_attached_to_the_wrong_shape() -> None:
     assert result.scores["count_accuracy"] == pytest.approx(1 / 3)
     assert result.scores["count_abs_error"] == pytest.approx(2 / 3)
     assert result.scores["total_accuracy"] == 1.0  # 3 shapes in all, by luck
+
+
+@pytest.mark.parametrize("output", ["I see some shapes.", "five shapes", "There are circles."])
+def test_saying_nothing_countable_earns_no_count(output: str) -> None:
+    # Two red circles: read as 0/0/0 these used to get square and triangle right (2/3).
+    # Now every kind is unreadable: 0 right; error the worst on 0..5: max(2, 3) = 3,
+    # max(0, 5) = 5 twice: (3 + 5 + 5) / 3 = 13/3.
+    result = _score(CountsScorer(), output, truth=TWO_CIRCLES)
+    assert result.scores["count_accuracy"] == 0.0
+    assert result.scores["count_abs_error"] == pytest.approx(13 / 3)
+    assert result.read_as["counts"] == {"circle": None, "square": None, "triangle": None}
+    # "five shapes" still says a total (5, true 2): wrong either way here.
+    assert result.scores["total_accuracy"] == 0.0
+
+
+def test_counts_add_up_and_negations_are_zero() -> None:
+    # circle 3 + 1 = 4 (true 2), square 0, triangle 0 (no number said: never named, 0
+    # because circles were counted): 2 of 3 right; errors 2, 1, 0: mean 1.
+    added = _score(CountsScorer(), "three red circles and a blue circle")
+    assert added.read_as["counts"] == {"circle": 4, "square": 0, "triangle": 0}
+    assert added.scores["count_accuracy"] == pytest.approx(1 / 3)
+    assert added.scores["count_abs_error"] == pytest.approx(1.0)
+    negated = _score(CountsScorer(), "I don't see any triangles or squares; there are two "
+                     "circles", truth=TWO_CIRCLES)
+    assert negated.read_as == {"counts": {"circle": 2, "square": 0, "triangle": 0},
+                               "total": 2}
+    assert negated.scores == {"count_accuracy": 1.0, "count_abs_error": 0.0,
+                              "total_accuracy": 1.0}
 
 
 def test_json_with_extra_and_missing_keys() -> None:
@@ -182,10 +214,62 @@ def test_listing_a_shape_in_every_cell_earns_little() -> None:
              "bottom-left", "bottom-centre", "bottom-right"]
     parsed = {"objects": [{"shape": s, "colour": c, "position": p}
                           for p in cells for s, c in (("circle", "red"), ("square", "green"))]}
-    # Matching prefers the true cell among same-identity candidates, so all 3 match, but
-    # position_accuracy divides by the 18 objects said.
-    assert _score(SpatialScorer(), parsed=parsed).scores["position_accuracy"] == \
-        pytest.approx(3 / 18)
+    # Matching is blind to position: the circles (top-left, bottom-right) take the first
+    # two red circles said (top-left, top-centre), dealt out by cell: top-left to the
+    # top-left circle, top-centre to the other; the square takes the top-left square.
+    # 1 at its cell / max(18 said, 3 true) = 1/18. Pairs: (TL circle, square) true
+    # right+below, said same cell: wrong; (TL, BR circles) true right+below, said
+    # right+same row: wrong; (square, BR circle) true right+below, said right+same row:
+    # wrong. 0/3 x 3/18 = 0.
+    scores = _score(SpatialScorer(), parsed=parsed).scores
+    assert scores["position_accuracy"] == pytest.approx(1 / 18)
+    assert scores["spatial_accuracy"] == 0.0
+
+
+CELLS = ["top-left", "top-centre", "top-right", "middle-left", "centre", "middle-right",
+         "bottom-left", "bottom-centre", "bottom-right"]
+
+
+@pytest.mark.parametrize("cells", [CELLS, CELLS[::-1], CELLS[4:] + CELLS[:4]])
+def test_a_red_circle_in_every_cell_scores_low(cells: list[str]) -> None:
+    parsed = {"objects": [{"shape": "circle", "colour": "red", "position": p} for p in cells]}
+    result = _score(SpatialScorer(), parsed=parsed, truth=TWO_CIRCLES)
+    # Truth: red circles at top-left (TL) and bottom-right (BR); BR is right+below of TL.
+    # Whatever the order, only the first two said are matched (blind to position), so at
+    # best 2 at their cell and the pair right, x 2 true / 9 said = 2/9.
+    # Reading order: first two said top-left, top-centre; TL gets top-left (its cell),
+    # BR gets top-centre: position 1/9; pair said right+same row: wrong, 0.
+    # Reversed: bottom-right, bottom-centre; BR gets bottom-right, TL bottom-centre:
+    # position 1/9; pair said right+same row: wrong, 0.
+    # From the centre: centre, middle-right; neither at a true cell: 0; pair said
+    # right+same row: wrong, 0.
+    expected = {tuple(CELLS): (1 / 9, 0.0), tuple(CELLS[::-1]): (1 / 9, 0.0),
+                tuple(CELLS[4:] + CELLS[:4]): (0.0, 0.0)}[tuple(cells)]
+    assert (result.scores["position_accuracy"], result.scores["spatial_accuracy"]) == \
+        pytest.approx(expected)
+    # Chance: the one pair's relation (right+below) holds for 9 of 72 ordered pairs of
+    # distinct cells: 1/8.
+    assert result.chance["spatial_accuracy"] == pytest.approx(1 / 8)
+    assert max(expected) < 2 / 9 + 1e-9
+
+
+def test_extra_objects_cost_spatial_accuracy() -> None:
+    # Both circles right, then 2 extra: pair right 1/1 x 2 true / 4 said = 1/2;
+    # position 2 / 4 = 1/2.
+    parsed = {"objects": [{"shape": "circle", "colour": "red", "position": p}
+                          for p in ("bottom-right", "top-left", "centre", "top-right")]}
+    scores = _score(SpatialScorer(), parsed=parsed, truth=TWO_CIRCLES).scores
+    assert scores == {"position_accuracy": 0.5, "spatial_accuracy": 0.5}
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0), (1, 0, 2)])
+def test_a_right_answer_in_any_order_scores_one(order: tuple[int, int, int]) -> None:
+    objects = [{"shape": "circle", "colour": "red", "position": "top-left"},
+               {"shape": "square", "colour": "green", "position": "centre"},
+               {"shape": "circle", "colour": "red", "position": "bottom-right"}]
+    parsed = {"objects": [objects[i] for i in order]}
+    assert _score(SpatialScorer(), parsed=parsed).scores == {"position_accuracy": 1.0,
+                                                             "spatial_accuracy": 1.0}
 
 
 def test_spatial_one_shape_and_no_truth() -> None:
@@ -204,30 +288,64 @@ def test_spatial_one_shape_and_no_truth() -> None:
 def test_scene_json_and_text() -> None:
     right = _score(SceneScorer(), parsed={"background": "Blue", "gradient": False,
                                           "total": 3})
-    assert right.scores == {"background_accuracy": 1.0, "gradient_accuracy": 1.0}
-    assert right.chance == {"background_accuracy": 1 / 8, "gradient_accuracy": 0.5}
-    wrong = _score(SceneScorer(), parsed={"background": "navy", "gradient": "no"})
-    assert wrong.scores == {"background_accuracy": 0.0, "gradient_accuracy": 0.0}
-    text = _score(SceneScorer(), "Shapes on a plain blue background.")
-    assert text.scores == {"background_accuracy": 1.0, "gradient_accuracy": 1.0}
+    assert right.scores == {"background_accuracy": 1.0, "gradient_accuracy": 1.0,
+                            "scene_total_accuracy": 1.0}
+    # Total: uniform on 0..5 (easy), 1/6.
+    assert right.chance == {"background_accuracy": 1 / 8, "gradient_accuracy": 0.5,
+                            "scene_total_accuracy": pytest.approx(1 / 6)}
+    wrong = _score(SceneScorer(), parsed={"background": "navy", "gradient": "no",
+                                          "total": 30})
+    assert wrong.scores == {"background_accuracy": 0.0, "gradient_accuracy": 0.0,
+                            "scene_total_accuracy": 0.0}
+    text = _score(SceneScorer(), "Three shapes on a plain blue background.")
+    assert text.scores == {"background_accuracy": 1.0, "gradient_accuracy": 1.0,
+                           "scene_total_accuracy": 1.0}
+    summed = _score(SceneScorer(), "Two circles and a square on a blue gradient.")
+    assert summed.scores["scene_total_accuracy"] == 1.0  # 2 + 1 + 0, every kind read
     assert _score(SceneScorer(), "").scores == {"background_accuracy": 0.0,
-                                                "gradient_accuracy": 0.0}
+                                                "gradient_accuracy": 0.0,
+                                                "scene_total_accuracy": 0.0}
+    # Hard: 0..9, 1/10; a photo without truth: not applicable.
+    hard = _score(SceneScorer(), parsed={"total": 3}, truth=dict(SCENE, difficulty="hard"))
+    assert hard.chance["scene_total_accuracy"] == pytest.approx(1 / 10)
+    assert _score(SceneScorer(), parsed={"total": 3}, truth={}).scores[
+        "scene_total_accuracy"] is None
 
 
 def test_mentions() -> None:
     caption = "Two red circles and a green square on a blue background."
     result = _score(MentionsScorer(), caption)
-    assert result.scores == {"colour_precision": 1.0, "shape_recall": 1.0}
-    # The scene holds 3 of the 8 palette colours (red, green, blue); kinds: 1/2.
-    assert result.chance == {"colour_precision": 3 / 8, "shape_recall": 0.5}
+    assert result.scores == {"colour_precision": 1.0, "shape_recall": 1.0,
+                             "shape_precision": 1.0}
+    # The scene holds 3 of the 8 palette colours (red, green, blue). Kinds named: a
+    # random non-empty subset of 3 (7 of them); a kind is in 4: recall 4/7. Precision,
+    # 2 kinds present (circle, square): per kind, subsets holding it are {c} (1/1), two
+    # of size 2 (1/2 each), one of size 3 (1/3): (1 + 1 + 1/3) / 7 = 1/3; x 2 = 2/3.
+    assert result.chance == {"colour_precision": 3 / 8, "shape_recall": pytest.approx(4 / 7),
+                             "shape_precision": pytest.approx(2 / 3)}
     every = "A red, green, blue, yellow, purple, orange, white and black picture of circles."
     listed = _score(MentionsScorer(), every)
-    assert listed.scores == {"colour_precision": 3 / 8, "shape_recall": 0.5}
+    assert listed.scores == {"colour_precision": 3 / 8, "shape_recall": 0.5,
+                             "shape_precision": 1.0}
     pink = _score(MentionsScorer(), "A pink triangle on a blue background.")
-    assert pink.scores == {"colour_precision": 0.5, "shape_recall": 0.0}
+    assert pink.scores == {"colour_precision": 0.5, "shape_recall": 0.0,
+                           "shape_precision": 0.0}
     empty = _score(MentionsScorer(), "")
-    assert empty.scores == {"colour_precision": None, "shape_recall": 0.0}
-    assert empty.chance == {"shape_recall": 0.5}
+    assert empty.scores == {"colour_precision": None, "shape_recall": 0.0,
+                            "shape_precision": None}
+    assert empty.chance == {"shape_recall": pytest.approx(4 / 7)}
+
+
+def test_naming_every_shape_kind_costs_precision() -> None:
+    # Two red circles only: every kind named: recall 1/1, precision 1 of 3 named = 1/3;
+    # chance precision with 1 kind present: 1/3.
+    result = _score(MentionsScorer(), "Circles, squares and triangles.", truth=TWO_CIRCLES)
+    assert result.scores["shape_recall"] == 1.0
+    assert result.scores["shape_precision"] == pytest.approx(1 / 3)
+    assert result.chance["shape_precision"] == pytest.approx(1 / 3)
+    # Saying a kind is absent is not naming it: "no squares" leaves circle, 1 of 1.
+    honest = _score(MentionsScorer(), "Two circles and no squares.", truth=TWO_CIRCLES)
+    assert honest.scores["shape_precision"] == 1.0
 
 
 # --- real scenes ------------------------------------------------------------------------
@@ -246,7 +364,8 @@ def test_a_perfect_answer_scores_full_marks_on_generated_scenes(index: int) -> N
         (CountsScorer(), {"counts": counts, "total": len(truth["shapes"])}),
         (AttributesScorer(), _describe(truth)),
         (SpatialScorer(), _describe(truth)),
-        (SceneScorer(), {"background": truth["background"], "gradient": truth["gradient"]}),
+        (SceneScorer(), {"background": truth["background"], "gradient": truth["gradient"],
+                         "total": len(truth["shapes"])}),
     ]
     for scorer, parsed in checks:
         scores = _score(scorer, parsed=parsed, truth=truth).scores
@@ -263,8 +382,8 @@ def test_the_scene_description_reads_back_as_its_truth() -> None:
         assert sample.description is not None
         for scorer in (CountsScorer(), AttributesScorer(), SpatialScorer(), SceneScorer()):
             scores = _score(scorer, sample.description, truth=truth).scores
-            # A plain background is described without saying so: gradient unreadable.
-            skip = {"count_abs_error", "gradient_accuracy"}
+            # A plain background is described as "plain": gradient read as false.
+            skip = {"count_abs_error"}
             got = {k: v for k, v in scores.items() if v is not None and k not in skip}
             assert set(got.values()) <= {1.0}, (sample.description, scorer.name, scores)
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from importlib.metadata import entry_points
+from importlib import metadata
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 
@@ -19,6 +20,15 @@ def names(builtin: Mapping[str, str], group: str) -> dict[str, str]:
     for ep in entry_points(group=group):
         table.setdefault(ep.name, ep.value)
     return table
+
+
+def advertised(group: str) -> dict[str, EntryPoint]:
+    """The entry points of `group` by name, the first of each name (registries that
+    hold objects, datasets and scorers, load them only when a name is looked up)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in metadata.entry_points(group=group):  # looked up now: tests replace it
+        found.setdefault(ep.name, ep)
+    return found
 
 
 def load(target: str) -> Any:

@@ -289,13 +289,10 @@ def unregister_dataset(name: str) -> None:
 
 def _entry_points() -> dict[str, EntryPoint]:
     # Imported here: importlib.metadata costs ~50 ms and is needed only on lookup.
-    from importlib import metadata
+    # Registered names win over entry points, so a plugin cannot hijack a built-in.
+    from pytest_vlmbench.extensions import advertised
 
-    # Registered names win over entry points, so a plugin cannot hijack "folder".
-    found: dict[str, EntryPoint] = {}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(entry_point.name, entry_point)
-    return found
+    return advertised(ENTRY_POINT_GROUP)
 
 
 def available_datasets() -> list[str]:

@@ -426,9 +426,11 @@ def describe(scene: _Scene) -> str:
         parts.append(f"{_article(words)} {words} {s.shape} {where}")
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     noun = "shape" if len(parts) == 1 else "shapes"
-    kind = " gradient" if scene.gradient else ""
-    opening = _article(scene.background).capitalize()
-    text = f"{opening} {scene.background}{kind} background with {len(parts)} {noun}: {listed}."
+    # "plain" says outright that there is no gradient (the free-text rules read it so).
+    backdrop = (f"{scene.background} gradient" if scene.gradient
+                else f"plain {scene.background}")
+    opening = _article(backdrop).capitalize()
+    text = f"{opening} {backdrop} background with {len(parts)} {noun}: {listed}."
     if scene.stripes:
         bands = [f"{_article(s.colour)} {s.colour} one along the {s.edge} edge"
                  for s in scene.stripes]
@@ -518,6 +520,8 @@ class SyntheticScenes:
 
         PNG bytes depend on the zlib that Pillow was built with (zlib-ng in
         recent wheels), so the same scene compresses differently across machines.
+        The text rendition a text-only model reads is hashed too: a rewording of
+        `describe` is a different benchmark for those models.
         """
         payload = {
             "generator": f"synthetic/v{GENERATOR_VERSION}",
@@ -526,6 +530,7 @@ class SyntheticScenes:
             "size": self.size,
             "difficulty": self.difficulty,
             "scenes": [scene_truth(self.scene(i)) for i in range(self.n)],
+            "descriptions": [describe(self.scene(i)) for i in range(self.n)],
         }
         encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()

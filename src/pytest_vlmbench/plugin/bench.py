@@ -80,6 +80,7 @@ class Bench:
             spec.update(check_spec(slo or {}, f"{node.nodeid}: vlm_bench.run(slo=...)"))
         except SLOError as exc:
             slo_error = str(exc)
+        slo_error = slo_error or score_slo_problem(task, spec, node.nodeid)
         if slo_error is not None:
             pytest.fail(slo_error, pytrace=False)
         self._runs += 1
@@ -227,6 +228,27 @@ class Bench:
         invalid = _all_outputs_invalid(summary, runner.records, plan.task)
         failures.extend(m for m in (invalid, message, regression) if m)
         return entry, failures
+
+
+def score_slo_problem(task: Task, spec: Mapping[str, float], where: str) -> str | None:
+    """The task's scorers resolved now, before any request (an unknown scorer name is a
+    ScorerError: one line, exit 4), and why an SLO names a score they do not give (it
+    would only say "not measured" after the run), or None."""
+    from pytest_vlmbench.metrics.registry import slos
+
+    scored: set[str] = set()
+    if task.scorers:
+        from pytest_vlmbench.scoring import resolve_scorers, specs_of
+
+        scorers = resolve_scorers(task.scorers, text_field=task.text_field)
+        scored = {s.name for s in specs_of(scorers)}
+    for name in spec:
+        metric = slos().get(name)
+        if metric is not None and not metric.machine_bound and metric.name not in scored:
+            gives = ", ".join(sorted(scored)) or "no scores"
+            return (f"{where}: SLO {name}: task {task.name!r} gives no {metric.name} score "
+                    f"(its scorers {list(task.scorers)} give: {gives})")
+    return None
 
 
 class RunArgumentError(UsageMistake):

@@ -65,6 +65,7 @@ from pytest_vlmbench.plugin.bench import (
     _check_kinds,
     _masked_id,
     _progress_writer,
+    score_slo_problem,
 )
 from pytest_vlmbench.plugin.fixtures import session_of
 from pytest_vlmbench.results.models import (
@@ -214,6 +215,9 @@ class VlmPipeline:
                                                f"slo=...)")
         except SLOError as exc:
             raise PipelineError(str(exc)) from None
+        problem = score_slo_problem(task, spec, f"{node.nodeid}: Stage({stage.model!r})")
+        if problem is not None:
+            raise PipelineError(problem)
         return _Stage(stage, stage.label, task, _case_of(stage, session), spec)
 
     def _plan(self, session: VlmSession, stage: _Stage, benchmark_id: str, test: str,
@@ -546,11 +550,14 @@ def _figures(records: Sequence[Record]) -> PipelineStageFigures:
                                      if r["prompt_tokens"] is not None]),
         "completion_tokens_mean": _mean([r["completion_tokens"] for r in ok
                                          if r["completion_tokens"] is not None]),
+        "response_chars": distribution([len(r["output"] or "") for r in ok]),
     }
 
 
 def _variants(records: Sequence[Record], task: Task) -> PipelineVariants | None:
-    """Strings per stage-2 JSON array (None when its task expects no JSON)."""
+    """Strings per stage-2 JSON array (None when its task expects no JSON); an answer
+    that is not a JSON array gives 0 variants (as the `variants` scorer reads it) and is
+    counted in `not_arrays`, never left out of the mean."""
     if not task.expects_json:
         return None
     counts: list[float] = []
@@ -562,6 +569,7 @@ def _variants(records: Sequence[Record], task: Task) -> PipelineVariants | None:
         if isinstance(value, list):
             counts.append(sum(isinstance(item, str) and bool(item.strip()) for item in value))
         else:
+            counts.append(0.0)
             not_arrays += 1
     return {"per_request": distribution(counts), "total": int(sum(counts)),
             "not_arrays": not_arrays}

@@ -58,9 +58,7 @@ class ModelPool:
         for held_case, handle in held:
             if held_case == case:  # kept; any model held with it (together()) is closed
                 self._current, self._also = (case, handle), []
-                for other, other_handle in held:
-                    if other != case:
-                        self._close(other, other_handle)
+                self._close_all([(o, h) for o, h in held if o != case])
                 return handle
         self.release()
         handle = self._load(case)
@@ -74,10 +72,11 @@ class ModelPool:
         fails closes every model held. `release` (or the next `get`) closes them all."""
         wanted = list(dict.fromkeys(cases))
         held = dict(self.held())
-        for case, handle in list(held.items()):
-            if case not in wanted:
-                self._close(case, handle)
-                del held[case]
+        drop = [(case, handle) for case, handle in held.items() if case not in wanted]
+        held = {case: handle for case, handle in held.items() if case in wanted}
+        kept = list(held.items())  # tracked while the others close, should one raise
+        self._current, self._also = (kept[0] if kept else None), kept[1:]
+        self._close_all(drop)
         self._current, self._also = None, []
         handles: dict[ModelCase, LoadedHandle] = {}
         try:
@@ -182,10 +181,20 @@ class ModelPool:
         return None if self._current is None else self._current[0]
 
     def release(self) -> None:
-        """Close every model held."""
+        """Close every model held; one whose close raises does not keep the others open
+        (the first error is raised after all were tried)."""
         held, self._current, self._also = self.held(), None, []
+        self._close_all(held)
+
+    def _close_all(self, held: list[tuple[ModelCase, LoadedHandle]]) -> None:
+        first: BaseException | None = None
         for case, handle in held:
-            self._close(case, handle)
+            try:
+                self._close(case, handle)
+            except BaseException as exc:  # Ctrl-C too: close the rest, then raise it
+                first = first or exc
+        if first is not None:
+            raise first
 
     def _close(self, case: ModelCase, handle: LoadedHandle) -> None:
         self.events.append(("close", case.id))

@@ -328,12 +328,12 @@ class VlmSession(Matrix):
         if servers:
             doc["servers"] = servers
         if status != "running":  # read from the records once, at the end
-            agreement = self._agreement()
+            agreement = self.agreement()
             if agreement:
                 doc["agreement"] = agreement
         return doc
 
-    def _agreement(self) -> list[Agreement]:
+    def agreement(self) -> list[Agreement]:
         """How the models' ratings agree (scoring/agreement.py), for the benchmarks
         whose task gave ratings (a `value` score's histogram): from the records file,
         read only when there are such benchmarks."""

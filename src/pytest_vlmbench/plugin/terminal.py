@@ -88,6 +88,10 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
             tr.write_line(f"warning: {b['id']}: {warning}", yellow=True)
     for line in sweep_lines(vlm.benchmarks):
         tr.write_line(line)
+    from pytest_vlmbench.report.quality import agreement_lines, quality_lines
+
+    for line in [*quality_lines(vlm.benchmarks), *agreement_lines(vlm.agreement())]:
+        tr.write_line(line)
     merged = vlm.merged
     for line in table.render_windows(merged.get("windows", []) if merged else vlm.windows):
         tr.write_line(line)

@@ -189,6 +189,7 @@ class ScoreFigure(TypedDict):
     n: int
     not_applicable: int
     failed: int
+    errors: int  # successful requests whose scorer raised: no score, read_as[scorer]["error"]
     chance: float | None
     unit: str
     higher_is_better: bool
@@ -221,6 +222,7 @@ class Histogram(TypedDict):
 
     bins: dict[str, int]
     n: int
+    out_of_range: int  # values outside 1..10 once rounded: in n and mean, in no bin
     mean: float | None
     top_share: float | None
     mode_share: float | None
@@ -254,6 +256,7 @@ class Agreement(TypedDict):
     b: AgreementSide
     n: int
     kendall_tau_b: float | None
+    kendall_absent_reason: str | None
     top_k: dict[str, float]
 
 
@@ -556,11 +559,13 @@ class PipelineEndToEnd(TypedDict):
 
 
 class PipelineStageFigures(TypedDict):
-    """One stage's measured requests in a pipeline: latency and mean tokens."""
+    """One stage's measured requests in a pipeline: latency, mean tokens, response
+    length."""
 
     latency_s: Distribution
     prompt_tokens_mean: float | None
     completion_tokens_mean: float | None
+    response_chars: Distribution
 
 
 class PipelineVariants(TypedDict):

@@ -199,12 +199,15 @@ class Runner:
     def _score(self, record: Record) -> None:
         """The task's scorers on one output: `scores`, `chance` and `read_as` of the
         record. The output is parsed again here (cheap) rather than carried from the
-        check, so the record on disk is all a scorer needs to be rerun."""
+        check, so the record on disk is all a scorer needs to be rerun. JSON that breaks
+        the schema is still read as JSON (by the scorers' rules for its fields, where a
+        missing field is a wrong answer); output that is not JSON at all is read as free
+        text."""
         from pytest_vlmbench.scoring import score_record
 
         output = record["output"] or ""
         parsed: Any = None
-        if record["parse"] == "valid":
+        if self.plan.task.checks_output and record["parse"] in ("valid", "schema_violation"):
             with suppress(ValueError):
                 parsed = json.loads(output)
         result = score_record(

@@ -105,12 +105,11 @@ def unregister_scorer(name: str) -> None:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
-    from importlib import metadata
+    # Imported here: importlib.metadata costs ~50 ms and is needed only on lookup.
+    # Registered names win over entry points, so a plugin cannot hijack a built-in.
+    from pytest_vlmbench.extensions import advertised
 
-    found: dict[str, EntryPoint] = {}
-    for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(entry_point.name, entry_point)
-    return found
+    return advertised(ENTRY_POINT_GROUP)
 
 
 def available_scorers() -> list[str]:
@@ -173,7 +172,8 @@ def score_record(scorers: Sequence[Scorer], *, sample_id: str, output: str, pars
     Only declared scores are kept (a missing one, or one not a finite number, is None:
     the results are JSON), as floats; ``read_as`` is
     ``{scorer name: what it read}``. A scorer that raises (a third party's bug) gives
-    None for its scores and its error in ``read_as``: it must not cost the benchmark.
+    None for its scores and its error in ``read_as``: it must not cost the benchmark
+    (the summary counts such records as ``errors``, not as not applicable).
     """
     item = ScoreInput(sample_id, output, parsed, truth or {}, finish_reason)
     scores: dict[str, float | None] = {}

@@ -1,9 +1,13 @@
 """A benchmark's quality: its records' scores summarised (``summary.quality``).
 
 Only measured records count (phase "measure"). Failed requests are not scored: each
-score's entry counts them (``failed``) beside the scored ones (``n``) and those the score
-does not apply to (``not_applicable``), so a model that fails half its requests cannot
-look accurate by omission. ``chance`` is the mean of the per-record chance levels over
+score's entry counts them (``failed``) beside the scored ones (``n``), those the score
+does not apply to (``not_applicable``) and those whose scorer raised (``errors``: no
+score, and ``read_as[scorer]["error"]`` says why), so that ``n + not_applicable +
+failed + errors`` is the number of measured requests and a model that fails half its
+requests cannot look accurate by omission. A built-in scorer whose reading rules trip
+scores the output as an empty (unreadable) answer, noting the error: that record has a
+score, so counts in ``n``. ``chance`` is the mean of the per-record chance levels over
 the ``n`` records scored, to be read beside ``mean``.
 """
 
@@ -49,18 +53,30 @@ def _score(record: Mapping[str, Any], name: str, table: str = "scores") -> float
         else None
 
 
+def _scorer_error(record: Mapping[str, Any], scorer: str) -> bool:
+    read_as = record.get("read_as")
+    mine = read_as.get(scorer) if isinstance(read_as, Mapping) else None
+    return isinstance(mine, Mapping) and mine.get("error") is not None
+
+
 def histogram(values: Sequence[float]) -> Histogram:
     """Bins 1..10 (values rounded to whole points), mean, and the shares of the highest
-    value given (``top_share``) and of the most common one (``mode_share``)."""
+    value given (``top_share``) and of the most common one (``mode_share``). A value
+    outside 1..10 once rounded (a third-party value score) is in ``n`` and the mean but
+    in no bin: ``out_of_range`` counts it, so the bins sum to ``n - out_of_range``."""
     bins = {str(v): 0 for v in RATING_RANGE}
+    out_of_range = 0
     for value in values:
         key = str(round(value))
         if key in bins:
             bins[key] += 1
+        else:
+            out_of_range += 1
     if not values:
-        return Histogram(bins=bins, n=0, mean=None, top_share=None, mode_share=None)
+        return Histogram(bins=bins, n=0, out_of_range=0, mean=None, top_share=None,
+                         mode_share=None)
     counted = Counter(values)
-    return Histogram(bins=bins, n=len(values), mean=_mean(values),
+    return Histogram(bins=bins, n=len(values), out_of_range=out_of_range, mean=_mean(values),
                      top_share=counted[max(values)] / len(values),
                      mode_share=max(counted.values()) / len(values))
 
@@ -105,9 +121,12 @@ def quality_summary(records: Sequence[Mapping[str, Any]], *, text_field: str | N
             values = [v for r in scored if (v := _score(r, spec.name)) is not None]
             odds = [c for r in scored if _score(r, spec.name) is not None
                     and (c := _score(r, spec.name, "chance")) is not None]
+            errors = sum(_score(r, spec.name) is None and _scorer_error(r, scorer.name)
+                         for r in scored)
             scores[spec.name] = ScoreFigure(
-                mean=_mean(values), n=len(values), not_applicable=len(scored) - len(values),
-                failed=failed, chance=_mean(odds), unit=spec.unit,
+                mean=_mean(values), n=len(values),
+                not_applicable=len(scored) - len(values) - errors,
+                failed=failed, errors=errors, chance=_mean(odds), unit=spec.unit,
                 higher_is_better=spec.higher_is_better, kind=spec.kind,
                 description=spec.description,
             )

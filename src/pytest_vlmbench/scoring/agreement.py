@@ -7,9 +7,19 @@ accounts for the ties 1-10 ratings are full of) and the overlap of their top k.
 Benchmarks are grouped by (task, dataset hash, load label): only the same photos,
 prepared the same way, asked the same way, compare. Within a group every pair of
 benchmarks of different (model, precision) is compared, for every value score (a
-rating). A sample asked several times counts with its mean rating. Top-k sets rank by
-rating descending, ties broken by sample id ascending (stated, so that two runs agree
-on which of several 8s is "first"); k in (1, 3, 5, 10) with k < n.
+rating). A sample asked several times counts with its mean rating; k in (1, 3, 5, 10)
+with k < n.
+
+Top-k overlap is the *expected* overlap when ties at the cut are broken at random: on
+each side, a sample rated strictly above the k-th best rating is in the top k; the t
+samples tied at the k-th best rating compete for the r slots left, each in with
+probability r/t; the rest are out. The two sides break their ties independently, so
+the expected size of the intersection is the sum over samples of P(in a's top k) x
+P(in b's top k), and the overlap is that divided by k. README wording: "top-k overlap:
+the expected share of the k best-rated photos the two models have in common, ties at
+the cut broken at random; two models that rate every photo the same (constant raters)
+get k/n, what picking photos at random gets, not 1." (Breaking ties by sample id on
+both sides, as before, gave two constant raters an overlap of 1.)
 """
 
 from __future__ import annotations
@@ -20,7 +30,8 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["TOP_K", "Agreement", "Side", "agreement", "kendall_tau_b", "top_k_overlap"]
+__all__ = ["TOP_K", "Agreement", "Side", "agreement", "kendall_tau_b", "top_k_chances",
+           "top_k_overlap"]
 
 from pytest_vlmbench.results.models import Agreement
 from pytest_vlmbench.results.models import AgreementSide as Side
@@ -58,19 +69,35 @@ def kendall_tau_b(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return max(-1.0, min(1.0, (concordant - discordant) / denominator))
 
 
-def top_k(scores: Mapping[str, float], k: int) -> list[str]:
-    """The k best sample ids: score descending, ties by sample id ascending."""
-    return sorted(scores, key=lambda sample: (-scores[sample], sample))[:k]
+def top_k_chances(scores: Mapping[str, float], k: int) -> dict[str, float]:
+    """P(each sample is in the top k) with ties at the cut broken uniformly at random:
+    1 above the k-th best score, r/t for the t samples tied at it competing for the r
+    slots left, 0 below (every sample 1 when k >= the number of samples)."""
+    if k >= len(scores):
+        return dict.fromkeys(scores, 1.0)
+    ranked = sorted(scores.values(), reverse=True)
+    cut = ranked[k - 1]
+    above = sum(v > cut for v in ranked)
+    tied = sum(v == cut for v in ranked)
+    share = (k - above) / tied
+    return {sample: 1.0 if v > cut else share if v == cut else 0.0
+            for sample, v in scores.items()}
 
 
 def top_k_overlap(a: Mapping[str, float], b: Mapping[str, float], k: int) -> float:
-    """|top k of a ∩ top k of b| / k, over the samples both scored."""
-    common = set(a) & set(b)
-    mine = {s: a[s] for s in common}
-    theirs = {s: b[s] for s in common}
+    """E|top k of a ∩ top k of b| / k over the samples both scored, ties at each side's
+    cut broken at random and independently: sum of P(in a's) x P(in b's), over k.
+
+    Two constant raters over n samples: each sample in with probability k/n on both
+    sides, n (k/n)^2 / k = k/n, what random picking gets.
+    """
     if k < 1:
         raise ValueError(f"top_k_overlap: k={k} must be at least 1")
-    return len(set(top_k(mine, k)) & set(top_k(theirs, k))) / k
+    common = set(a) & set(b)
+    mine = top_k_chances({s: a[s] for s in common}, k)
+    theirs = top_k_chances({s: b[s] for s in common}, k)
+    # Clamped: the shares r/t may sum a rounding error past k.
+    return max(0.0, min(1.0, sum(mine[s] * theirs[s] for s in sorted(common)) / k))
 
 
 def _by_sample(records: Sequence[Mapping[str, Any]], score: str) -> dict[str, float]:
@@ -123,9 +150,27 @@ def agreement(benchmarks: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str
                 a, b = _by_sample(records_a, name), _by_sample(records_b, name)
                 common = sorted(set(a) & set(b))
                 n = len(common)
+                # Only the samples both rated: a sample one side never rated (its request
+                # failed) must not take a top-k slot.
+                a = {s: a[s] for s in common}
+                b = {s: b[s] for s in common}
+                tau = kendall_tau_b([a[s] for s in common], [b[s] for s in common])
                 found.append(Agreement(
                     task=task, dataset=dataset, score=name, a=side_a, b=side_b, n=n,
-                    kendall_tau_b=kendall_tau_b([a[s] for s in common], [b[s] for s in common]),
+                    kendall_tau_b=tau, kendall_absent_reason=None if tau is not None
+                    else _why_no_tau(a, b, n),
                     top_k={str(k): top_k_overlap(a, b, k) for k in TOP_K if k < n},
                 ))
     return found
+
+
+def _why_no_tau(a: Mapping[str, float], b: Mapping[str, float], n: int) -> str:
+    """Why Kendall's tau-b is absent for two benchmarks' ratings."""
+    if n < 2:
+        return f"{n} sample(s) rated by both; tau needs at least 2"
+    constant = [side for side, ratings in (("a", a), ("b", b)) if len(set(ratings.values())) == 1]
+    if constant:
+        value = (a if constant[0] == "a" else b)[next(iter(a))]
+        return (f"side {' and '.join(constant)} gave every sample the same rating "
+                f"({value:g}): no ranking to correlate")
+    return "undefined for these ratings"

@@ -3,9 +3,11 @@
 The chance model of every ground-truth score: an answer drawn uniformly from the task's
 answer space for this sample. Concretely:
 
-- a count: uniform on 0..M per shape kind, and for the total, M the most shapes a scene
-  of the sample's difficulty holds (`synthetic.RULES`: easy 5, so 1/6 of being right;
-  medium 7; hard 9; truth without a difficulty: easy);
+- a count: uniform over 0..M per shape kind, and for the total, M the most shapes a
+  scene of the sample's difficulty can hold (`synthetic.RULES`: easy 5, so 1/6 of being
+  right; medium 7; hard 9; truth without a difficulty: easy). This is not the range a
+  task's JSON schema allows (0..9 per kind, 0..30 in all): a model that guesses over
+  that wider range does worse than this chance level, which is the stricter yardstick;
 - colours and shapes of the objects: as many objects as the scene holds, each colour
   uniform over the palette minus the background, each shape uniform over the 3 kinds;
 - positions: the scene's shapes placed uniformly at random in distinct cells of the 3x3
@@ -13,8 +15,10 @@ answer space for this sample. Concretely:
   the 72 ordered pairs of distinct cells);
 - background: uniform over the palette; gradient: yes or no, 1/2;
 - a caption's colours: words drawn uniformly from the palette (precision = share of the
-  palette the scene holds); a caption's shape kinds: a uniformly random subset of the
-  3 kinds (recall 1/2).
+  palette the scene holds); a caption's shape kinds: a uniformly random non-empty
+  subset of the 3 kinds, one of the 7 (recall 4/7: a kind is in 4 of them; precision
+  p/3 with p kinds present, see `shape_precision`);
+- spatial relations: an answer with as many objects as the scene has shapes.
 
 So a model that scores near these levels has learnt nothing the scorer can see: the
 tiny random VLM of the default catalog should, which checks that the scorer is not fooled.
@@ -97,3 +101,16 @@ def spatial_pairs(positions: Sequence[str]) -> float:
     if not pairs:
         return 0.0
     return sum(_RELATION_SHARE[relation(a, b)] for a, b in pairs) / len(pairs)
+
+
+# A kind is in 4 of the 7 non-empty subsets of the 3 kinds.
+SHAPE_RECALL = 4 / 7
+
+
+def shape_precision(present: int, kinds: int = 3) -> float:
+    """E[|S ∩ P| / |S|], S uniform over the non-empty subsets of ``kinds`` kinds, P the
+    ``present`` kinds: ``present`` x E[1(c in S) / |S|] for one kind c, which is
+    sum over sizes m of C(kinds - 1, m - 1) / m / (2^kinds - 1); for 3 kinds
+    (1 + 2/2 + 1/3) / 7 = 1/3, so present/3."""
+    each = sum(comb(kinds - 1, m - 1) / m for m in range(1, kinds + 1)) / ((1 << kinds) - 1)
+    return present * each

@@ -16,11 +16,22 @@ tests/test_scoring_freetext.py):
 - A *shape phrase* is [number] [up to 3 modifiers: colour or size words] shape-word, e.g.
   "two small red circles"; its colour is the modifier colour nearest the shape word. A
   shape word followed by ":" or "=" and a number ("circles: 2") takes that number.
-- Counts of a kind: the sum of its phrases with a number ("2 red circles and 1 blue
-  circle" = 3); when none has one, the number of its phrases with an article ("a red
-  circle and a blue circle" = 2); else a bare singular is 1 and a bare plural unreadable.
-  A kind never named counts 0 ("no triangles" is an explicit 0); an output naming no
-  shape at all is unreadable.
+- Negation: a shape phrase without a number of its own is negated, so counts 0 (a
+  number 0, as "no triangles" is), when a negation word comes before it in its clause:
+  no, not, never, nor, neither, without, cannot, and -n't ("don't", "isn't"; "dont"
+  too). A list continues the negation ("I don't see any triangles or squares": both
+  0); it stops at the clause's end, at "but" / "though" / "although" / "however" /
+  "while" / "whereas", at a positive number, and at an article after "and" / "plus" (a
+  new item: "no triangle and a circle" reads the circle as 1). "not a circle" is 0.
+- Counts of a kind: the sum of its phrases with a number and of its phrases with an
+  article ("2 red circles and 1 blue circle" = 3, "three red circles and a blue circle"
+  = 4, "a red circle and a blue circle" = 2; negated phrases add 0); a kind with only
+  bare phrases: 1 when all are singular ("the circle"), else (a bare plural: "circles")
+  unreadable. A kind never named counts 0, but only when the output counts some kind
+  explicitly (a kind phrase with a number, an article or a negation, or a generic
+  phrase with the number 0: "no shapes"); otherwise every kind is unreadable, so "I see
+  some shapes.", "five shapes" (a total only) and "There are circles." earn nothing on
+  counts. An output naming no shape at all is unreadable.
 - Positions: "top left", "top-left", "upper left", "left top" -> top-left; top / upper,
   middle / centre / center / central, bottom / lower for rows; left, centre / center /
   middle, right for columns; "the centre" / "the middle" -> centre; a lone "the top",
@@ -76,6 +87,9 @@ _TOKEN = re.compile(r"@[a-z-]+|[a-z]+|\d+(?:\.\d+)?|[.;!?\n]|[,:=]")
 _SENTENCE_END = frozenset({".", ";", "!", "?", "\n"})
 _GRADIENT_YES = frozenset({"gradient", "gradients", "gradual", "fade", "fades", "fading"})
 _GRADIENT_NO = frozenset({"solid", "plain", "uniform", "flat"})
+_NEGATIONS = frozenset({"no", "not", "never", "nor", "neither", "without", "cannot", "dont",
+                        "doesnt", "didnt", "isnt", "arent", "cant"})
+_SCOPE_STOPS = frozenset({",", "but", "though", "although", "however", "while", "whereas"})
 _TOTAL = re.compile(r"\btotal\s*(?:of|:|=|is)?\s*(\d+|[a-z]+)\b|\b(\d+|[a-z]+)\s+(?:[a-z]+\s+)?"
                     r"in\s+total\b")
 
@@ -198,17 +212,18 @@ class Reading:
     total: int | None = None
 
     def counts(self) -> dict[str, int | None] | None:
-        """Count per kind by the rules above; None when no shape is named at all."""
-        if not self.phrases:
+        """Count per kind by the rules above; None (every kind unreadable) when no kind
+        is counted explicitly, a shape named or not."""
+        explicit = any(p.how in ("number", "article") and (p.kind is not None or p.quantity == 0)
+                       for p in self.phrases)
+        if not explicit:
             return None
         result: dict[str, int | None] = {}
         for kind in SHAPES:
             mine = [p for p in self.phrases if p.kind == kind]
-            numbered = [p.quantity for p in mine if p.how == "number" and p.quantity is not None]
-            if numbered:
-                result[kind] = sum(numbered)
-            elif any(p.how == "article" for p in mine):
-                result[kind] = sum(p.how == "article" for p in mine)
+            counted = [p.quantity or 0 for p in mine if p.how in ("number", "article")]
+            if counted:
+                result[kind] = sum(counted)
             elif mine:
                 result[kind] = 1 if all(p.quantity == 1 for p in mine) else None
             else:
@@ -260,12 +275,34 @@ def read_text(text: str) -> Reading:
                 quantity, how = value, "number"
         if how == "bare":
             quantity = None if plural else 1
+        if how != "number" and _negated(words, start - 1 if how == "article" else start,
+                                        after_and=how == "article"):
+            quantity, how = 0, "number"
         reading.phrases.append(Phrase(kind, quantity, how, colour_here, None, index))
     _place(words, reading.phrases)
     reading.background = _background(words)
     reading.gradient = _gradient(words)
     reading.total = _total(text.lower(), reading.phrases)
     return reading
+
+
+def _negated(words: list[str], at: int, *, after_and: bool) -> bool:
+    """Whether a negation word governs the phrase whose first word is ``words[at]``:
+    scanning back through its clause, a negation word before any stop (see the rules)."""
+    if after_and and at > 0 and words[at - 1] in ("and", "plus"):
+        return False
+    for back in range(at - 1, -1, -1):
+        word = words[back]
+        if word in _SENTENCE_END or word in _SCOPE_STOPS:
+            return False
+        if word in _NEGATIONS or (word == "t" and back > 0 and words[back - 1].endswith("n")):
+            return True
+        value = number(word)
+        if value is not None and value > 0:
+            return False
+        if word in ARTICLES and back > 0 and words[back - 1] in ("and", "plus"):
+            return False
+    return False
 
 
 def _bounds(words: list[str], index: int, stops: Iterable[str]) -> tuple[int, int]:

@@ -7,15 +7,20 @@ the rules of `scoring.freetext`):
   (shape keys read like shape words: "circles" is circle; extra keys ignored; a missing
   kind or total, or a value that is not a whole number >= 0, is a wrong answer for it);
 - ``attributes``: ``{"objects": [{"shape": str, "colour": str}]}`` ("color" accepted);
-- ``scene``: ``{"background": str, "gradient": bool, "total": int}`` (total is scored by
-  the ``counts`` scorer when the task names it too);
+- ``scene``: ``{"background": str, "gradient": bool, "total": int}`` (the total as
+  ``scene_total_accuracy``, apart from the ``counts`` scorer's ``total_accuracy``, so
+  that a task may name both); free text: the background and gradient rules of
+  `scoring.freetext` ("plain", "solid"... say no gradient) and its total (a "total of
+  N", "N in total", "N shapes", else the sum of the kinds' counts when all are read);
 - ``mentions`` reads the whole output as text (free captions); the colours a scene
   holds are its shapes', its background's and its distractor stripes' (a caption that
   names a stripe's colour is right about the image).
 
 A JSON answer of another shape is an unreadable answer: 0 on every accuracy, and for
 ``count_abs_error`` the worst error the answer space allows. Chance levels: see
-`scoring.chance` (counts uniform on 0..5 per kind at easy, 0..7 medium, 0..9 hard).
+`scoring.chance` (counts uniform over 0..the most shapes a scene of the sample's
+difficulty can hold: 0..5 per kind and for the total at easy, 0..7 medium, 0..9 hard;
+not the wider range a task's JSON schema allows, 0..9 per kind and 0..30 in all).
 Truth of version 1 (no ``counts`` / ``colours`` / ``total``) is read by deriving them
 from ``shapes``; a truth without what a score needs (a photo with no truth) makes that
 score None, not 0.
@@ -104,14 +109,17 @@ class CountsScorer(GuardedScorer):
     specs: tuple[ScoreSpec, ...] = (
         ScoreSpec("count_accuracy", "", True, "accuracy",
                   "Share of the 3 shape kinds whose count the answer gets exactly right "
-                  "(chance: each count uniform on 0..5, or up to 7 / 9 shapes at medium / "
-                  "hard)."),
+                  "(chance: each count uniform over 0..(most shapes a scene of this "
+                  "difficulty can hold: 5 easy, 7 medium, 9 hard), not the schema's "
+                  "range)."),
         ScoreSpec("count_abs_error", "count", False, "error",
                   "Mean over the 3 shape kinds of |count said - true count| (an "
-                  "unreadable count: the worst error the answer space allows)."),
+                  "unreadable count: the worst error on 0..(most shapes a scene of this "
+                  "difficulty can hold); chance: counts uniform over that range)."),
         ScoreSpec("total_accuracy", "", True, "accuracy",
-                  "1 when the total number of shapes said is right (chance: uniform "
-                  "on 0..5, or up to 7 / 9 at medium / hard)."),
+                  "1 when the total number of shapes said is right (chance: uniform over "
+                  "0..(most shapes a scene of this difficulty can hold: 5 easy, 7 medium, "
+                  "9 hard), not the schema's range)."),
     )
 
     def read(self, item: ScoreInput) -> ScoreResult:
@@ -192,7 +200,7 @@ class AttributesScorer(GuardedScorer):
 
 
 class SceneScorer(GuardedScorer):
-    """The background's colour and whether it is a gradient."""
+    """The background's colour, whether it is a gradient, and how many shapes in all."""
 
     name = "scene"
     specs: tuple[ScoreSpec, ...] = (
@@ -202,11 +210,16 @@ class SceneScorer(GuardedScorer):
         ScoreSpec("gradient_accuracy", "", True, "accuracy",
                   "1 when the answer says rightly whether the background is a gradient "
                   "(chance: 1/2)."),
+        ScoreSpec("scene_total_accuracy", "", True, "accuracy",
+                  "1 when the total number of shapes said is right (chance: uniform over "
+                  "0..(most shapes a scene of this difficulty can hold: 5 easy, 7 medium, "
+                  "9 hard), not the schema's range)."),
     )
 
     def read(self, item: ScoreInput) -> ScoreResult:
-        background, gradient = self._said(item)
-        scores: dict[str, float | None] = {"background_accuracy": None, "gradient_accuracy": None}
+        background, gradient, total = self._said(item)
+        scores: dict[str, float | None] = {"background_accuracy": None, "gradient_accuracy": None,
+                                           "scene_total_accuracy": None}
         odds: dict[str, float] = {}
         if isinstance(item.truth.get("background"), str):
             scores["background_accuracy"] = float(background == item.truth["background"])
@@ -214,22 +227,46 @@ class SceneScorer(GuardedScorer):
         if isinstance(item.truth.get("gradient"), bool):
             scores["gradient_accuracy"] = float(gradient is item.truth["gradient"])
             odds["gradient_accuracy"] = 0.5
-        return ScoreResult(scores, odds, {"background": background, "gradient": gradient})
+        true_total = item.truth.get("total")
+        if not isinstance(true_total, int) or isinstance(true_total, bool):
+            counts = truth_counts(item.truth)
+            true_total = sum(counts.values()) if counts is not None else None
+        if true_total is not None:
+            scores["scene_total_accuracy"] = float(total == true_total)
+            odds["scene_total_accuracy"] = chance.count_exact(
+                true_total, chance.count_answers(item.truth.get("difficulty")))
+        return ScoreResult(scores, odds,
+                           {"background": background, "gradient": gradient, "total": total})
 
     @staticmethod
-    def _said(item: ScoreInput) -> tuple[str | None, bool | None]:
+    def _said(item: ScoreInput) -> tuple[str | None, bool | None, int | None]:
         if item.parsed is not None:
             if not isinstance(item.parsed, Mapping):
-                return None, None
+                return None, None, None
             gradient = item.parsed.get("gradient")
             return (normalise_colour(item.parsed.get("background")),
-                    gradient if isinstance(gradient, bool) else None)
+                    gradient if isinstance(gradient, bool) else None,
+                    as_count(item.parsed.get("total")))
         reading = read_text(item.output)
-        return reading.background, reading.gradient
+        total = reading.total
+        counts = reading.counts()
+        if total is None and counts is not None and all(v is not None for v in counts.values()):
+            total = sum(v for v in counts.values() if v is not None)
+        return reading.background, reading.gradient, total
 
 
 class MentionsScorer(GuardedScorer):
-    """What a free caption names: right colours, and the shape kinds present."""
+    """What a free caption names: right colours, and the shape kinds present.
+
+    Shape kinds are scored both ways, so that naming every kind ("Circles, squares and
+    triangles.") cannot pass: ``shape_recall`` (kinds present that are named / kinds
+    present) and ``shape_precision`` (kinds named that are present / kinds named; None
+    when none named). A kind said to be absent ("no triangles") is not named. Chance: the
+    caption names a uniformly random non-empty subset of the 3 kinds (one of 7). A
+    given kind is in 4 of the 7, so recall's chance is 4/7 whatever the scene; precision
+    is the sum over present kinds c of E[1(c named) / kinds named] = (1 + 2 x 1/2 + 1/3)
+    / 7 = 1/3 each, so p/3 for a scene with p kinds present.
+    """
 
     name = "mentions"
     specs: tuple[ScoreSpec, ...] = (
@@ -238,8 +275,12 @@ class MentionsScorer(GuardedScorer):
                   "background or distractor stripes) / distinct colours named; none named: "
                   "not applicable (chance: the share of the palette the scene holds)."),
         ScoreSpec("shape_recall", "", True, "accuracy",
-                  "Share of the shape kinds present that the caption names (chance: 1/2, "
-                  "a random subset of the 3 kinds)."),
+                  "Share of the shape kinds present that the caption names (chance: 4/7, "
+                  "a uniformly random non-empty subset of the 3 kinds)."),
+        ScoreSpec("shape_precision", "", True, "accuracy",
+                  "Shape kinds the caption names that the scene holds / kinds named; none "
+                  "named: not applicable (chance: (kinds present)/3, a uniformly random "
+                  "non-empty subset of the 3 kinds)."),
     )
 
     def read(self, item: ScoreInput) -> ScoreResult:
@@ -261,8 +302,11 @@ class MentionsScorer(GuardedScorer):
         scores: dict[str, float | None] = {
             "colour_precision": (len(scene & set(named)) / len(named)) if named else None,
             "shape_recall": len(present & set(kinds)) / len(present),
+            "shape_precision": (len(present & set(kinds)) / len(kinds)) if kinds else None,
         }
-        odds = {"shape_recall": 0.5}
+        odds = {"shape_recall": chance.SHAPE_RECALL}
+        if kinds:
+            odds["shape_precision"] = chance.shape_precision(len(present & set(SHAPES)))
         if named:
             odds["colour_precision"] = len(scene & set(COLOURS)) / len(COLOURS)
         return ScoreResult(scores, odds, {"colours": named, "shapes": kinds})
