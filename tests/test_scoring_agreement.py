@@ -167,7 +167,7 @@ def test_a_constant_rater_has_no_tau_and_says_why() -> None:
     assert found["n"] == 3
     assert found["kendall_tau_b"] is None
     assert found["kendall_absent_reason"] == (
-        "side a gave every sample the same rating (7): no ranking to correlate")
+        "a rated every sample 7: no ranking to correlate")
     # top 1 of b among the common samples is p3 (p9 is not common); a's 3 tied 7s each
     # take the one slot with chance 1/3: expected overlap 1/3.
     assert found["top_k"]["1"] == pytest.approx(1 / 3)

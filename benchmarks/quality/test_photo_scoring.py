@@ -5,7 +5,12 @@ The vision model sees each photo; the text model reads the photo's hand-written
 description from fixtures/photos.jsonl. The results give each model's rating
 histograms and how decisive it is (summary.quality.histograms), repeated captions, and
 between the two models Kendall's tau and top-k overlap of their rankings (the document's
-`agreement`).
+`agreement`, which pairs benchmarks by task name and dataset).
+
+Measured here: both embedded models give every photo the same rating (gemma3-270m 1,
+the random-weight tiny VLM 10; top share 1.0), greedy and sampled at temperature 0.8
+alike, so Kendall's tau is absent with that reason and top-k overlap is what chance
+gives: a finding about these two models that a decisive pair of VLMs would not show.
 
 Extended: `make bench-quality`, or `pytest benchmarks/quality --vlm-extended`.
 """

@@ -168,9 +168,8 @@ def _why_no_tau(a: Mapping[str, float], b: Mapping[str, float], n: int) -> str:
     """Why Kendall's tau-b is absent for two benchmarks' ratings."""
     if n < 2:
         return f"{n} sample(s) rated by both; tau needs at least 2"
-    constant = [side for side, ratings in (("a", a), ("b", b)) if len(set(ratings.values())) == 1]
+    constant = [f"{side} rated every sample {next(iter(ratings.values())):g}"
+                for side, ratings in (("a", a), ("b", b)) if len(set(ratings.values())) == 1]
     if constant:
-        value = (a if constant[0] == "a" else b)[next(iter(a))]
-        return (f"side {' and '.join(constant)} gave every sample the same rating "
-                f"({value:g}): no ranking to correlate")
+        return f"{' and '.join(constant)}: no ranking to correlate"
     return "undefined for these ratings"
