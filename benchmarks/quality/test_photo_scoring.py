@@ -8,9 +8,10 @@ between the two models Kendall's tau and top-k overlap of their rankings (the do
 `agreement`, which pairs benchmarks by task name and dataset).
 
 Measured here: both embedded models give every photo the same rating (gemma3-270m 1,
-the random-weight tiny VLM 10; top share 1.0), greedy and sampled at temperature 0.8
-alike, so Kendall's tau is absent with that reason and top-k overlap is what chance
-gives: a finding about these two models that a decisive pair of VLMs would not show.
+the tiny VLM, whose vision tower has random weights, 10; top share 1.0), greedy and
+sampled at temperature 0.8 alike, so Kendall's tau is absent with that reason and top-k
+overlap is what chance gives: a finding about these two models that a decisive pair of
+VLMs would not show.
 
 Extended: `make bench-quality`, or `pytest benchmarks/quality --vlm-extended`.
 """

@@ -6,9 +6,10 @@ of every difficulty; the results give each task's ground-truth accuracies per mo
 their chance levels (summary.quality.scores[...].chance), and for captions the length,
 distinct-n and repeated outputs.
 
-The tiny VLM has random weights: its accuracies should sit near chance, which checks that
-the scorers are not fooled by well-formed answers. The text model reads each scene's
-description (input_mode "text"), so it is tested on reading, not seeing.
+The tiny VLM sees through a random-weight vision tower: its accuracies should sit near
+chance, which checks that the scorers are not fooled by well-formed answers. The text
+model reads each scene's description (input_mode "text"), so it is tested on reading,
+not seeing.
 
 Extended (a few minutes on 2 cores): `make bench-quality`, or
 `pytest benchmarks/quality --vlm-extended`.
