@@ -28,6 +28,11 @@ from pytest_vlmbench.report import table
 from tests.conftest import Project
 
 # What the table, the SLOs and compare offered before the registry: it must not change.
+SCORES = ["count_accuracy", "count_abs_error", "total_accuracy", "colour_accuracy",
+          "shape_accuracy", "position_accuracy", "spatial_accuracy", "background_accuracy",
+          "gradient_accuracy", "scene_total_accuracy", "colour_precision", "shape_recall",
+          "shape_precision", "output_chars", "output_words", "variants", "variant_chars"]
+LOWER_IS_BETTER = {"count_abs_error", "output_chars", "output_words", "variant_chars"}
 TABLE_HEADERS = ("benchmark", "model", "precision", "ok/n", "p50 s", "p95 s", "TTFT p50 s",
                  "pp tok/s", "decode tok/s", "stream tok/s", "MB/token", "parse", "success",
                  "J/token", "tok/s/W", "% roofline", "SLO")
@@ -43,6 +48,8 @@ SLO_NAMES = {
     "max_client_lag_p95_s", "min_output_tokens_per_s", "min_goodput_rps", "max_cold_latency_s",
     # Offline throughput (batch levels on in-process engines): new objectives only.
     "min_batch_requests_per_s", "min_batch_output_tokens_per_s",
+    # The built-in scorers' scores (scoring/metrics.py): new objectives only.
+    *(f"{'max' if name in LOWER_IS_BETTER else 'min'}_{name}" for name in SCORES),
 }
 COMPARED = ["p50_latency", "p90_latency", "p95_latency", "p99_latency", "mean_latency",
             "p50_ttft", "p95_ttft", "prompt_tokens_per_s", "tokens_per_s", "parse_rate",
@@ -50,7 +57,9 @@ COMPARED = ["p50_latency", "p90_latency", "p95_latency", "p99_latency", "mean_la
             # the serving figures, judged per request as vLLM defines them
             "p50_tpot", "p95_tpot", "p50_itl", "p95_itl", "p99_itl",
             # offline throughput, judged per batch
-            "batch_requests_per_s", "batch_output_tokens_per_s"]
+            "batch_requests_per_s", "batch_output_tokens_per_s",
+            # the scores of the built-in scorers, judged per request
+            *SCORES]
 
 
 def test_builtin_figures_are_unchanged() -> None:
