@@ -171,3 +171,28 @@ def test_a_constant_rater_has_no_tau_and_says_why() -> None:
     # top 1 of b among the common samples is p3 (p9 is not common); a's 3 tied 7s each
     # take the one slot with chance 1/3: expected overlap 1/3.
     assert found["top_k"]["1"] == pytest.approx(1 / 3)
+
+
+def test_benchmarks_pair_within_one_test_function_only() -> None:
+    ratings = _records({"p1": [1], "p2": [2], "p3": [3]})
+    entries = [
+        {**_entry("t1[m1]", "m1"), "test": "bench.py::test_rate[m1]"},
+        {**_entry("t1[m2]", "m2"), "test": "bench.py::test_rate[m2]"},
+        {**_entry("t2[m3]", "m3"), "test": "bench.py::test_other[m3]"},  # same task, data
+    ]
+    found = agreement([(entry, ratings) for entry in entries])
+    assert {(f["a"]["model"], f["b"]["model"]) for f in found} == {("m1", "m2")}
+
+
+def test_the_terminal_shows_a_few_agreements_and_counts_the_rest() -> None:
+    from pytest_vlmbench.report.quality import AGREEMENT_LINES, agreement_lines
+
+    ratings = _records({"p1": [1], "p2": [2], "p3": [3]})
+    found = agreement([(_entry(f"b{i}", f"m{i}"), ratings) for i in range(5)])
+    assert len(found) == 2 * 10  # 10 pairs of 5 models, two ratings each
+    lines = agreement_lines(found)
+    assert len(lines) == AGREEMENT_LINES + 1
+    assert lines[-1] == f"agreement: {20 - AGREEMENT_LINES} more pairs in the results file " \
+                        "(agreement)"
+    assert "agreement: photo_score instagram: m0 q4 vs m1 q4: Kendall's tau-b 1, top-1 1 " \
+           "(n=3)" in lines

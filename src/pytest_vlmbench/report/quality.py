@@ -39,11 +39,16 @@ def quality_lines(benchmarks: Sequence[BenchmarkEntry]) -> list[str]:
     return lines
 
 
+AGREEMENT_LINES = 8
+"""At most this many agreement lines in the terminal (six models give 15 pairs per
+rating); the results file holds them all."""
+
+
 def agreement_lines(agreement: Sequence[Agreement]) -> list[str]:
     """`agreement: photo_score instagram: tiny-vlm q4_k_m vs gemma3-270m q4_k_m: Kendall's
-    tau-b 0.12, top-1 0, top-3 0.67 (n=5)`."""
+    tau-b 0.12, top-1 0, top-3 0.67 (n=5)`, then how many more the results file holds."""
     lines = []
-    for a in agreement:
+    for a in agreement[:AGREEMENT_LINES]:
         tops = ", ".join(f"top-{k} {_number(v)}" for k, v in a["top_k"].items())
         lines.append(
             f"agreement: {a['task']} {a['score']}: {a['a']['model']} {a['a']['precision']} vs "
@@ -52,4 +57,7 @@ def agreement_lines(agreement: Sequence[Agreement]) -> list[str]:
             + (f" ({a['kendall_absent_reason']})" if a["kendall_absent_reason"] else "")
             + (f", {tops}" if tops else "")
             + f" (n={a['n']})")
+    if len(agreement) > AGREEMENT_LINES:
+        lines.append(f"agreement: {len(agreement) - AGREEMENT_LINES} more pairs in the "
+                     f"results file (agreement)")
     return lines

@@ -4,11 +4,13 @@ Photo-ranking benchmarks ask "would these two models pick the same photos?": the
 correlation of their ratings over the samples both rated (Kendall's tau-b, which
 accounts for the ties 1-10 ratings are full of) and the overlap of their top k.
 
-Benchmarks are grouped by (task, dataset hash, load label): only the same photos,
-prepared the same way, asked the same way, compare. Within a group every pair of
-benchmarks of different (model, precision) is compared, for every value score (a
-rating). A sample asked several times counts with its mean rating; k in (1, 3, 5, 10)
-with k < n.
+Benchmarks are grouped by (test function, task, dataset hash, load label): only the
+same photos, prepared the same way, asked the same way by the same benchmark, compare
+(the test function is the test id without its parameters, so the models a benchmark is
+parametrised over pair, while another test that happens to use the same task does not).
+Within a group every pair of benchmarks of different (model, precision) is compared,
+for every value score (a rating). A sample asked several times counts with its mean
+rating; k in (1, 3, 5, 10) with k < n.
 
 Top-k overlap is the *expected* overlap when ties at the cut are broken at random: on
 each side, a sample rated strictly above the k-th best rating is in the top k; the t
@@ -116,10 +118,11 @@ def _value_scores(entry: Mapping[str, Any]) -> set[str]:
     return set(quality.get("histograms") or {})
 
 
-def _group(entry: Mapping[str, Any]) -> tuple[str, str, str]:
+def _group(entry: Mapping[str, Any]) -> tuple[str, str, str, str]:
     load = entry.get("load") or {}
+    test = str(entry.get("test") or "").split("[", 1)[0]
     return (str(entry.get("task")), str((entry.get("dataset") or {}).get("hash")),
-            str(load.get("label") or ""))
+            str(load.get("label") or ""), test)
 
 
 def _side(entry: Mapping[str, Any]) -> Side:
@@ -134,11 +137,11 @@ def agreement(benchmarks: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str
     ``benchmarks``: (entry, its records). The value scores compared are ``scores``, else
     those with a histogram in the entries' ``summary.quality`` (the value scores).
     """
-    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str], list[int]] = defaultdict(list)
     for index, (entry, _) in enumerate(benchmarks):
         groups[_group(entry)].append(index)
     found: list[Agreement] = []
-    for (task, dataset, _label), members in groups.items():
+    for (task, dataset, _label, _test), members in groups.items():
         for i, j in itertools.combinations(members, 2):
             (entry_a, records_a), (entry_b, records_b) = benchmarks[i], benchmarks[j]
             side_a, side_b = _side(entry_a), _side(entry_b)
