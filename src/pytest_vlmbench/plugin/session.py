@@ -336,11 +336,20 @@ class VlmSession(Matrix):
     def agreement(self) -> list[Agreement]:
         """How the models' ratings agree (scoring/agreement.py), for the benchmarks
         whose task gave ratings (a `value` score's histogram): from the records file,
-        read only when there are such benchmarks."""
+        read only when there are such benchmarks, and once for a given set of benchmarks
+        (the document at the end and the terminal summary both ask)."""
         rated = {e["id"] for e in self.benchmarks
                  if "quality" in e["summary"] and e["summary"]["quality"]["histograms"]}
         if not rated or not self.records_path.is_file():
             return []
+        key = frozenset(rated)
+        if self._agreement is None or self._agreement[0] != key:
+            self._agreement = (key, self._agreement_of(rated))
+        return self._agreement[1]
+
+    _agreement: tuple[frozenset[str], list[Agreement]] | None = None
+
+    def _agreement_of(self, rated: set[str]) -> list[Agreement]:
         from pytest_vlmbench.run.records import read_records
         from pytest_vlmbench.scoring.agreement import agreement
 
