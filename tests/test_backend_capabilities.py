@@ -87,6 +87,8 @@ def test_declared_capabilities_follow_what_was_loaded(loaded: dict[str, Any]) ->
     assert (text.images, vision.images) == (False, True)  # images only with a projector
     assert ("image_encode" in text.stages, "image_encode" in vision.stages) == (False, True)
     assert ("image_tokens" in text.counts, "image_tokens" in vision.counts) == (False, True)
+    # mtmd takes any number of images a request; the catalog gives no max_images here.
+    assert (text.max_images, vision.max_images) == (None, None)
     for declared in (text, vision):
         assert (declared.streaming, declared.grammar, declared.json_schema) == (True,) * 3
         assert (declared.concurrency, declared.batch) == (1, False)

@@ -170,6 +170,10 @@ def test_repo_catalog_loads_with_the_embedded_defaults() -> None:
     assert all(s.kind == "remote" for i, m in served.items() if i not in managed
                for s in m.precisions.values())
     assert not any(m.default for m in served.values())
+    # Models trained on one image take one: a video scene goes to them as a panorama.
+    assert {i for i, m in catalog.models.items() if m.max_images == 1} == {
+        "llava-1.5-7b", "moondream2"}
+    assert all(m.max_images in (None, 1) for m in catalog.models.values())
 
 
 # --- errors name the file, the entry and the field ---------------------------------------
@@ -313,6 +317,39 @@ def test_catalog_path_that_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(CatalogError) as info:
         load_catalog(tmp_path)
     assert str(tmp_path) in str(info.value)
+
+
+# --- max_images: how many images one request of a vision model may carry ---------------
+
+
+VISION = {"modality": '"vision"', "projector": '"generated:mlp-tiny"'}
+
+
+@pytest.mark.parametrize("value", ["1", "8"])
+def test_max_images_is_kept_and_written(tmp_path: Path, value: str) -> None:
+    spec = load_catalog(write(tmp_path, with_fields(**VISION, max_images=value))).get("m1")
+    assert spec.max_images == int(value)
+    assert spec.to_json()["max_images"] == int(value)
+
+
+def test_max_images_absent_means_no_limit(tmp_path: Path) -> None:
+    spec = load_catalog(write(tmp_path, with_fields(**VISION))).get("m1")
+    assert spec.max_images is None
+    assert "max_images" not in spec.to_json()
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("0", "0"), ("-2", "-2"), ("true", "true"), ('"2"', "'2'"), ("1.5", "1.5"), ("[2]", "[2]")])
+def test_a_bad_max_images_is_one_line(tmp_path: Path, value: str, shown: str) -> None:
+    message = load_error(tmp_path, with_fields(**VISION, max_images=value))
+    assert message == (f"{tmp_path / 'models.toml'}: model 'm1': field 'max_images' must be "
+                       f"a whole number of at least 1, got {shown}")
+
+
+def test_max_images_on_a_text_model_is_one_line(tmp_path: Path) -> None:
+    message = load_error(tmp_path, with_fields(max_images="2"))
+    assert message == (f"{tmp_path / 'models.toml'}: model 'm1': field 'max_images' is for "
+                       "vision models; this one's modality is 'text'")
 
 
 # --- llama_cpp settings: names, types and ranges, checked when the catalog is read ---

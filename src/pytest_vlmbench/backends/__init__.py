@@ -131,6 +131,12 @@ class Capabilities:
     not a guess from the end of the request."""
     images: bool = False
     """Requests may carry images (a vision model with its projector loaded)."""
+    max_images: int | None = None
+    """The most images one request may carry (a video scene's frames sent together): the
+    catalog entry's `max_images`, or the engine's own limit where it has one (vLLM's
+    image limit per prompt); None: no limit this backend knows of (llama.cpp's mtmd takes
+    several; a server says so by refusing). 1: a single-image model, to which a video
+    dataset sends a panorama. A request with more is refused whole (`refuse_images`)."""
     grammar: bool = False
     """`prepare` turns a task's GBNF grammar into a constraint the sampler obeys."""
     json_schema: bool = False
@@ -159,6 +165,21 @@ class Capabilities:
     tell (then the roofline says so)."""
     decode_bytes_source: str | None = None
     """How `decode_bytes_per_token` was counted, recorded beside the roofline."""
+
+
+def refuse_images(model_id: str, images: int, capabilities: Capabilities,
+                  limit_from: str = "its catalog entry's max_images") -> None:
+    """BackendError, one line, for a request a model cannot take whole: images to a text
+    model (`capabilities.images` false), or more than `capabilities.max_images`. Never drop
+    the images there is no room for: the answer would be about other frames than the
+    record lists."""
+    if images and not capabilities.images:
+        raise BackendError(f"model {model_id!r} is a text model; it cannot take images")
+    limit = capabilities.max_images
+    if limit is not None and images > limit:
+        raise BackendError(f"model {model_id!r} takes at most {limit} "
+                           f"image{'' if limit == 1 else 's'} per request ({limit_from}); "
+                           f"this request has {images}")
 
 
 class LoadedModel(Protocol):

@@ -53,7 +53,7 @@ CHAT_FORMATS = ("gemma", "model", "completion")
 _ID = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _ENTRY_KEYS = {
     "id", "family", "backend", "modality", "precisions", "default_precisions", "projector",
-    "chat_format",
+    "chat_format", "max_images",
     "default", "description", "settings", "license", "endpoint",
 }
 
@@ -230,6 +230,10 @@ class ModelSpec:
     """What runs without --vlm-precisions; every precision when empty."""
     endpoint: Endpoint | None = None
     """Where a backend `openai` model's requests go (endpoints.py); None for the others."""
+    max_images: int | None = None
+    """The most images one request may carry (a vision model trained on one image: 1);
+    None: as many as the backend takes. A video dataset sends a model with fewer images
+    than a scene's frames one panorama per scene instead."""
 
     def run_precisions(self) -> list[str]:
         return list(self.default_precisions or self.precisions)
@@ -245,6 +249,7 @@ class ModelSpec:
             "projector": str(self.projector) if self.projector else None,
             "settings": dict(self.settings),
             **({"endpoint": self.endpoint.to_json()} if self.endpoint else {}),
+            **({"max_images": self.max_images} if self.max_images is not None else {}),
         }
 
 
@@ -341,6 +346,7 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None,
     default = raw.get("default", False)
     if not isinstance(default, bool):
         raise CatalogError(f"{where}: field 'default' must be true or false")
+    max_images = _max_images(raw, modality, where)
     settings = raw.get("settings", {})
     if not isinstance(settings, dict):
         raise CatalogError(f"{where}: field 'settings' must be a table")
@@ -374,7 +380,22 @@ def _entry(raw: Any, index: int, path: Path, backends: frozenset[str] | None,
         settings=dict(settings),
         default_precisions=tuple(c.lower() for c in chosen),
         endpoint=endpoint,
+        max_images=max_images,
     )
+
+
+def _max_images(raw: dict[str, Any], modality: str, where: str) -> int | None:
+    """The entry's `max_images`: a whole number >= 1 on a vision model, or absent."""
+    if "max_images" not in raw:
+        return None
+    value = raw["max_images"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CatalogError(f"{where}: field 'max_images' must be a whole number of at "
+                           f"least 1, got {_toml(value)}")
+    if modality != "vision":
+        raise CatalogError(f"{where}: field 'max_images' is for vision models; this one's "
+                           f"modality is {modality!r}")
+    return value
 
 
 def _server(raw: Any, index: int, path: Path) -> ServerSpec:

@@ -238,13 +238,15 @@ class TransformersModel:
             image_token_id=int(image_token) if image_token is not None else None,
             vision=tuple(vision_modules(model)) if processor is not None else (),
             vocab_size=int(model.config.get_text_config().vocab_size), cuda=self._cuda,
+            max_images=self.spec.max_images if processor is not None else None,
         )
 
     def _capabilities(self) -> Capabilities:
         engine = self._engine
         vision = engine.processor is not None
         return Capabilities(
-            streaming=True, images=vision, grammar=True, json_schema=True,
+            streaming=True, images=vision, max_images=engine.max_images,
+            grammar=True, json_schema=True,
             batch=True, concurrency=1,  # one model, one generate call at a time
             stages=TEXT_STAGES + CONSTRAINT_STAGES + (IMAGE_STAGES if engine.vision else ()),
             counts=TEXT_COUNTS + (IMAGE_COUNTS if vision else ()),

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_vlmbench.backends import BackendError, Request, Response
+from pytest_vlmbench.backends import BackendError, Capabilities, Request, Response, refuse_images
 from pytest_vlmbench.backends.hf_transformers.constraint import Constraint, GrammarMask
 from pytest_vlmbench.backends.hf_transformers.timing import ForwardTimer, StepClock, device_sync
 from pytest_vlmbench.datasets import PreparedImage
@@ -68,6 +68,19 @@ class Engine:
     vision: tuple[Any, ...]  # vision encoder and projector modules (timing.vision_modules)
     vocab_size: int  # the logits' width (the model's, not the tokenizer's)
     cuda: bool
+    max_images: int | None = None  # per request (the catalog's); None: any number
+
+
+def refusal(engine: Engine, request: Request) -> BackendError | None:
+    """Why `request` cannot be sent whole (images to a text model, more images than
+    max_images: backends.refuse_images), or None."""
+    try:
+        refuse_images(engine.model_id, len(request.images),
+                      Capabilities(images=engine.processor is not None,
+                                   max_images=engine.max_images))
+    except BackendError as exc:
+        return exc
+    return None
 
 
 def decode_images(images: Sequence[PreparedImage]) -> list[Any]:
@@ -280,8 +293,9 @@ def _seed(request: Request) -> None:
 
 def serve(engine: Engine, request: Request) -> Response:
     """One request: one generate call, streamed into the step clock."""
-    if request.images and engine.processor is None:
-        raise BackendError(f"model {engine.model_id!r} is a text model; it cannot take images")
+    refused = refusal(engine, request)
+    if refused is not None:
+        raise refused
     _seed(request)
     t_start = time.perf_counter_ns()
     images = decode_images(request.images)
@@ -302,7 +316,7 @@ def serve_batch(engine: Engine, requests: Sequence[Request]) -> list[Response | 
     image_encode and prefill, and its own decode window. Detokenizing happens after the
     whole batch and is outside every row's latency, so it is not a stage here. A request
     that cannot be sent (images to a text model, an image that does not decode) is its
-    exception; the others run."""
+    exception, and so is one with more images than max_images; the others run."""
     if not requests:
         return []
     params = requests[0].params
@@ -311,9 +325,7 @@ def serve_batch(engine: Engine, requests: Sequence[Request]) -> list[Response | 
                            "generation parameters; these requests differ")
     results: list[Response | Exception | None] = [None] * len(requests)
     for i, request in enumerate(requests):
-        if request.images and engine.processor is None:
-            results[i] = BackendError(
-                f"model {engine.model_id!r} is a text model; it cannot take images")
+        results[i] = refusal(engine, request)
     _seed(requests[0])
     t_start = time.perf_counter_ns()
     sent: list[int] = []

@@ -14,7 +14,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pytest_vlmbench.backends import BackendError, Capabilities, LoadContext, Request, Response
+from pytest_vlmbench.backends import (
+    BackendError,
+    Capabilities,
+    LoadContext,
+    Request,
+    Response,
+    refuse_images,
+)
 from pytest_vlmbench.backends.llama_cpp.constraint import compile_constraint
 from pytest_vlmbench.backends.llama_cpp.counting import (
     IMAGE_COUNTS,
@@ -171,10 +178,12 @@ class LlamaCppModel:
         return llm, handler
 
     def _capabilities(self) -> Capabilities:
-        """What this model, as loaded, does: images only with its projector."""
+        """What this model, as loaded, does: images only with its projector, as many per
+        request as the catalog allows (mtmd itself takes any number: one chunk each)."""
         vision = self._handler is not None
         return Capabilities(
-            streaming=True, images=vision, grammar=True, json_schema=True,
+            streaming=True, images=vision, max_images=self.spec.max_images if vision else None,
+            grammar=True, json_schema=True,
             batch=False, concurrency=1,  # one llama context: one request at a time
             stages=TEXT_STAGES + (IMAGE_STAGES if vision else ()),
             counts=TEXT_COUNTS + (IMAGE_COUNTS if vision else ()),
@@ -228,8 +237,7 @@ class LlamaCppModel:
         return compile_constraint(task, self._llm._model.vocab, self._log_path)
 
     def generate(self, request: Request) -> Response:
-        if request.images and not self.capabilities.images:
-            raise BackendError(f"model {self.spec.id!r} is a text model; it cannot take images")
+        refuse_images(self.spec.id, len(request.images), self.capabilities)
         return serve(self._llm, self._handler, self._prompting, request)
 
     def close(self) -> None:

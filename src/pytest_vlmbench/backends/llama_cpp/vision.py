@@ -28,6 +28,10 @@ class TimedMtmd:
     is the image encode. (Without the synchronisation the decode was accounted only at
     the first sample, and both stages held the other's time.)
 
+    mtmd makes one image chunk per image, in the prompt's order (one media marker each), so
+    a request with several images passes here once per image and its image_tokens are
+    the sum over them.
+
     It also gives the projector's load our progress callback (Ctrl-C aborts it) and
     checks that a tokenised prompt, image tokens included, fits the context before any
     of it is evaluated.

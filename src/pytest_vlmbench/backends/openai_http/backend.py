@@ -48,7 +48,8 @@ class OpenAIBackend:
         config = ClientConfig(
             base_url=endpoint.base_url or "http://127.0.0.1/v1", model="?",
             dialect=endpoint.dialect, api=endpoint.api, chat_format=spec.chat_format,
-            vision=spec.modality == "vision", stream=endpoint.stream,
+            vision=spec.modality == "vision", max_images=spec.max_images,
+            stream=endpoint.stream,
             timeout_s=endpoint.timeout_s, retries=endpoint.retries,
             headers=dict(endpoint.headers), api_key_env=endpoint.api_key_env,
             swaps=endpoint.swaps, label=spec.id,

@@ -27,6 +27,7 @@ class ClientConfig:
     api: str = "chat"  # "chat": /chat/completions, "completions": /completions
     chat_format: str = "model"  # the catalog's: "completion" -> /completions, plain text
     vision: bool = False  # the model takes images
+    max_images: int | None = None  # at most this many per request (the catalog's); None: any
     stream: bool = True
     timeout_s: float = 300.0  # per attempt
     retries: int = 2  # retryable failures (faults.py), before any content only
@@ -42,6 +43,8 @@ class ClientConfig:
             raise ValueError(f"api {self.api!r}: must be one of {', '.join(APIS)}")
         if self.timeout_s <= 0 or self.retries < 0:
             raise ValueError("timeout_s must be > 0 and retries >= 0")
+        if self.max_images is not None and self.max_images < 1:
+            raise ValueError(f"max_images {self.max_images}: must be at least 1 (or None)")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
 
     @property

@@ -21,7 +21,13 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from pytest_vlmbench.backends import BackendError, Capabilities, Request, Response
+from pytest_vlmbench.backends import (
+    BackendError,
+    Capabilities,
+    Request,
+    Response,
+    refuse_images,
+)
 from pytest_vlmbench.backends.openai_http import body as bodies
 from pytest_vlmbench.backends.openai_http.config import ClientConfig
 from pytest_vlmbench.backends.openai_http.dialects import (
@@ -96,6 +102,7 @@ class OpenAIModel:
         self.artifacts = artifacts or []
         self.capabilities = Capabilities(
             streaming=config.stream, images=config.vision,
+            max_images=config.max_images if config.vision else None,
             grammar=supports_grammar(config.dialect),
             json_schema=supports_schema(config.dialect, config.effective_api),
             batch=False, concurrency=1024, asynchronous=True,
@@ -203,9 +210,10 @@ class OpenAIModel:
     async def agenerate(self, request: Request) -> Response:
         """Send `request`; its body (images included) is built before the clock starts."""
         config = self.config
-        if request.images and not config.vision:
-            raise RequestFailed(f"model {config.label or config.model!r} is a text model; "
-                                "it cannot take images")
+        try:
+            refuse_images(config.label or config.model, len(request.images), self.capabilities)
+        except BackendError as exc:  # before anything is sent: no retry, no record of one
+            raise RequestFailed(str(exc)) from None
         payload = bodies.build(config, request, self._urls)
         constrained = isinstance(request.constraint, Constraint)
         self._note_served()

@@ -138,6 +138,7 @@ class VllmModel:
         self.timings_ns = {"resolve": resolve_ns, "load": time.perf_counter_ns() - t1}
         try:
             self._clock = EngineClock.measure()
+            self._image_limit = self._images_per_prompt()
             self.settings = self._recorded(settings, bind, on_cpu, ctx)
             self.warnings = self._device_warnings(on_cpu, ctx)
             self._served = self._serving()
@@ -182,7 +183,9 @@ class VllmModel:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(logging_config(ctx.log_path), fh)
             env |= {"VLLM_CONFIGURE_LOGGING": "1", "VLLM_LOGGING_CONFIG_PATH": str(config_file)}
-        kwargs = engine_arguments(self._weights.path, self._dtype, settings, ctx.seed)
+        max_images = self.spec.max_images if self.spec.modality == "vision" else None
+        kwargs = engine_arguments(self._weights.path, self._dtype, settings, ctx.seed,
+                                  max_images)
         before = set(descendants(os.getpid()))
         llm: Any = None
         failure: str | None = None
@@ -246,6 +249,7 @@ class VllmModel:
             "enforce_eager": model.enforce_eager,
             "enable_prefix_caching": cache.enable_prefix_caching,
             "structured_outputs_backend": structured.backend,
+            "images_per_prompt": self._image_limit,
             "disable_any_whitespace": structured.disable_any_whitespace,
             "n_threads": len(worker) if on_cpu and worker else None,
             "cpu_threads_bind": bind or os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
@@ -273,6 +277,23 @@ class VllmModel:
                         f"{self.settings['dtype']}, not {self._dtype}")
         return said
 
+    def _images_per_prompt(self) -> int | None:
+        """The most images vLLM takes in one prompt of this model (its image limit per
+        prompt, the catalog's max_images or vLLM's default, capped by what the model
+        supports), read from the engine's own processor; None for a text model, or
+        when this vLLM keeps it elsewhere."""
+        engine = self._llm.llm_engine
+        if not engine.model_config.is_multimodal_model:
+            return None
+        try:
+            limits = engine.input_processor.renderer.get_mm_processor().info.allowed_mm_limits
+        except (AttributeError, ValueError):  # another vLLM: its configured limit, then
+            config = engine.model_config.multimodal_config
+            limit = config.get_limit_per_prompt("image") if config is not None else None
+        else:
+            limit = limits.get("image")
+        return int(limit) if isinstance(limit, int) else self.spec.max_images
+
     def _serving(self) -> Served:
         """The engine, its clock, and how this model's prompts are made."""
         hf_config = self._llm.llm_engine.model_config.hf_config
@@ -283,7 +304,11 @@ class VllmModel:
             tokenizer=self._llm.get_tokenizer(), chat_format=self.spec.chat_format,
             chat_template=GEMMA_CHAT_TEMPLATE if self.spec.chat_format == "gemma" else None,
             max_model_len=int(self.settings["max_model_len"]), model_id=self.spec.id,
-            image_token_id=image_id if isinstance(image_id, int) else None)
+            image_token_id=image_id if isinstance(image_id, int) else None,
+            max_images=self._image_limit,
+            image_limit_from="its catalog entry's max_images"
+            if self.spec.max_images is not None and self._image_limit == self.spec.max_images
+            else "vLLM's image limit per prompt for this model")
         return Served(self._llm, self._clock, prompting, seeded=not self._on_cpu)
 
     def _capabilities(self) -> Capabilities:
@@ -292,7 +317,8 @@ class VllmModel:
         vision = bool(self._llm.llm_engine.model_config.is_multimodal_model)
         decode_bytes = weight_bytes(self._weights.path, _DTYPE_BYTES[self._dtype])
         return Capabilities(
-            streaming=False, images=vision, grammar=True, json_schema=True, batch=True,
+            streaming=False, images=vision, max_images=self._image_limit if vision else None,
+            grammar=True, json_schema=True, batch=True,
             concurrency=1, stages=TEXT_STAGES,
             counts=TEXT_COUNTS + (IMAGE_COUNTS if vision else ()),
             decode_bytes_per_token=decode_bytes,

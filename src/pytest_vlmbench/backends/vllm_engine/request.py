@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_vlmbench.backends import BackendError, Request, Response
+from pytest_vlmbench.backends import BackendError, Capabilities, Request, Response, refuse_images
 from pytest_vlmbench.tasks import Task
 from pytest_vlmbench.tasks.structured import ConstraintError
 
@@ -87,6 +87,8 @@ class Prompting:
     max_model_len: int
     model_id: str
     image_token_id: int | None = None  # what the processor expands an image into
+    max_images: int | None = None  # per prompt (vLLM refuses more, failing a whole batch)
+    image_limit_from: str = "vLLM's image limit per prompt for this model"
 
 
 def _messages(request: Request) -> list[dict[str, Any]]:
@@ -106,6 +108,10 @@ def build_prompt(prompting: Prompting, request: Request) -> dict[str, Any]:
     """The engine input for `request`: token ids for a text prompt (rendered and
     tokenised here, so "template" is timed on our clock), or the rendered text with the
     decoded images as `multi_modal_data` (vLLM's processor expands the image tokens)."""
+    if request.images:  # refused here, alone: vLLM's own check would fail the whole batch
+        refuse_images(prompting.model_id, len(request.images),
+                      Capabilities(images=True, max_images=prompting.max_images),
+                      prompting.image_limit_from)
     tok = prompting.tokenizer
     if prompting.chat_format == "completion":
         text = f"{request.system}\n\n{request.user}" if request.system else request.user

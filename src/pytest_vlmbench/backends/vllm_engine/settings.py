@@ -112,8 +112,10 @@ def engine_settings(spec: ModelSpec, ctx: LoadContext, on_cpu: bool) -> dict[str
 
 
 def engine_arguments(path: Path, dtype: str, settings: Mapping[str, Any],
-                     seed: int) -> dict[str, Any]:
-    """`vllm.LLM`'s keyword arguments for these settings."""
+                     seed: int, max_images: int | None = None) -> dict[str, Any]:
+    """`vllm.LLM`'s keyword arguments for these settings; `max_images` (a vision model's
+    catalog limit) becomes vLLM's image limit per prompt, which also bounds the images
+    its start-up profiling reserves memory for (vLLM's default: 999 a prompt)."""
     kwargs: dict[str, Any] = {
         "model": str(path), "dtype": dtype, "seed": seed,
         "disable_log_stats": False,  # else RequestOutput.metrics is None: no engine times
@@ -129,4 +131,6 @@ def engine_arguments(path: Path, dtype: str, settings: Mapping[str, Any],
             kwargs[name] = settings[name]
     if settings["kv_cache_space_gib"] is not None:
         kwargs["kv_cache_memory_bytes"] = int(settings["kv_cache_space_gib"] * GiB)
+    if max_images is not None:
+        kwargs["limit_mm_per_prompt"] = {"image": max_images}
     return kwargs
