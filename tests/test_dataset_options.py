@@ -258,6 +258,11 @@ def test_marked(vlm_bench):
     vlm_bench.run(CAPTION, samples=1, warmup=0)
 """
 
+VIDEO_BENCH = """
+def test_video(vlm_bench, vlm_video):
+    vlm_bench.run("scene_caption", vlm_video, warmup=0)
+"""
+
 CASES = [
     Case("images-missing", args=("--vlm-images=nowhere",),
          words=("--vlm-images=nowhere: no such folder, manifest or image file (looked for ",
@@ -288,7 +293,7 @@ CASES = [
          words=("vlm_images = nowhere (pytest.ini): no such folder",)),
     Case("marker-unknown-dataset", files={"test_bench.py": MARKED.format(args="'foldr'")},
          words=("test_bench.py::test_marked", "@pytest.mark.vlm_dataset('foldr'): unknown "
-                "dataset 'foldr'; known datasets: folder, images, manifest, synthetic")),
+                "dataset 'foldr'; known datasets: folder, images, manifest, synthetic, video")),
     Case("marker-without-a-name", files={"test_bench.py": MARKED.format(args="path='p'")},
          words=("@pytest.mark.vlm_dataset(path='p'): expected one dataset name first",)),
     Case("marker-misspelt-argument",
@@ -298,6 +303,19 @@ CASES = [
          files={"test_bench.py": MARKED.format(args="'folder', path='gone'")},
          words=("@pytest.mark.vlm_dataset('folder', path='gone'): FolderDataset(",
                 "folder not found")),
+    Case("video-missing", args=("--vlm-video=nowhere.mp4",),
+         files={"test_bench.py": VIDEO_BENCH},
+         words=("--vlm-video=nowhere.mp4: VideoScenes(", "nowhere.mp4")),
+    Case("video-bad-detector", args=("--vlm-scene-detector=fancy",),
+         words=("--vlm-scene-detector=fancy: expected content or adaptive",)),
+    Case("video-bad-threshold", args=("--vlm-scene-detector=content:-3",),
+         words=("--vlm-scene-detector=content:-3: expected content or adaptive, optionally "
+                ":THRESHOLD (> 0)",)),
+    Case("video-bad-layout", args=("--vlm-video-layout=diagonal",),
+         words=("--vlm-video-layout=diagonal: expected one of auto, images, panorama",)),
+    Case("video-bad-frames", args=("--vlm-video-frames=often",),
+         files={"test_bench.py": VIDEO_BENCH},
+         words=("--vlm-video-frames=often: unknown frame 'often'",)),
 ]
 
 

@@ -7,7 +7,8 @@
 #
 # Your own project: VENV=/abs/path/to/project/.venv EXTRAS=llama tools/install.sh installs
 # pytest-vlmbench from this checkout (not editable) with just the llama extra into that
-# virtual environment (EXTRAS: comma-separated extras, default llama,server,dev, editable).
+# virtual environment (EXTRAS: comma-separated extras, default llama,server,video,dev,
+# editable).
 #
 # Flavour: `cuda` (CMAKE_ARGS=-DGGML_CUDA=on) when nvcc is on PATH and an NVIDIA driver is
 # loaded, else `cpu` (a CUDA toolkit without a GPU, as on our CI machines, builds for the
@@ -82,13 +83,18 @@ marker="$venv/.vlmbench-llama-flavour"
 if [ "$(cat "$marker" 2>/dev/null)" != "$flavour" ]; then
   "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel"
 fi
-extras="${EXTRAS:-llama,server,dev}"
+extras="${EXTRAS:-llama,server,video,dev}"
 if [ -z "${EXTRAS:-}" ]; then
   "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" -e ".[$extras]"
 else  # another project's environment: a regular install of this checkout
   "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" ".[$extras]"
 fi
 echo "$flavour" > "$marker"
+# PySceneDetect without its metadata's `opencv-python` (libGL; it would overwrite the headless
+# build's cv2): the video extra brings opencv-python-headless and scenedetect's other needs.
+case ",$extras," in
+  *,video,*) "$venv/bin/python" -m pip install --quiet --no-deps "scenedetect==0.7.2" ;;
+esac
 # llama.cpp's own llama-server, for the managed-server benchmarks and tests (built once from
 # the pinned sdist's sources and cached; about 6 minutes on 2 cores). VLMBENCH_LLAMA_SERVER
 # names a binary of your own instead; VLMBENCH_BUILD_LLAMA_SERVER=0 skips it.

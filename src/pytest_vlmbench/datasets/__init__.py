@@ -19,7 +19,7 @@ import base64
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, runtime_checkable
 
@@ -27,6 +27,8 @@ from pytest_vlmbench.errors import UsageMistake, UserInputError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
+
+    from pytest_vlmbench.results.models import VideoRef
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -40,13 +42,17 @@ __all__ = [
     "ImageError",
     "ImagePrep",
     "ManifestDataset",
+    "ModelAdapted",
     "PreparedImage",
     "Sample",
     "Selection",
     "SyntheticScenes",
     "UnknownDatasetError",
+    "VideoScenes",
+    "VideoSource",
     "available_datasets",
     "dataset_factory",
+    "dataset_for_model",
     "dataset_hash",
     "dataset_label",
     "dataset_notes",
@@ -161,6 +167,15 @@ class Sample:
     description: str | None
     truth: Mapping[str, Any]
     duration_s: float | None = None
+    prepare: Callable[[ImagePrep], Sequence[PreparedImage]] | None = field(
+        default=None, repr=False, compare=False)
+    """A sample that makes its own images for a preparation (a video scene: its sampled
+    frames, each fitted like an image, then laid out as several images, a panorama, a
+    grid or the middle frame); None: `load_image`'s bytes are prepared as one image.
+    Raises `ImageError`/`DatasetError` naming the file when it cannot."""
+    scene: Mapping[str, Any] | None = None
+    """Where a video scene sits (the record's ``scene``: video, index, start_s, end_s,
+    duration_s, frames_s, layout); None for a still image."""
 
 
 @runtime_checkable
@@ -247,6 +262,34 @@ def dataset_selection(dataset: Dataset) -> Selection | None:
         return None
     chosen = dataset.selection()
     return {"seed": chosen["seed"], "limit": chosen["limit"], "ids": list(chosen["ids"])}
+
+
+@runtime_checkable
+class VideoSource(Protocol):
+    """Optional for a dataset whose samples are scenes of videos (datasets/video.py):
+    how it found and shows them, and each video with its detection and extraction
+    times. The runner writes it to the benchmark's ``dataset.video`` and computes the
+    per-video figures (seconds per scene, real-time factor) from it and the records."""
+
+    def video_ref(self) -> VideoRef:
+        """Detector, sampling, layout and every video (decoding them first if needed)."""
+        ...
+
+
+@runtime_checkable
+class ModelAdapted(Protocol):
+    """Optional for a dataset whose input depends on what the model takes: a video
+    dataset with ``layout="auto"`` sends several frames to a model that takes several
+    images and a panorama to a single-image one. The runner calls it before hashing."""
+
+    def for_model(self, max_images: int | None) -> Dataset:
+        """This dataset as shown to a model taking at most `max_images` (None: any)."""
+        ...
+
+
+def dataset_for_model(dataset: Dataset, max_images: int | None) -> Dataset:
+    """`dataset.for_model(max_images)` where it adapts (`ModelAdapted`), else itself."""
+    return dataset.for_model(max_images) if isinstance(dataset, ModelAdapted) else dataset
 
 
 def dataset_hash(dataset: Dataset, prep: ImagePrep) -> str:
@@ -343,3 +386,7 @@ register_dataset(ManifestDataset.name, ManifestDataset)
 register_dataset(SyntheticScenes.name, SyntheticScenes)
 
 register_dataset("images", images)  # what --vlm-images takes: folder, glob, manifest, image
+
+from pytest_vlmbench.datasets.video import VideoScenes  # noqa: E402
+
+register_dataset(VideoScenes.name, VideoScenes)

@@ -26,12 +26,20 @@ from pytest_vlmbench.datasets import (
     Dataset,
     DatasetArgumentError,
     ImagePrep,
+    PreparedImage,
     Sample,
     dataset_label,
 )
 from pytest_vlmbench.datasets.images import prepare_image
 from pytest_vlmbench.metrics.per_request import latency_s
-from pytest_vlmbench.results.models import ErrorStage, InputMode, Phase, Record, RecordError
+from pytest_vlmbench.results.models import (
+    ErrorStage,
+    InputMode,
+    Phase,
+    Record,
+    RecordError,
+    SceneRef,
+)
 from pytest_vlmbench.run.ticker import duration
 from pytest_vlmbench.tasks import Task
 from pytest_vlmbench.tasks.structured import ConstraintError, ParseOutcome
@@ -131,19 +139,22 @@ def request_for(record: Record, sample: Sample, task: Task, *, input_mode: Input
                 prep: ImagePrep, seed: int, constraint: Any) -> Request | None:
     """The sample as a request: its image prepared (timed, outside request latency) or
     its text description; None, with the record's error set, when it cannot be."""
-    images = []
+    images: list[PreparedImage] = []
+    if sample.scene is not None:
+        record["scene"] = cast("SceneRef", dict(sample.scene))
     if input_mode == "image":
         t0 = time.perf_counter_ns()
         try:
-            prepared = prepare_image(sample, prep)
+            images = list(sample.prepare(prep)) if sample.prepare is not None \
+                else [prepare_image(sample, prep)]
         except Exception as exc:  # ImageError, or anything Pillow raises: a record
             record["prepare_ns"] = time.perf_counter_ns() - t0
             record["error"] = error_of("prepare", exc)
             return None
         record["prepare_ns"] = time.perf_counter_ns() - t0
-        images.append(prepared)
-        record["images"] = [{"source": prepared.source, "sha256": prepared.sha256,
-                             "width": prepared.width, "height": prepared.height}]
+        record["images"] = [{"source": image.source, "sha256": image.sha256,
+                             "width": image.width, "height": image.height}
+                            for image in images]
         user = task.user_text(None)
     else:
         if sample.description is None:
