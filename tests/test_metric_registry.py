@@ -48,6 +48,9 @@ SLO_NAMES = {
     "max_client_lag_p95_s", "min_output_tokens_per_s", "min_goodput_rps", "max_cold_latency_s",
     # Offline throughput (batch levels on in-process engines): new objectives only.
     "min_batch_requests_per_s", "min_batch_output_tokens_per_s",
+    # Video scenes (metrics/video.py): new objectives only.
+    "max_real_time_factor", "max_seconds_per_scene", "max_vlm_s",
+    "max_pipeline_real_time_factor", "max_pipeline_s", "max_detection_s",
     # The built-in scorers' scores (scoring/metrics.py): new objectives only.
     *(f"{'max' if name in LOWER_IS_BETTER else 'min'}_{name}" for name in SCORES),
 }
@@ -58,6 +61,8 @@ COMPARED = ["p50_latency", "p90_latency", "p95_latency", "p99_latency", "mean_la
             "p50_tpot", "p95_tpot", "p50_itl", "p95_itl", "p99_itl",
             # offline throughput, judged per batch
             "batch_requests_per_s", "batch_output_tokens_per_s",
+            # video figures, judged on per-request latencies scaled (video benchmarks only)
+            "real_time_factor", "seconds_per_scene", "vlm_s",
             # the scores of the built-in scorers, judged per request
             *SCORES]
 

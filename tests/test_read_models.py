@@ -19,6 +19,7 @@ from pytest_vlmbench.results.document import schema, validate_record
 from tests.conftest import Project
 
 _QUALITY = "/$defs/summary/properties/quality"
+_VIDEO = "/$defs/benchmark/properties/dataset/properties/video"
 MIRRORS: dict[Any, str] = {
     models.ResultsDocument: "",
     models.QualitySummary: _QUALITY,
@@ -62,6 +63,12 @@ MIRRORS: dict[Any, str] = {
     models.PipelineEndToEnd: "/$defs/pipeline/properties/end_to_end",
     models.PipelineStageFigures: "/$defs/pipeline/properties/per_stage/additionalProperties",
     models.PipelineVariants: "/$defs/pipeline/properties/variants/oneOf/1",
+    models.SceneRef: "/$defs/record/properties/scene",
+    models.VideoRef: _VIDEO,
+    models.DetectorRef: f"{_VIDEO}/properties/detector",
+    models.VideoInfo: f"{_VIDEO}/properties/videos/items",
+    models.VideoSummary: "/$defs/summary/properties/video",
+    models.VideoFigures: "/$defs/summary/properties/video/properties/videos/items",
 }
 """Each model and the JSON pointer of the schema object it mirrors."""
 

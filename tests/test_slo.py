@@ -183,3 +183,58 @@ def test_breach_message_is_one_line_listing_only_breaches() -> None:
     assert "max_ttft_p50_s" in message
     assert "min_parse_rate" not in message
     assert message.count("; ") == 2
+
+
+# --- video figures (metrics/video.py) ------------------------------------------------------
+
+
+def _video(**figures: Any) -> dict[str, Any]:
+    """A summary with a video benchmark's figures (summary.video)."""
+    video = {"real_time_factor": 0.5, "seconds_per_scene": 2.0, "vlm_s": 6.0,
+             "pipeline_real_time_factor": 0.565, "pipeline_s": 6.78, "detection_s": 0.5,
+             "scenes": 3, "frames_per_scene": 2.0, "absent_reason": None}
+    video.update(figures)
+    return summary(video=video)
+
+
+@pytest.mark.parametrize(
+    ("name", "limit", "passed"),
+    [
+        ("max_real_time_factor", 1.0, True),
+        ("max_real_time_factor", 0.5, True),
+        ("max_real_time_factor", 0.4, False),
+        ("max_seconds_per_scene", 1.5, False),
+        ("max_vlm_s", 6.0, True),
+        ("max_pipeline_real_time_factor", 0.5, False),
+        ("max_pipeline_s", 10.0, True),
+        ("max_detection_s", 0.1, False),
+    ],
+)
+def test_video_slos(name: str, limit: float, passed: bool) -> None:
+    [verdict] = evaluate({name: limit}, _video())
+    assert verdict["passed"] is passed
+    assert verdict["op"] == "<="
+
+
+def test_video_slo_breach_is_one_line() -> None:
+    verdicts = evaluate({"max_real_time_factor": 0.4, "max_seconds_per_scene": 1.5},
+                        _video())
+    assert breach_message(verdicts, 3) == (
+        "SLO breached (n=3): max_real_time_factor = 0.5 x > limit 0.4 x; "
+        "max_seconds_per_scene = 2 s > limit 1.5 s")
+
+
+@pytest.mark.parametrize("summ", [summary(), _video(real_time_factor=None)],
+                         ids=["no video", "figure absent"])
+def test_an_absent_video_figure_breaches(summ: dict[str, Any]) -> None:
+    [verdict] = evaluate({"max_real_time_factor": 1e9}, summ)
+    assert (verdict["measured"], verdict["passed"]) == (None, False)
+    assert breach_message([verdict], 2) == (
+        "SLO breached (n=2): max_real_time_factor = not measured > limit 1e+09 x")
+
+
+def test_descriptive_video_figures_are_no_objectives() -> None:
+    with pytest.raises(SLOError, match="unknown SLO 'max_scenes'"):
+        check_spec({"max_scenes": 3}, "bench")
+    with pytest.raises(SLOError, match="unknown SLO 'min_frames_per_scene'"):
+        check_spec({"min_frames_per_scene": 3}, "bench")

@@ -30,6 +30,7 @@ from pytest_vlmbench.compare.verdicts import (
 from pytest_vlmbench.compare.windows import WindowKey, WindowPair, compare_windows
 from pytest_vlmbench.metrics import noise
 from pytest_vlmbench.metrics.registry import Metric
+from pytest_vlmbench.metrics.video import BLOCK as VIDEO
 from pytest_vlmbench.results.document import ResultsError
 from pytest_vlmbench.results.models import BenchmarkEntry
 
@@ -232,6 +233,7 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         busy_note = f"{n} busy baseline run{'s' if n > 1 else ''} left out"
     elif not quiet and any(_busy("", inst.entry) for inst in pair.baselines):
         busy_note = "every baseline run was busy"
+    baseline_entries = [inst.entry for inst in pair.baselines]
     for metric in METRICS.values():
         if metric.name == "parse_rate" and not (sc.checks_output
                                                 or any(b.checks_output for b in bs)):
@@ -245,6 +247,9 @@ def _compare_pair(pair: Pair, current: Run, rules: Mapping[str, Rule], s: Settin
         if not metric.machine_bound and not (
                 len(sc.of(metric)) or any(len(b.of(metric)) for b in bs)):
             continue  # a score of a task neither side's records were scored by
+        if metric.summary[0] == VIDEO and not any(
+                VIDEO in e["summary"] for e in (pair.current, *baseline_entries)):
+            continue  # not a video benchmark: it has no scenes to judge
         timing = metric.timing
         per_run, unavailable, left_out = _runs_for(metric, timing_bs if timing else bs, sc)
         if timing and current_busy and not unavailable:

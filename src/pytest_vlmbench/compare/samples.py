@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 from pytest_vlmbench.metrics import noise, registry, throughput
 from pytest_vlmbench.metrics.per_request import engine_decode, per_second, prefill, stream_decode
 from pytest_vlmbench.metrics.registry import Metric
+from pytest_vlmbench.metrics.video import BLOCK, latency_scale
 from pytest_vlmbench.results.document import (
     SAMPLE_EVERY,
     SAMPLE_HEAD,
@@ -222,6 +223,17 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
     if 1.0 in c.success and not len(c.itl):  # an in-process or non-streaming backend
         unavailable.update({m.name: "no chunk arrival times (the backend reports none)"
                             for m in registry.compared().values() if m.sample == "itl"})
+    video = entry["summary"].get("video")
+    if isinstance(video, Mapping):  # a video benchmark: its figures' latency samples
+        for metric in registry.compared().values():
+            if metric.summary[0] != BLOCK:
+                continue
+            scale = latency_scale(metric.sample, video)
+            if scale is None:
+                unavailable[metric.name] = (f"no {metric.name} in the summary: "
+                                            f"{video.get('absent_reason') or 'absent'}")
+            else:
+                values[metric.sample] = values["latency"] * scale
     energy = entry["summary"].get("energy")
     per_request = energy.get("per_request") if isinstance(energy, dict) else None
     if per_request:

@@ -273,6 +273,34 @@ BUILTIN: tuple[Metric, ...] = (
            ("energy", "avg_power_w"), "max_avg_power_w"),
     Metric("peak_power", "W", True, "highest power reading over the measured requests",
            ("energy", "peak_power_w"), "max_peak_power_w"),
+    # Video scenes (metrics/video.py, summary.METHODS["video"]): the benchmark's figures
+    # over its videos with complete figures. For one set of videos the VLM figures are
+    # the mean scene latency times a constant, so compare judges them on the per-request
+    # latencies scaled by that constant (compare/samples.py); the pipeline's add the
+    # once-per-video detection and extraction, which have no per-request sample.
+    Metric("real_time_factor", "x", True, "VLM seconds over the video (sum over scenes of "
+           "the mean scene latency) / seconds of video; below 1 keeps up; compare's is the "
+           "mean request latency x scenes / video seconds",
+           ("video", "real_time_factor"), "max_real_time_factor", "real_time_factor", "mean"),
+    Metric("seconds_per_scene", "s", True, "VLM seconds per scene (vlm_s / scenes); "
+           "compare's is the mean request latency", ("video", "seconds_per_scene"),
+           "max_seconds_per_scene", "seconds_per_scene", "mean"),
+    Metric("vlm_s", "s", True, "VLM seconds over the videos: per scene the mean latency of "
+           "its requests (repeats averaged, failures included), summed; compare's is the "
+           "mean request latency x scenes", ("video", "vlm_s"), "max_vlm_s", "vlm_s", "mean"),
+    Metric("pipeline_real_time_factor", "x", True, "(scene detection + frame extraction + "
+           "preparation + VLM seconds) / seconds of video",
+           ("video", "pipeline_real_time_factor"), "max_pipeline_real_time_factor"),
+    Metric("pipeline_s", "s", True, "scene detection + frame extraction + preparation + "
+           "VLM seconds", ("video", "pipeline_s"), "max_pipeline_s"),
+    Metric("detection_s", "s", True, "decoding the videos and detecting their scenes (once "
+           "per video per session, outside every request)", ("video", "detection_s"),
+           "max_detection_s"),
+    # Descriptive: what was shown, not how well; no objective, never judged by compare.
+    Metric("scenes", "scenes", False, "scenes of the videos with complete figures",
+           ("video", "scenes"), machine_bound=False),
+    Metric("frames_per_scene", "frames", False, "frames sent per request (mean)",
+           ("video", "frames_per_scene"), machine_bound=False),
     Metric("window_energy", "J", True, "energy of one power window (vlm_power.measure): "
            "the meter's energy over its span; compare's is the median per window",
            ("energy_j",), sample="window_energy", applies_to="window"),

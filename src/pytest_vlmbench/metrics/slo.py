@@ -90,6 +90,8 @@ def breach_message(verdicts: Sequence[SloResult], n: int) -> str | None:
             return "not measured (no energy reading: see power in the results)"
         if metric.summary[0] == "metrics":
             return f"not measured (summary.metrics.{metric.name}.absent_reason says why)"
+        if metric.summary[0] == "video":
+            return "not measured (summary.video.absent_reason says why)"
         return "not measured"
 
     return breach_line(f"n={n}", verdicts, lambda name: slos[name].unit, unmeasured)

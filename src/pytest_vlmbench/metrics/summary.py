@@ -32,7 +32,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from pytest_vlmbench.metrics import per_request, serving
+from pytest_vlmbench.metrics import per_request, serving, video
 from pytest_vlmbench.metrics.registry import Statistic, computed
 from pytest_vlmbench.metrics.stats import PERCENTILE_METHOD, STDEV_METHOD, distribution, percentile
 from pytest_vlmbench.results.models import MetricFigure, Record, Summary
@@ -88,6 +88,7 @@ METHODS = {
             "points)",
         }.items()),
     **serving.METHODS,
+    **video.METHODS,
 }
 
 STAGE_TOLERANCE_NS = 1_000_000

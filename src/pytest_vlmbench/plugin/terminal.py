@@ -89,8 +89,10 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
     for line in sweep_lines(vlm.benchmarks):
         tr.write_line(line)
     from pytest_vlmbench.report.quality import agreement_lines, quality_lines
+    from pytest_vlmbench.report.video import video_lines
 
-    for line in [*quality_lines(vlm.benchmarks), *agreement_lines(vlm.agreement())]:
+    for line in [*quality_lines(vlm.benchmarks), *agreement_lines(vlm.agreement()),
+                 *video_lines(vlm.benchmarks)]:
         tr.write_line(line)
     merged = vlm.merged
     for line in table.render_windows(merged.get("windows", []) if merged else vlm.windows):

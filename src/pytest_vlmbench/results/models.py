@@ -43,6 +43,20 @@ class ImageRef(TypedDict):
     height: int
 
 
+class SceneRef(TypedDict):
+    """The video scene a request showed (record `scene`; datasets/video.py): the video's
+    id, the scene's 0-based index, its span in seconds of the video (end exclusive), the
+    times of the frames sampled from it and how they were laid out."""
+
+    video: str
+    index: int
+    start_s: float
+    end_s: float
+    duration_s: float
+    frames_s: list[float]
+    layout: Literal["images", "panorama", "grid", "middle"]
+
+
 class LineageSource(TypedDict):
     """The stage-1 record that fed a stage-2 record (record `lineage.from`)."""
 
@@ -100,6 +114,7 @@ class Record(TypedDict):
     chance: NotRequired[dict[str, float]]
     read_as: NotRequired[Any]
     lineage: NotRequired[Lineage]
+    scene: NotRequired[SceneRef]
 
 
 class Distribution(TypedDict):
@@ -260,6 +275,53 @@ class Agreement(TypedDict):
     top_k: dict[str, float]
 
 
+class VideoFigures(TypedDict):
+    """One video of a benchmark over video scenes (summary.video.videos[],
+    metrics/video.py METHODS["video"]): its scenes, what was measured, the VLM's seconds
+    per scene and real-time factor, and the whole pipeline's (detection, extraction and
+    preparation added). The request figures are None, with absent_reason, when the video
+    could not be decoded, only some scenes were measured, or a scene was never sent."""
+
+    id: str
+    duration_s: float | None
+    scenes: int
+    scenes_measured: int
+    failed_requests: int
+    frames_per_scene: float | None
+    vlm_s: float | None
+    seconds_per_scene: float | None
+    real_time_factor: float | None
+    detection_s: float | None
+    extraction_s: float | None
+    prepare_s: float | None
+    pipeline_s: float | None
+    pipeline_real_time_factor: float | None
+    absent_reason: str | None
+
+
+class VideoSummary(TypedDict):
+    """summary.video: each video's figures, and the benchmark's over the videos whose
+    request figures are complete (`videos_complete` of them; None with absent_reason
+    when none is)."""
+
+    videos: list[VideoFigures]
+    videos_complete: int
+    duration_s: float | None
+    scenes: int | None
+    scenes_measured: int | None
+    failed_requests: int | None
+    frames_per_scene: float | None
+    vlm_s: float | None
+    seconds_per_scene: float | None
+    real_time_factor: float | None
+    detection_s: float | None
+    extraction_s: float | None
+    prepare_s: float | None
+    pipeline_s: float | None
+    pipeline_real_time_factor: float | None
+    absent_reason: str | None
+
+
 class Summary(TypedDict):
     """A benchmark's figures, computed from its measured records ($defs/summary)."""
 
@@ -303,6 +365,7 @@ class Summary(TypedDict):
     tokens_source: NotRequired[dict[str, int]]
     throughput: NotRequired[ThroughputSummary]
     quality: NotRequired[QualitySummary]
+    video: NotRequired[VideoSummary]
 
 
 class SloResult(TypedDict):
@@ -324,6 +387,49 @@ class SelectionRef(TypedDict):
     ids: list[str]
 
 
+class DetectorRef(TypedDict):
+    """How a video was split into scenes (PySceneDetect): the detector (content or
+    adaptive), its threshold, the shortest scene allowed in seconds (and in frames at
+    each video's rate, in `VideoInfo.min_scene_frames`), and the library's version."""
+
+    name: Literal["content", "adaptive"]
+    threshold: float
+    min_scene_s: float
+    library: str
+
+
+class VideoInfo(TypedDict):
+    """One video of a video dataset, as the session decoded and split it (once per
+    pytest session, cached): what it is, its scenes' starts, and the two stages timed
+    on their own, never inside request latency. `error`: why it could not be decoded
+    (then it has no scenes and one sample whose request fails with that line)."""
+
+    id: str
+    source: str
+    sha256: str
+    fps: float | None
+    frames: int
+    duration_s: float | None
+    width: int | None
+    height: int | None
+    scenes: int
+    min_scene_frames: int | None
+    starts_s: list[float]
+    detect_ns: int | None
+    extract_ns: int | None
+    error: str | None
+
+
+class VideoRef(TypedDict):
+    """benchmark.dataset.video: how scenes were found and shown, and each video."""
+
+    detector: DetectorRef
+    frames: str  # the sampling: "start,middle", "4" (evenly spaced), "every:2s"...
+    layout: Literal["images", "panorama", "grid", "middle"]
+    layout_chosen_by: Literal["user", "model"]  # "auto" resolved from max_images
+    videos: list[VideoInfo]
+
+
 class DatasetRef(TypedDict):
     """benchmark.dataset: which samples, by name and content hash."""
 
@@ -331,6 +437,7 @@ class DatasetRef(TypedDict):
     hash: str
     prep: NotRequired[dict[str, Any]]
     selection: NotRequired[SelectionRef]
+    video: NotRequired[VideoRef]
 
 
 class WarmupRef(TypedDict):

@@ -17,6 +17,12 @@ first gets one request of its own, phase "cold", kept out of the measured figure
 (load.py): one at a time, or, on a model with asynchronous requests, all prepared first
 and then driven by N workers or at drawn times on the model's event loop, each recorded
 as it completes. Records are built in requests.py either way.
+
+A video dataset (datasets/video.py) is first adapted to what the model takes (layout
+"auto": several frames, or a panorama for a single-image model) and its videos decoded
+and split into scenes before measuring starts, outside the power window and every
+request; the entry keeps them (dataset.video) and the summary their figures
+(summary.video: seconds per scene, real-time factor; metrics/video.py).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from pytest_vlmbench.datasets import (
     Dataset,
     ImagePrep,
     Sample,
+    VideoSource,
+    dataset_for_model,
     dataset_hash,
     dataset_notes,
     dataset_selection,
@@ -44,6 +52,7 @@ from pytest_vlmbench.metrics import serving, throughput
 from pytest_vlmbench.metrics.per_request import latency_s
 from pytest_vlmbench.metrics.roofline import roofline
 from pytest_vlmbench.metrics.summary import stage_warning, summarize, warmup_warning
+from pytest_vlmbench.metrics.video import video_summary
 from pytest_vlmbench.power.monitor import PowerMonitor, Window
 from pytest_vlmbench.results.models import (
     BenchmarkEntry,
@@ -55,6 +64,7 @@ from pytest_vlmbench.results.models import (
     ServerSummary,
     Status,
     Summary,
+    VideoRef,
 )
 from pytest_vlmbench.run import machine_load, memory
 from pytest_vlmbench.run.load import LoadLevel, Outcome, drive, refuse_unsupported
@@ -136,6 +146,9 @@ class Runner:
         self._repetitions: list[int] = []  # of the measured requests, for repeat_warning
         self._warm_latency: list[float | None] = []  # of the warm-ups, None: failed
         self.input_mode: InputMode = "image" if case.modality == "vision" else "text"
+        if self.input_mode == "image":  # a video's layout "auto": what this model takes
+            plan.dataset = dataset_for_model(plan.dataset, model.capabilities.max_images)
+        self._video: VideoRef | None = None  # a video dataset's, read before measuring
         self._who = Identity(plan.run_id, plan.benchmark_id, case.model, case.precision,
                              case.backend, case.device, plan.task.name)
         self._check: ConstraintCheck | None = None  # made by _prepare_task
@@ -243,6 +256,7 @@ class Runner:
         data_hash = dataset_hash(plan.dataset, plan.prep)
         try:
             constraint = self._prepare_task()
+            self._read_video()
             self._start_measuring()
             self._run_phases(constraint)
         except KeyboardInterrupt:
@@ -267,6 +281,7 @@ class Runner:
                         plan.task.prompt_version(seed=plan.seed, input_mode=self.input_mode),
                         dataset_hash(plan.dataset, plan.prep))
         self._constraint = self._prepare_task()
+        self._read_video()
         self._start_measuring()
         self._server.append(self._server_usage())
 
@@ -352,6 +367,14 @@ class Runner:
         if level is not None:
             refuse_unsupported(level, self.case.backend, self.case.model,
                                asynchronous=capabilities.asynchronous, batch=capabilities.batch)
+
+    def _read_video(self) -> None:
+        """A video dataset's videos, decoded and split into scenes now (once per session:
+        the dataset caches them), outside the power window and every request; kept for
+        the entry's dataset.video and the summary's video figures."""
+        dataset = self.plan.dataset
+        if isinstance(dataset, VideoSource):
+            self._video = dataset.video_ref()
 
     def _start_measuring(self) -> None:
         """The ticker, the power window (idle baseline, memory peak reset), CPU counters."""
@@ -580,6 +603,8 @@ class Runner:
             entry["dataset"]["selection"] = selection
         if plan.load is not None:
             entry["load"] = plan.load.to_json()  # type: ignore[typeddict-item]
+        if self._video is not None:
+            entry["dataset"]["video"] = self._video
         return entry
 
     def _summary(self, status: Status) -> Summary:
@@ -620,6 +645,8 @@ class Runner:
         server = self._server_summary(summary["requests"])
         if server is not None:
             summary["server"] = server
+        if self._video is not None:  # a video dataset: seconds per scene, real-time factor
+            summary["video"] = video_summary(self.records, self._video)
         return summary
 
     def _server_summary(self, requests: int) -> ServerSummary | None:
