@@ -35,7 +35,8 @@ from tests.conftest import Project
 REPO = Path(__file__).resolve().parent.parent
 GRAMMAR = REPO / "fixtures" / "grammars" / "photo_score.gbnf"
 SHIPPED = {"caption_brief", "caption_detailed", "objects_and_counts", "attributes",
-           "spatial_relationships", "scene_context", "photo_score", "caption_variants"}
+           "spatial_relationships", "scene_context", "photo_score", "caption_variants",
+           "scene_caption"}
 
 
 # -- the shipped files ---------------------------------------------------------------------

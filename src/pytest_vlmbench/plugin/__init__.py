@@ -22,7 +22,13 @@ from pytest_vlmbench.models import devices
 from pytest_vlmbench.models.catalog import CatalogError
 from pytest_vlmbench.models.devices import DeviceError
 from pytest_vlmbench.plugin import benchmark_bridge, parallel
-from pytest_vlmbench.plugin.fixtures import vlm_bench, vlm_dataset, vlm_model, vlm_pipeline
+from pytest_vlmbench.plugin.fixtures import (
+    vlm_bench,
+    vlm_dataset,
+    vlm_model,
+    vlm_pipeline,
+    vlm_video,
+)
 from pytest_vlmbench.plugin.options import (
     EXTENDED,
     MARKERS,
@@ -37,7 +43,7 @@ if TYPE_CHECKING:
     from pytest_vlmbench.plugin.session import VlmSession
     from pytest_vlmbench.run.runner import ModelCase
 
-__all__ = ["vlm_bench", "vlm_dataset", "vlm_model", "vlm_pipeline", "vlm_power"]
+__all__ = ["vlm_bench", "vlm_dataset", "vlm_model", "vlm_pipeline", "vlm_power", "vlm_video"]
 
 _TAKEN_KEY = pytest.StashKey[list[str]]()
 _USAGE_MISTAKE = "vlm_usage_mistake"  # a test report's user property: the one line

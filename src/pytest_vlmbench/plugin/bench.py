@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pytest_vlmbench.backends.native_log import Capture, native_stderr_to
-from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep
+from pytest_vlmbench.datasets import Dataset, DatasetError, ImagePrep, VideoSource
 from pytest_vlmbench.errors import UsageMistake
 from pytest_vlmbench.metrics.slo import SLOError, breach_message, check_spec, evaluate
 from pytest_vlmbench.models.devices import REMOTE
@@ -34,6 +34,15 @@ if TYPE_CHECKING:
     from pytest_vlmbench.plugin.pool import LoadedHandle
     from pytest_vlmbench.plugin.session import VlmSession
     from pytest_vlmbench.run.load import LoadLevel
+
+
+def _default_samples(dataset: Dataset, samples: int, given: bool) -> int:
+    """Measured requests when the test gives no `samples=`: --vlm-samples where it was
+    given, else one per scene for a video dataset (its real-time factor needs every
+    scene), else the session's default."""
+    if given or not isinstance(dataset, VideoSource):
+        return samples
+    return max(1, sum(1 for _ in dataset.samples()))
 
 
 class Bench:
@@ -87,6 +96,11 @@ class Bench:
         nodeid = _masked_id(node.nodeid)  # a token in a test id stays out
         base_id = nodeid if self._runs == 1 else f"{nodeid}#{task.name}"
         chosen = dataset if dataset is not None else request.getfixturevalue("vlm_dataset")
+        from pytest_vlmbench.metrics.video import video_slo_problem
+
+        problem = video_slo_problem(chosen, spec, node.nodeid)
+        if problem is not None:
+            pytest.fail(problem, pytrace=False)
         if self._handle.case.modality == "text":
             first = next(iter(chosen.samples()), None)
             if first is not None and first.description is None:
@@ -114,7 +128,7 @@ class Bench:
                 task=task,
                 dataset=chosen,
                 prep=prep,
-                samples=samples or opts.samples,
+                samples=samples or _default_samples(chosen, opts.samples, opts.samples_given),
                 # A sweep warms the server once: its later levels follow without a pause.
                 warmup=0 if index else (opts.warmup if warmup is None else warmup),
                 seed=opts.seed,

@@ -77,6 +77,21 @@ def vlm_dataset(request: pytest.FixtureRequest) -> Dataset:
 
 
 @pytest.fixture
+def vlm_video(request: pytest.FixtureRequest) -> Dataset:
+    """Scenes of videos, for a video benchmark (`vlm_bench.run(task, vlm_video)`):
+    --vlm-video's file, folder or glob, else the generated demo video (coloured scenes
+    with hard cuts and moving shapes, written once into the cache directory), split by
+    --vlm-scene-detector, sampled by --vlm-video-frames, laid out by --vlm-video-layout.
+    Detection and frame extraction run once per video per session, outside every
+    request; a video that cannot be decoded is one failed request naming it."""
+    from pytest_vlmbench.plugin.options import VideoChoice
+
+    opts = session_of(request.config).options
+    choice = opts.video or VideoChoice(None)
+    return choice.dataset(demo_dir=opts.cache_dir / "video")
+
+
+@pytest.fixture
 def vlm_bench(request: pytest.FixtureRequest, vlm_dataset: Dataset,
               vlm_model: LoadedHandle) -> Bench:
     """Runs tasks against `vlm_model`; see Bench.run (bench.py). Asks for `vlm_dataset`

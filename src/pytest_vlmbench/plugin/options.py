@@ -23,6 +23,7 @@ from pytest_vlmbench.models.devices import PROFILES
 from pytest_vlmbench.results.naming import backend_log_file, default_results
 
 if TYPE_CHECKING:
+    from pytest_vlmbench.datasets import Dataset
     from pytest_vlmbench.datasets.selection import ImageSource
 
 DEVICE = "--vlm-device"
@@ -51,6 +52,10 @@ BANDWIDTH = "--vlm-bandwidth-gbs"
 IMAGES = "--vlm-images"
 LIMIT = "--vlm-limit"
 LOAD = "--vlm-load"
+VIDEO = "--vlm-video"
+SCENE_DETECTOR = "--vlm-scene-detector"
+VIDEO_FRAMES = "--vlm-video-frames"
+VIDEO_LAYOUT = "--vlm-video-layout"
 
 MARKERS = (
     "vlm_slo(**limits): service-level objectives checked after vlm_bench.run, e.g. "
@@ -188,6 +193,20 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     SEED: ("vlm_seed", _non_negative_int, "string", _SEED_HELP),
     IMAGES: ("vlm_images", str, "string", _IMAGES_HELP),
     LIMIT: ("vlm_limit", _positive_int, "string", _LIMIT_HELP),
+    VIDEO: ("vlm_video", str, "string",
+            "vlm_video's videos instead of the generated demo video: a video file, a folder "
+            "of videos or a glob; each is split into scenes once per session, and a video "
+            "benchmark measures one request per scene unless --vlm-samples says otherwise"),
+    SCENE_DETECTOR: ("vlm_scene_detector", str, "string",
+                     "vlm_video's scene detector (PySceneDetect): content or adaptive, with "
+                     "an optional threshold and shortest scene in seconds, e.g. content:27:0.5 "
+                     "(default content:27:0.5; adaptive's threshold defaults to 3)"),
+    VIDEO_FRAMES: ("vlm_video_frames", str, "string",
+                   "vlm_video's frames per scene: start, middle, end or a comma list of them "
+                   "(default start,middle), N evenly spaced, or every:2s"),
+    VIDEO_LAYOUT: ("vlm_video_layout", str, "string",
+                   "how vlm_video's frames reach a model: auto (default: several images where "
+                   "the model takes them, else a panorama), images, panorama, grid, middle"),
     LOAD: ("vlm_load", str, "string",
            "load pattern for server backends, overriding vlm_load markers: sequential "
            "(default), concurrency:1,4,8 (closed loop, a level per value), rate:2,4 "
@@ -339,6 +358,11 @@ class Options:
     the synthetic scenes."""
     load: str | None = None
     """--vlm-load as given (run/load.py parses it, at the first benchmark that runs)."""
+    samples_given: bool = False
+    """--vlm-samples (or its ini) was given: a video benchmark then measures that many
+    requests instead of one per scene."""
+    video: VideoChoice | None = None
+    """--vlm-video and the scene options: what the vlm_video fixture builds."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -423,6 +447,9 @@ class Options:
             threads_fit=threads == THREADS_FIT,
             images=images,
             load=get(LOAD),  # type: ignore[arg-type]
+            samples_given=get(SAMPLES) is not None,
+            video=_video_choice(config, get(VIDEO), get(SCENE_DETECTOR), get(VIDEO_FRAMES),
+                                get(VIDEO_LAYOUT), named),
         )
 
 
@@ -451,3 +478,87 @@ def _image_source(config: pytest.Config, text: str | None, limit: int | None, se
     except DatasetArgumentError as exc:
         raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     return source
+
+
+@dataclass(frozen=True)
+class VideoChoice:
+    """--vlm-video and the scene options, checked at start-up (a bad detector or layout is a
+    usage error before any model loads); `path` None: the generated demo video."""
+
+    path: Path | None
+    detector: str = "content"
+    threshold: float | None = None
+    min_scene_s: float = 0.5
+    frames: str = "start,middle"
+    layout: str = "auto"
+
+    def dataset(self, demo_dir: Path | None = None) -> Dataset:
+        """The `VideoScenes` these options describe (listing files only: videos are
+        decoded when the first benchmark asks); `demo_dir`: where the demo video is
+        generated when no --vlm-video is given."""
+        from pytest_vlmbench.datasets.video import VideoScenes
+        from pytest_vlmbench.datasets.video_synth import demo_video
+
+        if self.path is None and demo_dir is None:
+            raise ValueError("VideoChoice.dataset: no --vlm-video and no demo directory")
+        path = self.path if self.path is not None else demo_video(demo_dir or Path())
+        return VideoScenes(path, detector=self.detector, threshold=self.threshold,
+                           min_scene_s=self.min_scene_s, frames=self.frames,
+                           layout=self.layout)
+
+
+_DETECTORS = ("content", "adaptive")
+_LAYOUTS = ("auto", "images", "panorama", "grid", "middle")
+
+
+def _video_choice(config: pytest.Config, video: object, detector: object, frames: object,
+                  layout: object, named: Callable[[str, object], str]) -> VideoChoice | None:
+    """The video options resolved; None when none is given (the demo video, defaults)."""
+    if video is None and detector is None and frames is None and layout is None:
+        return None
+    path: Path | None = None
+    if video is not None:
+        if config.getoption(_SPEC[VIDEO][0]) is not None:
+            base = config.invocation_params.dir
+        else:
+            base = config.inipath.parent if config.inipath else config.rootpath
+        path = base / Path(str(video)).expanduser()
+    name, threshold, min_scene_s = "content", None, 0.5
+    if detector is not None:
+        parts = str(detector).split(":")
+        name = parts[0].strip().lower()
+        try:
+            if name not in _DETECTORS or len(parts) > 3:
+                raise ValueError
+            if len(parts) > 1 and parts[1].strip():
+                threshold = float(parts[1])
+            if len(parts) > 2:
+                min_scene_s = float(parts[2])
+            if (threshold is not None and threshold <= 0) or min_scene_s < 0:
+                raise ValueError
+        except ValueError:
+            raise pytest.UsageError(
+                f"pytest-vlmbench: {named(SCENE_DETECTOR, detector)}: expected content or "
+                f"adaptive, optionally :THRESHOLD (> 0) and :MIN_SCENE_SECONDS (>= 0), e.g. "
+                f"content:27:0.5") from None
+    chosen_layout = str(layout or "auto").strip().lower()
+    if chosen_layout not in _LAYOUTS:
+        raise pytest.UsageError(
+            f"pytest-vlmbench: {named(VIDEO_LAYOUT, layout)}: expected one of "
+            f"{', '.join(_LAYOUTS)}")
+    from pytest_vlmbench.datasets import DatasetArgumentError
+    from pytest_vlmbench.datasets.video import frame_positions
+
+    sampling = str(frames or "start,middle")
+    try:
+        frame_positions(sampling, 0, 1, 1.0)
+    except DatasetArgumentError as exc:
+        raise pytest.UsageError(f"pytest-vlmbench: {named(VIDEO_FRAMES, frames)}: "
+                                f"{str(exc).removeprefix(f'frames={sampling!r}: ')}") from None
+    choice = VideoChoice(path, name, threshold, min_scene_s, sampling, chosen_layout)
+    if path is not None:
+        try:  # built now, as --vlm-images is: a missing file is a usage error (exit 4)
+            choice.dataset()
+        except DatasetArgumentError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: {named(VIDEO, video)}: {exc}") from None
+    return choice
