@@ -8,7 +8,8 @@ process, each pass timed on its own with ``perf_counter_ns`` and cached: the det
 pass (every frame through the detector) and the extraction pass (one sequential
 ``cv2.VideoCapture`` pass that grabs every frame up to the last sampled one and
 retrieves only the sampled ones). Neither runs inside a request: the runner asks for
-`VideoScenes.video_ref` before measuring.
+`VideoScenes.video_ref` before measuring. The passes and the sampling rule live in
+video_decode.py; the layouts in frames.py.
 """
 
 from __future__ import annotations
@@ -18,11 +19,8 @@ import functools
 import hashlib
 import importlib.util
 import json
-import logging
 import math
 import os
-import threading
-import time
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +37,18 @@ from pytest_vlmbench.datasets import (
 )
 from pytest_vlmbench.datasets.frames import LAYOUTS, Layout, lay_out
 from pytest_vlmbench.datasets.images import file_digest, match_glob, some_of
+from pytest_vlmbench.datasets.video_decode import (
+    DEFAULT_FRAMES,
+    Detection,
+    DetectKey,
+    Extraction,
+    clear_cache,
+    decode_counts,
+    detect,
+    extract,
+    frame_positions,
+    parse_frames,
+)
 
 if TYPE_CHECKING:
     from pytest_vlmbench.results.models import SceneRef, VideoInfo, VideoRef
@@ -64,283 +74,8 @@ DETECTORS: Mapping[str, float] = {"content": 27.0, "adaptive": 3.0}
 DEFAULT_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".webm",
                       ".wmv")
 
-_POINTS = ("start", "middle", "end")
 _MAGIC = ("*", "?", "[")
 _NAMED = 3
-_DEFAULT_FRAMES = "start,middle"
-
-
-# --- sampling ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Sampling:
-    """A parsed ``frames=`` spec: named points, N evenly spaced, or one every k seconds."""
-
-    text: str
-    points: tuple[str, ...] = ()
-    count: int = 0
-    every_s: float = 0.0
-
-    def positions(self, start: int, end: int, fps: float) -> list[int]:
-        length = end - start
-        if length < 1:
-            raise ValueError(f"a scene has at least one frame (got {start}..{end})")
-        if self.points:
-            found = {"start": start, "middle": start + length // 2, "end": end - 1}
-            chosen = {found[point] for point in self.points}
-        elif self.count:
-            chosen = {start + (2 * i + 1) * length // (2 * self.count)
-                      for i in range(self.count)}
-        else:
-            if not fps > 0:
-                raise ValueError(f"every:{self.every_s}s needs the video's frame rate")
-            step = self.every_s * fps
-            if step <= 1:
-                return list(range(start, end))
-            chosen = {start + math.floor(i * step + 1e-9)
-                      for i in range(math.ceil(length / step))}
-            chosen = {p for p in chosen if p < end}
-        return sorted(chosen)
-
-    @property
-    def most(self) -> int | None:
-        """The most frames a scene can get, where known without the scenes."""
-        return len(self.points) if self.points else self.count or None
-
-
-def _parse_frames(spec: object) -> _Sampling:
-    """Parse ``frames=``; ValueError with the reason for a bad spec."""
-    if isinstance(spec, bool) or not isinstance(spec, (int, str)):
-        raise ValueError("frames must be 'start', 'middle', 'end' or a combination such as "
-                         "'start,middle', a number of frames, or 'every:2s'")
-    if isinstance(spec, int) or spec.strip().isdigit():
-        count = int(spec)
-        if count < 1:
-            raise ValueError("frames as a number must be at least 1")
-        return _Sampling(text=str(count), count=count)
-    text = spec.strip().lower()
-    if text.startswith("every:"):
-        value = text.removeprefix("every:").strip()
-        try:
-            seconds = float(value.removesuffix("s"))
-        except ValueError:
-            seconds = math.nan
-        if not value.endswith("s") or not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError("frames='every:<seconds>s' takes a positive number of seconds, "
-                             "e.g. 'every:2s' or 'every:0.5s'")
-        shown = str(int(seconds)) if seconds.is_integer() else repr(seconds)
-        return _Sampling(text=f"every:{shown}s", every_s=seconds)
-    words = [word.strip() for word in text.split(",")]
-    unknown = [word for word in words if word not in _POINTS]
-    if unknown or not words:
-        raise ValueError(f"unknown frame {unknown[0]!r}: use 'start', 'middle', 'end' or a "
-                         f"combination such as 'start,middle', a number of evenly spaced "
-                         f"frames, or 'every:2s'")
-    if len(set(words)) != len(words):
-        raise ValueError("each of start, middle and end may be named once")
-    points = tuple(point for point in _POINTS if point in words)
-    return _Sampling(text=",".join(points), points=points)
-
-
-def frame_positions(spec: str | int, start_frame: int, end_frame: int,
-                    fps: float) -> list[int]:
-    """The frames sampled from a scene ``[start_frame, end_frame)`` at ``fps``, sorted,
-    each once:
-
-    - ``"start"``: ``start_frame``; ``"end"``: ``end_frame - 1``; ``"middle"``: the frame
-      shown at the scene's midpoint in time, ``start_frame + (end_frame - start_frame)
-      // 2``; a combination (``"start,middle"``, ``"start,middle,end"``) gives those, in
-      time order whatever order they are written in;
-    - ``N`` (an int or its digits): the centres of N equal parts of the scene,
-      ``start_frame + floor((i + 0.5) * length / N)`` for i in 0..N-1;
-    - ``"every:2s"`` / ``"every:0.5s"``: ``start_frame + floor(i * k * fps)`` for
-      i = 0, 1, ... while inside the scene.
-
-    A frame named twice (a 1-frame scene's start and end, more parts than frames) is
-    kept once. A bad spec is a `DatasetArgumentError` naming it.
-
-    Example::
-
-        frame_positions("start,middle", 48, 84, 24.0)  # [48, 66]
-    """
-    try:
-        sampling = _parse_frames(spec)
-    except ValueError as exc:
-        raise DatasetArgumentError(f"frames={spec!r}: {exc}") from None
-    return sampling.positions(start_frame, end_frame, fps)
-
-
-# --- decoding, once per process ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Detection:
-    """One video's detection pass: its stream facts and scenes (frame spans, end
-    exclusive, counted from its first decoded frame), or why it could not be decoded."""
-
-    fps: float | None
-    frames: int
-    width: int | None
-    height: int | None
-    scenes: tuple[tuple[int, int], ...]
-    min_scene_frames: int | None
-    detect_ns: int | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class _Extraction:
-    """The sampled frames (position -> lossless PNG at the source resolution)."""
-
-    frames: Mapping[int, bytes]
-    extract_ns: int
-    error: str | None
-
-
-_DetectKey = tuple[str, int, int, str, float, float]
-_LOCK = threading.Lock()
-_DETECTIONS: dict[_DetectKey, _Detection] = {}
-_EXTRACTIONS: dict[tuple[_DetectKey, str], _Extraction] = {}
-_COUNTS = {"detections": 0, "extractions": 0}
-
-
-def decode_counts() -> dict[str, int]:
-    """How many detection and extraction passes this process has run (the cache's
-    misses): a second `samples()` or `video_ref()` adds none."""
-    with _LOCK:
-        return dict(_COUNTS)
-
-
-def clear_cache() -> None:
-    """Forget every decoded video (tests; a long-lived process that edits videos in place
-    needs nothing: a changed size or mtime is another key)."""
-    with _LOCK:
-        _DETECTIONS.clear()
-        _EXTRACTIONS.clear()
-
-
-def _quiet() -> None:
-    """Keep the libraries' own chatter about a bad file off the user's terminal: the
-    dataset reports it once, as a note and a failed sample. PySceneDetect logs through a
-    logger it leaves without handlers (so Python's last-resort handler printed it), and
-    FFmpeg prints from C unless OpenCV sets its level (``OPENCV_FFMPEG_LOGLEVEL``; a
-    value the user set is kept)."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
-    library = logging.getLogger("pyscenedetect")
-    if not library.handlers:
-        library.addHandler(logging.NullHandler())
-
-
-def _detect(file: Path, key: _DetectKey) -> _Detection:
-    with _LOCK:
-        found = _DETECTIONS.get(key)
-        if found is None:
-            found = _DETECTIONS[key] = _run_detection(file, key[3], key[4], key[5])
-            _COUNTS["detections"] += 1
-        return found
-
-
-def _run_detection(file: Path, detector: str, threshold: float,
-                   min_scene_s: float) -> _Detection:
-    # Imported before the clock starts: the first import costs ~1 s, not the video's.
-    import scenedetect
-
-    _quiet()
-    start = time.perf_counter_ns()
-    fps: float | None = None
-    error: str | None = None
-    try:
-        if file.stat().st_size == 0:
-            raise _Undecodable("file is empty (0 bytes)")
-        video = scenedetect.open_video(str(file), backend="opencv")
-        try:
-            fps = float(video.frame_rate)
-            width, height = video.frame_size
-            min_frames = max(0, math.ceil(min_scene_s * fps - 1e-9))
-            manager = scenedetect.SceneManager()
-            if detector == "content":
-                manager.add_detector(scenedetect.ContentDetector(
-                    threshold=threshold, min_scene_len=min_frames))
-            else:
-                manager.add_detector(scenedetect.AdaptiveDetector(
-                    adaptive_threshold=threshold, min_scene_len=min_frames))
-            decoded = int(manager.detect_scenes(video))
-            spans = [(int(first.frame_num), int(last.frame_num))
-                     for first, last in manager.get_scene_list(start_in_scene=True)]
-        finally:
-            video.capture.release()
-        if decoded < 1 or not spans:
-            raise _Undecodable("no frame could be decoded")
-    except _Undecodable as exc:
-        error = str(exc)
-    except scenedetect.VideoOpenFailure:
-        error = ("cannot open it as a video (not a video, truncated, or a codec this "
-                 "OpenCV build lacks)")
-    except OSError as exc:
-        error = f"cannot read file ({exc.strerror or exc})"
-    except Exception as exc:  # cv2.error, a detector's failure: this video, not the run
-        error = f"cannot decode video ({type(exc).__name__}: {exc})"
-    elapsed = time.perf_counter_ns() - start
-    if error is not None:
-        return _Detection(fps=None, frames=0, width=None, height=None, scenes=(),
-                          min_scene_frames=None, detect_ns=elapsed, error=error)
-    origin = spans[0][0]  # positions count from the first decoded frame, as grab() does
-    return _Detection(fps=fps, frames=decoded, width=width, height=height,
-                      scenes=tuple((a - origin, b - origin) for a, b in spans),
-                      min_scene_frames=min_frames, detect_ns=elapsed, error=None)
-
-
-class _Undecodable(Exception):
-    """A video that opened (or not) but gave no frames; the message is the reason."""
-
-
-def _extract(file: Path, key: _DetectKey, sampling: _Sampling,
-             detection: _Detection) -> _Extraction:
-    with _LOCK:
-        found = _EXTRACTIONS.get((key, sampling.text))
-        if found is None:
-            wanted: set[int] = set()
-            assert detection.fps is not None
-            for first, last in detection.scenes:
-                wanted.update(sampling.positions(first, last, detection.fps))
-            found = _run_extraction(file, wanted, detection.frames)
-            _EXTRACTIONS[(key, sampling.text)] = found
-            _COUNTS["extractions"] += 1
-        return found
-
-
-def _run_extraction(file: Path, wanted: set[int], frames: int) -> _Extraction:
-    import cv2
-
-    _quiet()
-    start = time.perf_counter_ns()
-    kept: dict[int, bytes] = {}
-    error: str | None = None
-    last = max(wanted)
-    capture = cv2.VideoCapture(str(file), cv2.CAP_ANY)  # as PySceneDetect opens it
-    try:
-        if not capture.isOpened():
-            raise _Undecodable("cannot open it again to extract frames")
-        capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)  # as PySceneDetect's pass does
-        for position in range(last + 1):
-            if not capture.grab():
-                raise _Undecodable(
-                    f"the extraction pass decoded only {position} frames of the {frames} "
-                    f"the detection pass did")
-            if position in wanted:
-                retrieved, image = capture.retrieve()
-                if not retrieved:
-                    raise _Undecodable(f"cannot decode frame {position}")
-                encoded, png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                if not encoded:
-                    raise _Undecodable(f"cannot keep frame {position} as PNG")
-                kept[position] = png.tobytes()
-    except _Undecodable as exc:
-        error = str(exc)
-    except Exception as exc:  # cv2.error: this video, not the run
-        error = f"cannot decode video ({type(exc).__name__}: {exc})"
-    finally:
-        capture.release()
-    return _Extraction(frames=kept, extract_ns=time.perf_counter_ns() - start, error=error)
 
 
 # --- the dataset -------------------------------------------------------------------------
@@ -419,7 +154,7 @@ class VideoScenes:
         detector: str = "content",
         threshold: float | None = None,
         min_scene_s: float = 0.5,
-        frames: str | int = _DEFAULT_FRAMES,
+        frames: str | int = DEFAULT_FRAMES,
         layout: str = "auto",
         extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
         recursive: bool = True,
@@ -446,7 +181,7 @@ class VideoScenes:
                 f"VideoScenes({given!r}, min_scene_s={min_scene_s!r}): min_scene_s must be "
                 f"a number of seconds, 0 or more")
         try:
-            sampling = _parse_frames(frames)
+            sampling = parse_frames(frames)
         except ValueError as exc:
             raise DatasetArgumentError(
                 f"VideoScenes({given!r}, frames={frames!r}): {exc}") from None
@@ -455,11 +190,11 @@ class VideoScenes:
                 f"VideoScenes({given!r}, layout={layout!r}): layout must be auto, "
                 f"{', '.join(LAYOUTS)}")
         if layout == "middle":
-            if sampling.text not in (_DEFAULT_FRAMES, "middle"):
+            if sampling.text not in (DEFAULT_FRAMES, "middle"):
                 raise DatasetArgumentError(
                     f"VideoScenes({given!r}, frames={frames!r}, layout='middle'): the "
                     f"middle layout sends the scene's middle frame alone; leave frames out")
-            sampling = _parse_frames("middle")
+            sampling = parse_frames("middle")
         missing = [name for name in ("cv2", "numpy", "scenedetect")
                    if importlib.util.find_spec(name) is None]
         if missing:
@@ -531,7 +266,7 @@ class VideoScenes:
 
     # -- decoding --
 
-    def _key(self, video: _Video) -> _DetectKey:
+    def _key(self, video: _Video) -> DetectKey:
         resolved = video.file.resolve()
         try:
             stat = resolved.stat()
@@ -540,14 +275,14 @@ class VideoScenes:
             size, mtime = -1, -1
         return (str(resolved), size, mtime, self.detector, self.threshold, self.min_scene_s)
 
-    def _detection(self, video: _Video) -> _Detection:
-        return _detect(video.file, self._key(video))
+    def _detection(self, video: _Video) -> Detection:
+        return detect(video.file, self._key(video))
 
-    def _extraction(self, video: _Video) -> _Extraction:
+    def _extraction(self, video: _Video) -> Extraction:
         detection = self._detection(video)
         if detection.error is not None:
             raise ValueError("no extraction for an undecodable video")
-        return _extract(video.file, self._key(video), self._sampling, detection)
+        return extract(video.file, self._key(video), self._sampling, detection)
 
     def _scenes(self) -> Iterator[tuple[_Video, int]]:
         for video in self.videos:
@@ -689,8 +424,8 @@ def _fail(source: str, reason: str, prep: ImagePrep) -> Sequence[PreparedImage]:
     raise ImageError(source, f"cannot decode video: {reason}")
 
 
-def _error_line(video: _Video, detection: _Detection,
-                extraction: _Extraction | None) -> str | None:
+def _error_line(video: _Video, detection: Detection,
+                extraction: Extraction | None) -> str | None:
     """`VideoInfo.error`: the line the video's failed requests carry, or None."""
     reason = detection.error if extraction is None else extraction.error
     return None if reason is None else str(ImageError(str(video.file),
