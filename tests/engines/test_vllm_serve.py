@@ -329,6 +329,20 @@ def test_the_plan_for_a_gemma_model_and_explicit_settings(tmp_path: Path,
                         api_key=None)
 
 
+def test_the_catalog_max_images_is_the_servers_per_prompt_limit(tmp_path: Path,
+                                                                  model_dir: Path) -> None:
+    """A vision model's catalog max_images reaches vllm serve as --limit-mm-per-prompt (in
+    the JSON form vLLM 0.32 parses), as the in-process engine's limit; none: vLLM's own."""
+    server = vllm_spec(tmp_path)
+    limited = ManagedModel("v", "fp32", "v-fp32", model_dir, None, "auto", "vision", 3)
+    argv = vllm_serve.plan(server, [limited], host="127.0.0.1", port=1234,
+                           cache_dir=tmp_path, api_key=None).argv
+    assert json.loads(argv[argv.index("--limit-mm-per-prompt") + 1]) == {"image": 3}
+    free = ManagedModel("v", "fp32", "v-fp32", model_dir, None, "auto", "vision")
+    assert "--limit-mm-per-prompt" not in vllm_serve.plan(
+        server, [free], host="127.0.0.1", port=1234, cache_dir=tmp_path, api_key=None).argv
+
+
 def test_the_root_cause_is_found_in_the_log(tmp_path: Path) -> None:
     """vLLM's last lines name no cause; the first exception that is not a wrapper does."""
     log = tmp_path / "server.log"

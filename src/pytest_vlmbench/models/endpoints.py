@@ -73,6 +73,7 @@ class ServedModel:
     chat_format: str
     modality: str
     served_name: str
+    max_images: int | None = None  # the catalog's: a vllm serve's --limit-mm-per-prompt
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,8 @@ def link_servers(
         for precision, source in spec.precisions.items():
             name = source.value if source.kind == "remote" else served_name(spec.id, precision)
             served[ep.server].append(ServedModel(spec.id, precision, source, spec.projector,
-                                                 spec.chat_format, spec.modality, name))
+                                                 spec.chat_format, spec.modality, name,
+                                                 spec.max_images))
     linked: dict[str, ServerSpec] = {}
     for sid, server in servers.items():
         if len(keys[sid]) > 1:

@@ -33,6 +33,8 @@ class ManagedModel:
     projector_path: Path | None
     chat_format: str
     modality: str
+    max_images: int | None = None
+    """The catalog's most images per request (a vllm serve gets it as its per-prompt limit)."""
 
     @property
     def key(self) -> tuple[str, str]:

@@ -65,7 +65,8 @@ def managed_models(server: ServerSpec, resolve: Callable[[WeightSource], Path], 
         projector = (resolve(served.projector) if served.projector is not None
                      and served.projector.kind != "remote" else None)
         model = ManagedModel(served.model_id, served.precision, served.served_name, weights,
-                             projector, served.chat_format, served.modality)
+                             projector, served.chat_format, served.modality,
+                             served.max_images)
         if key == first:
             out.insert(0, model)
         else:

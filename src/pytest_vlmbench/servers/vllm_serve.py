@@ -159,6 +159,9 @@ def plan(server: ServerSpec, models: list[ManagedModel], *, host: str, port: int
     argv = [sys.executable, "-m", MODULE, "--host", host, "--port", str(port),
             "--model", str(path), "--served-model-name", model.served_name,
             "--dtype", dtype(model), *flags(settings), "--disable-uvicorn-access-log"]
+    if model.max_images is not None:  # the catalog's limit, as the in-process engine's
+        argv += ["--limit-mm-per-prompt", json.dumps({"image": model.max_images})]
+        settings["limit_mm_per_prompt"] = {"image": model.max_images}
     template = "the model's own"
     if model.chat_format == "gemma":
         from pytest_vlmbench.servers.gguf_template import template_file
