@@ -12,8 +12,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -562,3 +564,91 @@ def test_importing_the_datasets_decodes_nothing() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- time, not frame counts: variable frame rates and frames that do not decode ----------
+
+_MP4_CONTAINERS = {b"moov", b"trak", b"mdia", b"minf", b"stbl"}
+
+
+def _mp4_boxes(data: bytes, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    while start < end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        yield start, size, kind
+        start += size
+
+
+def _retime(data: bytes, start: int, end: int, slow_from: int) -> bytes:
+    """The MP4 with its sample durations (`stts`) rewritten: every frame from
+    `slow_from` on is shown twice as long, as a variable-frame-rate recording's are."""
+    out = b""
+    for at, size, kind in _mp4_boxes(data, start, end):
+        body = data[at + 8:at + size]
+        if kind in _MP4_CONTAINERS:
+            body = _retime(data, at + 8, at + size, slow_from)
+        elif kind == b"stts":
+            _version, entries, count, delta = struct.unpack(">IIII", body[:16])
+            assert entries == 1
+            body = struct.pack(">IIIIII", 0, 2, slow_from, delta, count - slow_from, 2 * delta)
+        out += struct.pack(">I4s", 8 + len(body), kind) + body
+    return out
+
+
+def test_a_variable_frame_rate_video_is_placed_by_time(tmp_path: Path) -> None:
+    """Frames 24 on are shown for 2/24 s: the average rate is no longer any frame's, so
+    scenes, sampled frames and the duration come from the frames' times. Each scene's
+    frames are its own colour (counting frames at the average rate sent later scenes
+    the frames of earlier ones)."""
+    segments = [Segment(PALETTE["red"], 24), Segment(PALETTE["blue"], 12),
+                Segment(PALETTE["yellow"], 12), Segment(PALETTE["green"], 48)]
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, segments, fps=FPS, size=(160, 90))
+    data = plain.read_bytes()
+    kinds = [kind for _, _, kind in _mp4_boxes(data, 0, len(data))]
+    assert kinds.index(b"moov") > kinds.index(b"mdat")  # chunk offsets stay valid
+    vfr = tmp_path / "vfr.mp4"
+    vfr.write_bytes(_retime(data, 0, len(data), slow_from=24))
+    # The container still says 4 s (only the sample durations were rewritten): OpenCV
+    # decodes the frames shown in those 4 s, green's first 12.
+    dataset = VideoScenes(vfr, frames="start,middle,end", layout="images")
+    samples = list(dataset.samples())
+    # Cuts at frames 24, 36, 48 are shown at 1 s, 1 + 12 * 2/24 = 2 s and 3 s.
+    assert [s.scene["start_s"] for s in samples if s.scene] == pytest.approx([0, 1, 2, 3])
+    [info] = dataset.video_ref()["videos"]
+    assert info["frames"] == 24 + 12 + 12 + 12
+    assert info["fps"] is not None
+    assert info["duration_s"] == pytest.approx(3 + 11 * 2 / FPS + 1 / info["fps"])
+    assert info["duration_s"] != pytest.approx(info["frames"] / info["fps"])
+    for sample, segment in zip(samples, segments, strict=True):
+        assert sample.prepare is not None
+        assert sample.scene is not None
+        start, middle, end = sample.scene["frames_s"]
+        assert sample.scene["start_s"] == start < middle < end < sample.scene["end_s"]
+        for image in sample.prepare(ImagePrep(long_edge=64)):
+            assert near(colour_at(image.jpeg, 2, 2), segment.colour)
+
+
+def test_a_frame_that_does_not_decode_costs_that_frame_alone(tmp_path: Path) -> None:
+    """One MJPEG frame's data zeroed: the frames after it keep their places (they are
+    found by time) and every scene still gets its own frames."""
+    segments = [Segment(PALETTE["red"], 24), Segment(PALETTE["blue"], 24),
+                Segment(PALETTE["yellow"], 24)]
+    source = tmp_path / "src.avi"
+    write_video(source, segments, fps=FPS, size=(160, 90))
+    data = bytearray(source.read_bytes())
+    frames = [i for i in range(len(data) - 2) if data[i:i + 3] == b"\xff\xd8\xff"]
+    assert len(frames) == 72
+    broken = 30  # inside the second scene, not one of its sampled frames
+    data[frames[broken] + 2:frames[broken + 1] - 8] = bytes(
+        frames[broken + 1] - 8 - frames[broken] - 2)
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    dataset = VideoScenes(bad, layout="images")
+    samples = list(dataset.samples())
+    assert [round(s.scene["start_s"] * FPS) for s in samples if s.scene] == [0, 24, 48]
+    for sample, segment in zip(samples, segments, strict=True):
+        assert sample.prepare is not None
+        for image in sample.prepare(ImagePrep(long_edge=64)):
+            assert near(colour_at(image.jpeg, 2, 2), segment.colour)
+    [info] = dataset.video_ref()["videos"]
+    assert info["error"] is None

@@ -290,10 +290,7 @@ class VideoScenes:
                 yield video, index
 
     def _positions(self, video: _Video, index: int) -> list[int]:
-        detection = self._detection(video)
-        assert detection.fps is not None
-        first, last = detection.scenes[index]
-        return self._sampling.positions(first, last, detection.fps)
+        return self._detection(video).positions(self._sampling, index)
 
     # -- samples --
 
@@ -308,14 +305,13 @@ class VideoScenes:
                     description=None, truth={},
                     prepare=functools.partial(_fail, str(video.file), detection.error))
                 continue
-            assert detection.fps is not None
-            fps = detection.fps
             for index, (first, last) in enumerate(detection.scenes):
-                start_s, end_s = first / fps, last / fps
+                start_s, end_s = detection.time_of(first), detection.time_of(last)
                 scene: SceneRef = {
                     "video": video.id, "index": index, "start_s": round(start_s, 6),
                     "end_s": round(end_s, 6), "duration_s": round(end_s - start_s, 6),
-                    "frames_s": [round(p / fps, 6) for p in self._positions(video, index)],
+                    "frames_s": [round(detection.time_of(p), 6)
+                                 for p in self._positions(video, index)],
                     "layout": self.resolved_layout,
                 }
                 yield Sample(
@@ -330,10 +326,13 @@ class VideoScenes:
         if extraction.error is not None:
             raise ImageError(str(video.file), f"cannot decode video: {extraction.error}")
         detection = self._detection(video)
-        assert detection.fps is not None
         positions = self._positions(video, index)
+        missing = [p for p in positions if p not in extraction.frames]
+        if missing:  # a frame that did not decode costs its scene, not the video
+            raise ImageError(str(video.file), f"scene {index}: the frame at "
+                             f"{detection.time_of(missing[0]):.3f} s could not be decoded")
         return lay_out([extraction.frames[p] for p in positions],
-                       [p / detection.fps for p in positions], self.resolved_layout, prep,
+                       [detection.time_of(p) for p in positions], self.resolved_layout, prep,
                        video=video.id, scene=index)
 
     def selection(self) -> Selection:
@@ -398,13 +397,13 @@ class VideoScenes:
                 "sha256": self._digest(video),
                 "fps": fps,
                 "frames": detection.frames,
-                "duration_s": None if not fps else round(detection.frames / fps, 6),
+                "duration_s": round(detection.duration_s, 6) if fps else None,
                 "width": detection.width,
                 "height": detection.height,
                 "scenes": len(detection.scenes),
                 "min_scene_frames": detection.min_scene_frames,
-                "starts_s": [round(first / fps, 6) for first, _ in detection.scenes]
-                if fps else [],
+                "starts_s": [round(detection.time_of(first), 6)
+                             for first, _ in detection.scenes],
                 "detect_ns": detection.detect_ns,
                 "extract_ns": None if extraction is None else extraction.extract_ns,
                 "error": _error_line(video, detection, extraction),

@@ -11,14 +11,16 @@ scenedetect are imported inside the passes (the ``video`` extra).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pytest_vlmbench.datasets import DatasetArgumentError
 
@@ -35,6 +37,7 @@ __all__ = [
     "extract",
     "frame_positions",
     "parse_frames",
+    "quiet",
 ]
 
 POINTS = ("start", "middle", "end")
@@ -71,6 +74,30 @@ class Sampling:
             chosen = {start + math.floor(i * step + 1e-9)
                       for i in range(math.ceil(length / step))}
             chosen = {p for p in chosen if p < end}
+        return sorted(chosen)
+
+    def positions_in_time(self, start: int, end: int, times: Sequence[float],
+                          duration_s: float) -> list[int]:
+        """`positions` for frames at the given times (a variable-rate video): the scene's
+        start and end frames, and for "middle", N evenly spaced and every:k the frame
+        shown at that time (the last one at or before it), each once, sorted."""
+        if end - start < 1:
+            raise ValueError(f"a scene has at least one frame (got {start}..{end})")
+        t0 = times[start]
+        t1 = times[end] if end < len(times) else duration_s
+
+        def shown(t: float) -> int:
+            return min(end - 1, max(start, bisect.bisect_right(times, t + 1e-9) - 1))
+
+        if self.points:
+            found = {"start": start, "middle": shown((t0 + t1) / 2), "end": end - 1}
+            chosen = {found[point] for point in self.points}
+        elif self.count:
+            chosen = {shown(t0 + (i + 0.5) * (t1 - t0) / self.count)
+                      for i in range(self.count)}
+        else:
+            count = max(1, math.ceil((t1 - t0) / self.every_s - 1e-9))
+            chosen = {shown(t0 + i * self.every_s) for i in range(count)}
         return sorted(chosen)
 
     @property
@@ -145,8 +172,14 @@ def frame_positions(spec: str | int, start_frame: int, end_frame: int,
 
 @dataclass(frozen=True)
 class Detection:
-    """One video's detection pass: its stream facts and scenes (frame spans, end
-    exclusive, counted from its first decoded frame), or why it could not be decoded."""
+    """One video's detection pass: its stream facts, each decoded frame's time and the
+    scenes as spans of decoded frames (end exclusive, counted from the first decoded
+    frame), or why it could not be decoded.
+
+    Times are the frames' presentation times (OpenCV's ``CAP_PROP_POS_MSEC``, as
+    PySceneDetect reads them), from the first frame: in a variable-frame-rate video, or
+    one with gaps, frame i is not at i / fps, so scenes, sampled frames and the duration
+    are placed by time, never by a count times the average rate."""
 
     fps: float | None
     frames: int
@@ -156,6 +189,39 @@ class Detection:
     min_scene_frames: int | None
     detect_ns: int | None
     error: str | None
+    times: tuple[float, ...] = ()
+
+    @property
+    def frame_s(self) -> float:
+        """The average frame duration (1 / fps): how long the last frame is shown."""
+        return 1.0 / self.fps if self.fps else 0.0
+
+    def time_of(self, index: int) -> float:
+        """When decoded frame `index` is shown (s from the first frame); the end of the
+        video for index == frames."""
+        if index >= len(self.times):
+            return self.duration_s
+        return self.times[index]
+
+    @property
+    def duration_s(self) -> float:
+        """The last frame's time plus one average frame: decoded frames / fps for a
+        constant-rate video."""
+        return self.times[-1] + self.frame_s if self.times else 0.0
+
+    @property
+    def constant_rate(self) -> bool:
+        """Every frame within half a frame of i / fps: positions are counted in frames."""
+        step = self.frame_s
+        return all(abs(t - i * step) <= step / 2 for i, t in enumerate(self.times))
+
+    def positions(self, sampling: Sampling, index: int) -> list[int]:
+        """The decoded frames `sampling` picks from scene `index`: by frame arithmetic
+        at a constant rate (`Sampling.positions`), else the frame shown at each time."""
+        first, last = self.scenes[index]
+        if self.constant_rate:
+            return sampling.positions(first, last, self.fps or 0.0)
+        return sampling.positions_in_time(first, last, self.times, self.duration_s)
 
 
 @dataclass(frozen=True)
@@ -189,12 +255,14 @@ def clear_cache() -> None:
         _EXTRACTIONS.clear()
 
 
-def _quiet() -> None:
+def quiet() -> None:
     """Keep the libraries' own chatter about a bad file off the user's terminal: the
     dataset reports it once, as a note and a failed sample. PySceneDetect logs through a
     logger it leaves without handlers (so Python's last-resort handler printed it), and
     FFmpeg prints from C unless OpenCV sets its level (``OPENCV_FFMPEG_LOGLEVEL``; a
-    value the user set is kept)."""
+    value the user set is kept). OpenCV reads that level when its FFmpeg first runs in the
+    process, so everything here that opens a video calls this first (the demo video's
+    writer too)."""
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     library = logging.getLogger("pyscenedetect")
     if not library.handlers:
@@ -215,7 +283,7 @@ def _run_detection(file: Path, detector: str, threshold: float,
     # Imported before the clock starts: the first import costs ~1 s, not the video's.
     import scenedetect
 
-    _quiet()
+    quiet()
     start = time.perf_counter_ns()
     fps: float | None = None
     error: str | None = None
@@ -234,12 +302,22 @@ def _run_detection(file: Path, detector: str, threshold: float,
             else:
                 manager.add_detector(scenedetect.AdaptiveDetector(
                     adaptive_threshold=threshold, min_scene_len=min_frames))
+            stamps: list[float] = []
+            read = video.read
+
+            def timed_read(decode: bool = True) -> Any:
+                frame = read(decode)
+                if frame is not False:  # the decoded frame's presentation time
+                    stamps.append(float(video.position.seconds))
+                return frame
+
+            video.read = timed_read  # the decode thread reads through it
             decoded = int(manager.detect_scenes(video))
-            spans = [(int(first.frame_num), int(last.frame_num))
-                     for first, last in manager.get_scene_list(start_in_scene=True)]
+            cuts = [float(first.seconds) for first, _ in
+                    manager.get_scene_list(start_in_scene=True)]
         finally:
             video.capture.release()
-        if decoded < 1 or not spans:
+        if decoded < 1 or not stamps or not cuts:
             raise _Undecodable("no frame could be decoded")
     except _Undecodable as exc:
         error = str(exc)
@@ -254,10 +332,26 @@ def _run_detection(file: Path, detector: str, threshold: float,
     if error is not None:
         return Detection(fps=None, frames=0, width=None, height=None, scenes=(),
                           min_scene_frames=None, detect_ns=elapsed, error=error)
-    origin = spans[0][0]  # positions count from the first decoded frame, as grab() does
-    return Detection(fps=fps, frames=decoded, width=width, height=height,
-                      scenes=tuple((a - origin, b - origin) for a, b in spans),
-                      min_scene_frames=min_frames, detect_ns=elapsed, error=None)
+    origin = stamps[0]  # times count from the first decoded frame
+    times = tuple(t - origin for t in stamps)
+    # Each scene starts at the decoded frame shown at its cut's time (nearest: the cut is
+    # one of the frames just timed) and ends where the next starts.
+    starts = sorted({_nearest(times, cut - origin) for cut in cuts} | {0})
+    ends = [*starts[1:], len(times)]
+    return Detection(fps=fps, frames=len(times), width=width, height=height,
+                     scenes=tuple(zip(starts, ends, strict=True)),
+                     min_scene_frames=min_frames, detect_ns=elapsed, error=None,
+                     times=times)
+
+
+def _nearest(times: Sequence[float], t: float) -> int:
+    """The index of the time in sorted `times` closest to `t`."""
+    right = bisect.bisect_left(times, t)
+    if right == 0:
+        return 0
+    if right == len(times):
+        return len(times) - 1
+    return right if times[right] - t < t - times[right - 1] else right - 1
 
 
 class _Undecodable(Exception):
@@ -265,50 +359,67 @@ class _Undecodable(Exception):
 
 
 def extract(file: Path, key: DetectKey, sampling: Sampling,
-             detection: Detection) -> Extraction:
+            detection: Detection) -> Extraction:
     with _LOCK:
         found = _EXTRACTIONS.get((key, sampling.text))
         if found is None:
             wanted: set[int] = set()
-            assert detection.fps is not None
-            for first, last in detection.scenes:
-                wanted.update(sampling.positions(first, last, detection.fps))
-            found = _run_extraction(file, wanted, detection.frames)
+            for index in range(len(detection.scenes)):
+                wanted.update(detection.positions(sampling, index))
+            found = _run_extraction(file, wanted, detection)
             _EXTRACTIONS[(key, sampling.text)] = found
             _COUNTS["extractions"] += 1
         return found
 
 
-def _run_extraction(file: Path, wanted: set[int], frames: int) -> Extraction:
+_DECODE_ATTEMPTS = 5  # a frame that fails to decode is retried, as PySceneDetect does
+
+
+def _run_extraction(file: Path, wanted: set[int], detection: Detection) -> Extraction:
+    """The wanted frames (decoded-frame indices of the detection pass), found by their
+    time, so that a frame that fails to decode costs that frame alone, not every later
+    one. The clock stops around the lossless copy kept in memory (a cost of this tool's
+    cache, not of a video pipeline's extraction)."""
     import cv2
 
-    _quiet()
+    quiet()
     start = time.perf_counter_ns()
+    keeping = 0
     kept: dict[int, bytes] = {}
     error: str | None = None
-    last = max(wanted)
+    times, half = detection.times, detection.frame_s / 2
+    last_time = max(times[i] for i in wanted) if wanted else -1.0
     capture = cv2.VideoCapture(str(file), cv2.CAP_ANY)  # as PySceneDetect opens it
     try:
         if not capture.isOpened():
             raise _Undecodable("cannot open it again to extract frames")
         capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1.0)  # as PySceneDetect's pass does
-        for position in range(last + 1):
-            if not capture.grab():
-                raise _Undecodable(
-                    f"the extraction pass decoded only {position} frames of the {frames} "
-                    f"the detection pass did")
-            if position in wanted:
+        origin: float | None = None
+        while len(kept) < len(wanted):
+            if not any(capture.grab() for _ in range(_DECODE_ATTEMPTS)):
+                break  # the end, or nothing more decodes
+            now = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+            origin = now if origin is None else origin
+            t = now - origin
+            index = _nearest(times, t)
+            if index in wanted and index not in kept and abs(times[index] - t) <= half:
                 retrieved, image = capture.retrieve()
-                if not retrieved:
-                    raise _Undecodable(f"cannot decode frame {position}")
-                encoded, png = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                if not encoded:
-                    raise _Undecodable(f"cannot keep frame {position} as PNG")
-                kept[position] = png.tobytes()
+                if retrieved:
+                    t_keep = time.perf_counter_ns()
+                    encoded, png = cv2.imencode(".png", image,
+                                                [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                    if encoded:
+                        kept[index] = png.tobytes()
+                    keeping += time.perf_counter_ns() - t_keep
+            if t > last_time + half:
+                break
     except _Undecodable as exc:
         error = str(exc)
     except Exception as exc:  # cv2.error: this video, not the run
         error = f"cannot decode video ({type(exc).__name__}: {exc})"
     finally:
         capture.release()
-    return Extraction(frames=kept, extract_ns=time.perf_counter_ns() - start, error=error)
+    return Extraction(frames=kept, extract_ns=time.perf_counter_ns() - start - keeping,
+                      error=error)
+
+

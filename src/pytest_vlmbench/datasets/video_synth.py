@@ -135,6 +135,9 @@ def write_video(path: str | os.PathLike[str], segments: Sequence[Segment], *, fp
         cuts = write_video("clip.mp4", [Segment((255, 0, 0), 24), Segment((0, 0, 255), 24)])
         assert cuts == [24]
     """
+    from pytest_vlmbench.datasets.video_decode import quiet
+
+    quiet()  # before OpenCV's FFmpeg first runs: it reads its log level once
     import cv2
 
     if not segments:
