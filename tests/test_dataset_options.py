@@ -311,6 +311,12 @@ CASES = [
     Case("video-bad-threshold", args=("--vlm-scene-detector=content:-3",),
          words=("--vlm-scene-detector=content:-3: expected content or adaptive, optionally "
                 ":THRESHOLD (> 0)",)),
+    Case("video-nan-threshold", args=("--vlm-scene-detector=content:nan",),
+         words=("--vlm-scene-detector=content:nan: expected content or adaptive",)),
+    Case("video-middle-with-frames",
+         args=("--vlm-video-layout=middle", "--vlm-video-frames=start"),
+         words=("--vlm-video-frames=start with --vlm-video-layout=middle: the middle "
+                "layout sends the scene's middle frame alone",)),
     Case("video-bad-layout", args=("--vlm-video-layout=diagonal",),
          words=("--vlm-video-layout=diagonal: expected one of auto, images, panorama",)),
     Case("video-bad-frames", args=("--vlm-video-frames=often",),

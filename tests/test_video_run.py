@@ -75,13 +75,17 @@ def test_each_video_has_its_scenes_frames_and_real_time_factor(
     doc, records = out.doc(), out.records()
     entry = _entry(doc, "test_images")
     ref = entry["dataset"]["video"]
-    assert ref["layout"] == "images" and ref["layout_chosen_by"] == "user"
-    assert ref["frames"] == "3" and ref["detector"]["name"] == "content"
+    assert ref["layout"] == "images"
+    assert ref["layout_chosen_by"] == "user"
+    assert ref["frames"] == "3"
+    assert ref["detector"]["name"] == "content"
     [info] = ref["videos"]
-    assert info["error"] is None and info["scenes"] == 3
+    assert info["error"] is None
+    assert info["scenes"] == 3
     assert info["starts_s"] == pytest.approx([0.0, 1.0, 2.5])
     assert info["duration_s"] == pytest.approx(DURATION_S)
-    assert info["detect_ns"] > 0 and info["extract_ns"] > 0
+    assert info["detect_ns"] > 0
+    assert info["extract_ns"] > 0
     # One measured request per scene without samples=: the whole video, once.
     measured = _measured(records, entry["id"])
     assert [r["scene"]["index"] for r in measured] == [0, 1, 2]
@@ -199,7 +203,8 @@ def test_video(vlm_bench, vlm_video):
     out.run.assert_outcomes(passed=1)
     [entry] = out.doc()["benchmarks"]
     ref = entry["dataset"]["video"]
-    assert ref["detector"]["name"] == "adaptive" and ref["detector"]["threshold"] == 3.0
+    assert ref["detector"]["name"] == "adaptive"
+    assert ref["detector"]["threshold"] == 3.0
     assert (ref["layout"], ref["layout_chosen_by"], ref["frames"]) == \
         ("panorama", "user", "start,end")
     assert ref["videos"][0]["scenes"] == 3

@@ -88,13 +88,21 @@ class _Video:
 
 @functools.cache
 def _library() -> str:
-    """The detector library as recorded: ``scenedetect 0.7.2``."""
+    """The detector and the decoder as recorded (both decide the scenes and the pixels,
+    and so are in the fingerprint): ``scenedetect 0.7.2, opencv-python-headless 5.1.0.95``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return f"scenedetect {version('scenedetect')}"
-    except PackageNotFoundError:
-        return "scenedetect (version unknown)"
+    found = []
+    for names in (("scenedetect",), ("opencv-python-headless", "opencv-python")):
+        for name in names:
+            try:
+                found.append(f"{name} {version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            found.append(f"{names[0]} (version unknown)")
+    return ", ".join(found)
 
 
 class VideoScenes:

@@ -534,7 +534,8 @@ def _video_choice(config: pytest.Config, video: object, detector: object, frames
                 threshold = float(parts[1])
             if len(parts) > 2:
                 min_scene_s = float(parts[2])
-            if (threshold is not None and threshold <= 0) or min_scene_s < 0:
+            if (threshold is not None and not (math.isfinite(threshold) and threshold > 0)) \
+                    or not (math.isfinite(min_scene_s) and min_scene_s >= 0):
                 raise ValueError
         except ValueError:
             raise pytest.UsageError(
@@ -555,6 +556,12 @@ def _video_choice(config: pytest.Config, video: object, detector: object, frames
     except DatasetArgumentError as exc:
         raise pytest.UsageError(f"pytest-vlmbench: {named(VIDEO_FRAMES, frames)}: "
                                 f"{str(exc).removeprefix(f'frames={sampling!r}: ')}") from None
+    if chosen_layout == "middle" and frames is not None \
+            and sampling.strip().lower() not in ("middle", "start,middle"):
+        raise pytest.UsageError(
+            f"pytest-vlmbench: {named(VIDEO_FRAMES, frames)} with "
+            f"{named(VIDEO_LAYOUT, layout)}: the middle layout sends the scene's middle "
+            f"frame alone; leave the frames out")
     choice = VideoChoice(path, name, threshold, min_scene_s, sampling, chosen_layout)
     if path is not None:
         try:  # built now, as --vlm-images is: a missing file is a usage error (exit 4)
