@@ -230,3 +230,55 @@ def test_video(vlm_bench, vlm_video):
     assert (ref["layout"], ref["layout_chosen_by"]) == ("images", "model")
     [info] = ref["videos"]
     assert (info["scenes"], info["duration_s"]) == (6, pytest.approx(12.0))
+
+
+SINGLE_IMAGE = """
+[[model]]
+id = "tiny-single"
+backend = "llama_cpp"
+modality = "vision"
+chat_format = "model"
+max_images = 1
+precisions = { fp32 = "generated:llama-tiny" }
+projector = "generated:mlp-tiny"
+"""
+
+
+@pytest.mark.parametrize("mode", ["bench", "staged", "together"])
+def test_a_single_image_model_gets_a_panorama(project: Project, mode: str) -> None:
+    """layout="auto" sends a model whose catalog says max_images = 1 one panorama per
+    scene, in a benchmark and as a pipeline's first stage (whose records, dataset hash
+    and stage-2 provenance all follow the adapted layout)."""
+    _clip(project)
+    catalog = project.pytester.path / "models.toml"
+    catalog.write_text(catalog.read_text() + SINGLE_IMAGE)
+    if mode == "bench":
+        body = 'vlm_bench.run("scene_caption", VideoScenes("clips"), warmup=0)'
+        args = "vlm_bench"
+    else:
+        body = (f'vlm_pipeline.run(Stage("tiny-single", "scene_caption"), '
+                f'Stage("tiny-text", CAPTION), VideoScenes("clips"), warmup=0, '
+                f'mode="{mode}")')
+        args = "vlm_pipeline"
+    project.pytester.makepyfile(test_bench=f"""
+from pytest_vlmbench.datasets.video import VideoScenes
+from pytest_vlmbench.pipeline import Stage
+from tiny_tasks import CAPTION
+
+def test_single({args}):
+    {body}
+""")
+    out = project.run(f"{options.MODELS}=tiny-single,tiny-text")
+    # the benchmark's tiny-text cell is skipped: video scenes have no text descriptions
+    out.run.assert_outcomes(passed=1, skipped=int(mode == "bench"))
+    doc = out.doc()
+    entry = next(e for e in doc["benchmarks"] if e["model"] == "tiny-single")
+    assert entry["dataset"]["video"]["layout"] == "panorama"
+    assert entry["dataset"]["video"]["layout_chosen_by"] == "model"
+    measured = _measured(out.records(), entry["id"])
+    assert len(measured) == 3
+    for r in measured:
+        assert r["error"] is None
+        assert r["scene"]["layout"] == "panorama"
+        [image] = r["images"]
+        assert (image["width"], image["height"]) == (2 * 160, 90)

@@ -63,6 +63,7 @@ from pytest_vlmbench.plugin.bench import (
     RunArgumentError,
     _all_outputs_invalid,
     _check_kinds,
+    _default_samples,
     _masked_id,
     _progress_writer,
     score_slo_problem,
@@ -169,7 +170,7 @@ class VlmPipeline:
         self._runs += 1
         nodeid = _masked_id(node.nodeid)
         pid = nodeid if self._runs == 1 else f"{nodeid}#{self._runs}"
-        n = samples or opts.samples
+        n = samples or _default_samples(chosen, opts.samples, opts.samples_given)
         w = opts.warmup if warmup is None else warmup
         prep = ImagePrep(long_edge=image_size or opts.image_size)
         one.plan = self._plan(session, one, f"{pid}::{one.name}", nodeid, chosen, prep, n, w)
@@ -373,7 +374,7 @@ class _StageOutputs:
     def __init__(self, one: _Stage, dataset: Dataset, prep: ImagePrep, seed: int,
                  samples: int, warmup: int) -> None:
         assert one.plan is not None
-        self._one, self._dataset = one, dataset
+        self._one, self._prep = one, prep
         self._samples, self._warmup = samples, warmup
         self.label = f"{one.name} outputs"
         input_mode = "image" if one.case.modality == "vision" else "text"
@@ -381,8 +382,7 @@ class _StageOutputs:
             "from": one.plan.benchmark_id, "model": one.case.model,
             "precision": one.case.precision, "task": one.task.name,
             "prompt_version": one.task.prompt_version(seed=seed, input_mode=input_mode),
-            "dataset": dataset_hash(dataset, prep), "seed": seed, "samples": samples,
-            "warmup": warmup,
+            "seed": seed, "samples": samples, "warmup": warmup,
         }
         self.pipeline = one.plan.benchmark_id.rsplit("::", 1)[0]
         self.fed: list[tuple[Record, Sample]] = []  # stage-1 records, with their samples
@@ -394,8 +394,17 @@ class _StageOutputs:
             if record["phase"] == "measure":
                 yield self.sample2(record, sample)[0]
 
+    @property
+    def _dataset(self) -> Dataset:
+        """Stage 1's dataset as its runner shows it: a video dataset with layout "auto"
+        is adapted to the stage-1 model (Runner: dataset_for_model) once that runner is
+        made, and stage 1's samples, their layout and the provenance's hash follow it."""
+        assert self._one.plan is not None
+        return self._one.plan.dataset
+
     def fingerprint(self) -> str:
-        encoded = json.dumps(self._provenance, sort_keys=True).encode()
+        provenance = {**self._provenance, "dataset": dataset_hash(self._dataset, self._prep)}
+        encoded = json.dumps(provenance, sort_keys=True).encode()
         return hashlib.sha256(encoded).hexdigest()
 
     def phases(self) -> list[tuple[Literal["warmup", "measure"], list[tuple[Sample, int]]]]:
