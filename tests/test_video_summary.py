@@ -142,6 +142,25 @@ def test_a_complete_video() -> None:
     validate(dict(s), r)
 
 
+def test_overlapping_requests_leave_the_request_figures_absent() -> None:
+    """Under a concurrency level the latencies overlap: their sum is no processing time,
+    so the figures that add them are absent, saying why; detection stays."""
+    seq = Seq()
+    records = [rec(seq(), "clip.mp4", i, lat) for i, lat in enumerate([1.0, 2.0, 3.0])]
+    r = ref(info())
+    s = video_summary(records, r, overlapped="c4")
+    [v] = s["videos"]
+    assert v["vlm_s"] is None
+    assert v["real_time_factor"] is None
+    assert v["pipeline_real_time_factor"] is None
+    assert v["detection_s"] == 0.5
+    assert v["absent_reason"] is not None
+    assert v["absent_reason"].startswith("requests overlapped at load level c4")
+    assert s["real_time_factor"] is None
+    assert s["absent_reason"] == v["absent_reason"]
+    validate(dict(s), r)
+
+
 def test_repeated_scenes_are_averaged_and_failed_requests_included() -> None:
     seq = Seq()
     records = [

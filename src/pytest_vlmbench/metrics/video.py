@@ -44,15 +44,19 @@ METHODS = {
     "vlm_s = sum over its scenes of the mean (t_end_ns - t_start_ns) of that scene's "
     "measured requests (repeats averaged; failed requests included: their time was spent); "
     "seconds_per_scene = vlm_s / scenes; real_time_factor = vlm_s / duration_s (duration_s "
-    "= decoded frames / fps; below 1 the model keeps up with the video); detection_s = "
+    "= the last decoded frame's presentation time + 1 / fps, decoded frames / fps at a "
+    "constant rate; below 1 the model keeps up with the video); detection_s = "
     "detect_ns (decoding and the scene detector, once per video per session); extraction_s "
-    "= extract_ns (decoding the sampled frames); prepare_s = sum over its scenes of the mean "
+    "= extract_ns (decoding up to the last sampled frame, frames found by their time; the "
+    "lossless copy kept in memory is outside it); prepare_s = sum over its scenes of the mean "
     "prepare_ns of the scene's measured records (frames fitted and laid out; outside the "
     "latency); pipeline_s = "
     "detection_s + extraction_s + prepare_s + vlm_s; pipeline_real_time_factor = "
     "pipeline_s / duration_s. A video's request figures are null, with absent_reason, when "
     "it could not be decoded, when only k of its n scenes were measured, or when every "
-    "measured request of a scene failed before it was sent; its pipeline figures are null "
+    "measured request of a scene failed before it was sent, or when its requests ran "
+    "concurrently (a concurrency, rate or batch load level: overlapping latencies do not "
+    "add up to processing time); its pipeline figures are null "
     "when detection, extraction or preparation was not timed. The benchmark's figures "
     "combine the videos whose figures are complete: counts, seconds and durations summed, "
     "real_time_factor = sum vlm_s / sum duration_s, seconds_per_scene = sum vlm_s / sum "
@@ -128,10 +132,13 @@ def _request_figures(info: VideoInfo, by_scene: Mapping[int, list[Record]],
     return math.fsum(latency) / 1e9, None if total is None else total / 1e9, None
 
 
-def video_figures(info: VideoInfo, records: Sequence[Record], needed: int) -> VideoFigures:
+def video_figures(info: VideoInfo, records: Sequence[Record], needed: int,
+                  overlapped: str | None = None) -> VideoFigures:
     """One video's figures from its measured records (those naming it in `scene`, and an
     undecodable video's one sample) and its VideoInfo; `needed`: the samples= that
-    measures every scene of the dataset (said when scenes are missing)."""
+    measures every scene of the dataset (said when scenes are missing); `overlapped`: the
+    load level whose requests ran concurrently (their latencies overlap, so their sum is
+    no processing time: the request figures are absent, saying so)."""
     by_scene: dict[int, list[Record]] = {}
     failed = 0
     frames: list[int] = []
@@ -150,6 +157,10 @@ def video_figures(info: VideoInfo, records: Sequence[Record], needed: int) -> Vi
             failed += 1
     duration = info["duration_s"]
     vlm_s, prepare_s, reason = _request_figures(info, by_scene, needed)
+    if reason is None and overlapped is not None:
+        vlm_s, prepare_s, reason = None, None, (
+            f"requests overlapped at load level {overlapped}: their latencies do not add "
+            f"up to processing time (see requests_per_s for the throughput)")
     if reason is None and not duration:
         vlm_s, prepare_s, reason = None, None, "its duration is unknown (no frame rate)"
     detection_s, extraction_s = _seconds(info["detect_ns"]), _seconds(info["extract_ns"])
@@ -192,9 +203,12 @@ def _combined_reason(videos: Sequence[VideoFigures]) -> str:
             f"{more})")
 
 
-def video_summary(records: Sequence[Record], ref: VideoRef) -> VideoSummary:
+def video_summary(records: Sequence[Record], ref: VideoRef,
+                  overlapped: str | None = None) -> VideoSummary:
     """summary.video: each video's figures, and the benchmark's over the videos whose
-    request figures are complete (METHODS["video"])."""
+    request figures are complete (METHODS["video"]); `overlapped`: the label of a load
+    level whose requests ran concurrently (then no video's request figures are complete:
+    per-scene latencies sum to processing time only when requests run one at a time)."""
     measured = [r for r in records if r["phase"] == "measure"]
     needed = samples_needed(ref)
     by_video: dict[str, list[Record]] = {}  # one pass: a video's records, then its figures
@@ -203,7 +217,7 @@ def video_summary(records: Sequence[Record], ref: VideoRef) -> VideoSummary:
         video = scene["video"] if scene is not None else \
             _base_id(r["sample_id"]).removesuffix(UNDECODABLE)
         by_video.setdefault(video, []).append(r)
-    videos = [video_figures(info, by_video.get(info["id"], []), needed)
+    videos = [video_figures(info, by_video.get(info["id"], []), needed, overlapped)
               for info in ref["videos"]]
     complete = [v for v in videos if v["vlm_s"] is not None]
     ids = {v["id"] for v in complete}

@@ -646,7 +646,9 @@ class Runner:
         if server is not None:
             summary["server"] = server
         if self._video is not None:  # a video dataset: seconds per scene, real-time factor
-            summary["video"] = video_summary(self.records, self._video)
+            level = self.plan.load
+            overlapped = level.label if level is not None and not level.sequential else None
+            summary["video"] = video_summary(self.records, self._video, overlapped)
         return summary
 
     def _server_summary(self, requests: int) -> ServerSummary | None:
