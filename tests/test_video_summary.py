@@ -359,9 +359,12 @@ def _with_video(path: Path, vid: dict[str, Any] | None = None) -> Path:
     scenes = []
     for i, r in enumerate(measured):
         scene = rec(0, "clip.mp4", i, 1.0)
-        scenes.append({**r, "scene": scene["scene"]})
+        r["scene"] = scene["scene"]  # in the records file too: compare reads it there
+        scenes.append(r)
     entry["summary"]["video"] = video_summary(scenes, the_ref)
     entry["dataset"]["video"] = the_ref
+    (path.parent / doc["records_file"]).write_text(
+        "".join(json.dumps(r) + "\n" for r in records))
     results.write_atomic(path, doc)
     return path
 
@@ -620,3 +623,22 @@ def _document() -> dict[str, Any]:
 
     doc = json.loads(REAL.read_text())
     return {k: v for k, v in doc.items() if k != "benchmarks"}
+
+
+def test_compare_samples_take_only_the_complete_videos_scenes() -> None:
+    """The combined figure sums the complete videos only: its compare samples are their
+    scenes' latencies, never those of a video with scenes missing."""
+    from pytest_vlmbench.compare.samples import columns_of, samples
+
+    seq = Seq()
+    records = [*(rec(seq(), "clip.mp4", i, lat) for i, lat in enumerate([1.0, 2.0, 3.0])),
+               *(rec(seq(), "other.mp4", i, 10.0) for i in range(2))]  # 2 of 3 scenes
+    summary_video = video_summary(records, ref(info("clip.mp4"), info("other.mp4")))
+    assert summary_video["videos_complete"] == 1
+    entry = {"summary": {"video": summary_video}}
+    [cols] = columns_of(records).values()
+    got = samples(entry, cols)
+    rtf = registry.by_name()["real_time_factor"]
+    assert list(got.of(rtf)) == pytest.approx([lat * 3 / 12.0 for lat in (1.0, 2.0, 3.0)])
+    assert float(got.of(rtf).mean()) == pytest.approx(summary_video["real_time_factor"])
+    assert len(got.values["latency"]) == 5  # latency itself keeps every request

@@ -65,6 +65,9 @@ class Columns:
     """Values of the metrics declared with a per_request computation, by sample name."""
     declared_errors: dict[str, str] = field(default_factory=dict)
     """Why such a metric has no values: the first error its computation raised."""
+    latency_video: list[str | None] = field(default_factory=list)
+    """The video of each `latency` value's record (its scene.video), None for a record
+    without a scene: the video figures' samples take only the complete videos' scenes."""
 
 
 def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Columns], *,
@@ -124,6 +127,8 @@ def _accumulate(items: Iterable[Any], source: str, groups: dict[RunBenchmark, Co
             start, first, end = r["t_start_ns"], r["t_first_token_ns"], r["t_end_ns"]
             if start is not None and end is not None:
                 latency((end - start) / 1e9)
+                scene = r.get("scene")
+                c.latency_video.append(scene["video"] if scene is not None else None)
                 if first is not None:
                     ttft((first - start) / 1e9)
                     tokens = r["completion_tokens"]
@@ -232,8 +237,16 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
             if scale is None:
                 unavailable[metric.name] = (f"no {metric.name} in the summary: "
                                             f"{video.get('absent_reason') or 'absent'}")
-            else:
-                values[metric.sample] = values["latency"] * scale
+            else:  # the scenes of the videos the figure combines, scaled to it
+                complete = {v["id"] for v in video.get("videos") or []
+                            if isinstance(v, Mapping) and v.get("vlm_s") is not None}
+                chosen = np.fromiter((vid in complete for vid in c.latency_video), bool,
+                                     len(c.latency_video))
+                raw = np.frombuffer(c.latency, dtype=np.float64) if len(c.latency) \
+                    else _EMPTY  # in record order, as latency_video (not _array's sort)
+                scaled = raw[chosen] * scale
+                values[metric.sample] = np.sort(scaled) if len(scaled) > noise.LARGE \
+                    else scaled
     energy = entry["summary"].get("energy")
     per_request = energy.get("per_request") if isinstance(energy, dict) else None
     if per_request:
