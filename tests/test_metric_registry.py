@@ -51,6 +51,7 @@ SLO_NAMES = {
     # Video scenes (metrics/video.py): new objectives only.
     "max_real_time_factor", "max_seconds_per_scene", "max_vlm_s",
     "max_pipeline_real_time_factor", "max_pipeline_s", "max_detection_s",
+    "max_extraction_s",
     # The built-in scorers' scores (scoring/metrics.py): new objectives only.
     *(f"{'max' if name in LOWER_IS_BETTER else 'min'}_{name}" for name in SCORES),
 }

@@ -230,7 +230,8 @@ def test_an_absent_video_figure_breaches(summ: dict[str, Any]) -> None:
     [verdict] = evaluate({"max_real_time_factor": 1e9}, summ)
     assert (verdict["measured"], verdict["passed"]) == (None, False)
     assert breach_message([verdict], 2) == (
-        "SLO breached (n=2): max_real_time_factor = not measured > limit 1e+09 x")
+        "SLO breached (n=2): max_real_time_factor = not measured "
+        "(summary.video.absent_reason says why) > limit 1e+09 x")
 
 
 def test_descriptive_video_figures_are_no_objectives() -> None:

@@ -438,7 +438,7 @@ def test_the_video_metrics() -> None:
         m = metrics[name]
         assert (m.summary, m.sample, m.statistic) == (("video", name), name, "mean")
         assert m.higher_is_worse
-    for name in ("pipeline_real_time_factor", "pipeline_s", "detection_s"):
+    for name in ("pipeline_real_time_factor", "pipeline_s", "detection_s", "extraction_s"):
         assert metrics[name].slo == f"max_{name}"
         assert not metrics[name].sample
     for name in ("scenes", "frames_per_scene"):
@@ -524,7 +524,7 @@ def test_a_video_slo_on_a_dataset_without_videos_is_refused_before_the_run() -> 
     assert video_slo_problem(SyntheticScenes(2), {"max_latency_p95_s": 2.0}, "x") is None
     assert video_slo_problem(_Videos(), spec, "x") is None
     for name in ("max_seconds_per_scene", "max_vlm_s", "max_pipeline_real_time_factor",
-                 "max_pipeline_s", "max_detection_s"):
+                 "max_pipeline_s", "max_detection_s", "max_extraction_s"):
         assert video_slo_problem(SyntheticScenes(2), {name: 1.0}, "x") is not None
 
 

@@ -296,6 +296,9 @@ BUILTIN: tuple[Metric, ...] = (
     Metric("detection_s", "s", True, "decoding the videos and detecting their scenes (once "
            "per video per session, outside every request)", ("video", "detection_s"),
            "max_detection_s"),
+    Metric("extraction_s", "s", True, "decoding the videos up to their last sampled frame "
+           "and taking the sampled frames (once per video per session, outside every "
+           "request)", ("video", "extraction_s"), "max_extraction_s"),
     # Descriptive: what was shown, not how well; no objective, never judged by compare.
     Metric("scenes", "scenes", False, "scenes of the videos with complete figures",
            ("video", "scenes"), machine_bound=False),
