@@ -37,9 +37,11 @@ def test_default_suite_runs_both_embedded_models(
         f"--vlm-out={out}", f"{options.SAMPLES}=2", f"{options.WARMUP}=1",
     )
     # photo_score runs at one precision per model (@pytest.mark.vlm_one_precision); the
-    # sixth is test_stage_power's photo preparation on vlm_power. The 23 benchmarks of the
-    # extended quality suites (benchmarks/quality/) are skipped without --vlm-extended.
-    run.assert_outcomes(passed=6, skipped=1 + 23)
+    # sixth is test_stage_power's photo preparation on vlm_power; the seventh and eighth
+    # the video suite's two layouts on tiny-vlm (gemma3-270m's four cells there are
+    # skipped: a text model and video scenes). The 23 benchmarks of the extended quality
+    # suites (benchmarks/quality/) are skipped without --vlm-extended.
+    run.assert_outcomes(passed=8, skipped=1 + 23 + 4)
     outcome = Outcome(run, out)
     doc = outcome.doc()
     [window] = doc["windows"]
@@ -54,8 +56,13 @@ def test_default_suite_runs_both_embedded_models(
     assert {(b["model"], b["precision"], b["task"]) for b in doc["benchmarks"]} == {
         ("gemma3-270m", "q4_k_m", "caption_brief"), ("gemma3-270m", "q8_0", "caption_brief"),
         ("tiny-vlm", "q4_k_m", "caption_brief"), ("gemma3-270m", "q4_k_m", "photo_score"),
-        ("tiny-vlm", "q4_k_m", "photo_score"),
+        ("tiny-vlm", "q4_k_m", "photo_score"), ("tiny-vlm", "q4_k_m", "scene_caption"),
     }
+    videos = [b for b in doc["benchmarks"] if b["task"] == "scene_caption"]
+    assert sorted(b["dataset"]["video"]["layout"] for b in videos) == ["images", "panorama"]
+    for bench in videos:  # --vlm-samples=2 of the demo's 6 scenes: the RTF says why not
+        assert bench["summary"]["video"]["real_time_factor"] is None
+        assert "only 2 of 6 scenes were measured" in bench["summary"]["video"]["absent_reason"]
     bytes_per_token = {
         b["precision"]: b["summary"]["roofline"]["bytes_per_token"]
         for b in doc["benchmarks"] if b["model"] == "gemma3-270m"
@@ -89,13 +96,15 @@ def test_default_suite_runs_both_embedded_models(
         stages = record["stages_ns"]
         assert sum(stages.values()) <= latency
         assert stages["prefill"] + stages.get("image_encode", 0) <= ttft
-    # The tiny VLM goes through llama.cpp's multimodal path: 64 image tokens per request,
-    # an image-encode stage, and prompts longer than the text model's by those tokens.
+    # The tiny VLM goes through llama.cpp's multimodal path: 64 image tokens per image (a
+    # video scene's two frames: 128), an image-encode stage, and prompts longer than the
+    # text model's by those tokens.
     vlm = [r for r in records if r["model"] == "tiny-vlm"]
     assert vlm
-    assert all(r["counts"]["image_tokens"] == 64 for r in vlm)
+    assert {len(r["images"]) for r in vlm} == {1, 2}
+    assert all(r["counts"]["image_tokens"] == 64 * len(r["images"]) for r in vlm)
     assert all(r["stages_ns"]["image_encode"] > 0 for r in vlm)
-    assert all(r["prompt_tokens"] > 64 for r in vlm)
+    assert all(r["prompt_tokens"] > r["counts"]["image_tokens"] for r in vlm)
     # The projector is generated deterministically: the recorded hash is reproducible.
     (vlm_load,) = [e for e in doc["loads"] if e["model"] == "tiny-vlm"]
     projector = next(a for a in vlm_load["artifacts"] if a["source"] == "generated:gemma3-tiny")
