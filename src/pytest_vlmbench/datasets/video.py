@@ -227,6 +227,7 @@ class VideoScenes:
         self.videos, self.skipped = _list_videos(
             self.path, self.given, self._extensions, recursive, call)
         self._digests: dict[str, str] = {}
+        self._keys: dict[str, DetectKey] = {}
 
     def __repr__(self) -> str:
         return (f"VideoScenes({self.given!r}, detector={self.detector!r}, "
@@ -251,11 +252,13 @@ class VideoScenes:
         """The same videos, detector and frames, laid out another way (a benchmark file
         that sends the scenes both as several images and as a panorama); detection and
         extraction are shared through the cache. ``"middle"`` samples the middle frame."""
-        return VideoScenes(
+        other = VideoScenes(
             self.path, detector=self.detector, threshold=self.threshold,
             min_scene_s=self.min_scene_s,
             frames="middle" if layout == "middle" else self.sampling, layout=layout,
             extensions=self._extensions, recursive=self.recursive)
+        other._digests, other._keys = self._digests, self._keys  # the same files
+        return other
 
     def for_model(self, max_images: int | None) -> VideoScenes:
         """This dataset for a model taking at most ``max_images`` images per request
@@ -275,13 +278,19 @@ class VideoScenes:
     # -- decoding --
 
     def _key(self, video: _Video) -> DetectKey:
-        resolved = video.file.resolve()
-        try:
-            stat = resolved.stat()
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size, mtime = -1, -1
-        return (str(resolved), size, mtime, self.detector, self.threshold, self.min_scene_s)
+        """The video's cache key, read once per dataset (each scene's preparation asks
+        for it; a file edited in place is another key for the next dataset made)."""
+        key = self._keys.get(video.id)
+        if key is None:
+            resolved = video.file.resolve()
+            try:
+                stat = resolved.stat()
+                size, mtime = stat.st_size, stat.st_mtime_ns
+            except OSError:
+                size, mtime = -1, -1
+            key = self._keys[video.id] = (str(resolved), size, mtime, self.detector,
+                                          self.threshold, self.min_scene_s)
+        return key
 
     def _detection(self, video: _Video) -> Detection:
         return detect(video.file, self._key(video))

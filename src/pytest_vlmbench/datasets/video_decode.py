@@ -12,6 +12,7 @@ scenedetect are imported inside the passes (the ``video`` extra).
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import math
 import os
@@ -209,9 +210,10 @@ class Detection:
         constant-rate video."""
         return self.times[-1] + self.frame_s if self.times else 0.0
 
-    @property
+    @functools.cached_property
     def constant_rate(self) -> bool:
-        """Every frame within half a frame of i / fps: positions are counted in frames."""
+        """Every frame within half a frame of i / fps: positions are counted in frames.
+        Read once per detection (a pass over every frame's time), not once per scene."""
         step = self.frame_s
         return all(abs(t - i * step) <= step / 2 for i, t in enumerate(self.times))
 

@@ -275,7 +275,22 @@ class Agreement(TypedDict):
     top_k: dict[str, float]
 
 
-class VideoFigures(TypedDict):
+class _VideoSeconds(TypedDict):
+    """The timed figures a video and a benchmark over videos both report
+    (metrics/video.py METHODS["video"])."""
+
+    vlm_s: float | None
+    seconds_per_scene: float | None
+    real_time_factor: float | None
+    detection_s: float | None
+    extraction_s: float | None
+    prepare_s: float | None
+    pipeline_s: float | None
+    pipeline_real_time_factor: float | None
+    absent_reason: str | None
+
+
+class VideoFigures(_VideoSeconds):
     """One video of a benchmark over video scenes (summary.video.videos[],
     metrics/video.py METHODS["video"]): its scenes, what was measured, the VLM's seconds
     per scene and real-time factor, and the whole pipeline's (detection, extraction and
@@ -288,18 +303,9 @@ class VideoFigures(TypedDict):
     scenes_measured: int
     failed_requests: int
     frames_per_scene: float | None
-    vlm_s: float | None
-    seconds_per_scene: float | None
-    real_time_factor: float | None
-    detection_s: float | None
-    extraction_s: float | None
-    prepare_s: float | None
-    pipeline_s: float | None
-    pipeline_real_time_factor: float | None
-    absent_reason: str | None
 
 
-class VideoSummary(TypedDict):
+class VideoSummary(_VideoSeconds):
     """summary.video: each video's figures, and the benchmark's over the videos whose
     request figures are complete (`videos_complete` of them; None with absent_reason
     when none is)."""
@@ -311,15 +317,6 @@ class VideoSummary(TypedDict):
     scenes_measured: int | None
     failed_requests: int | None
     frames_per_scene: float | None
-    vlm_s: float | None
-    seconds_per_scene: float | None
-    real_time_factor: float | None
-    detection_s: float | None
-    extraction_s: float | None
-    prepare_s: float | None
-    pipeline_s: float | None
-    pipeline_real_time_factor: float | None
-    absent_reason: str | None
 
 
 class Summary(TypedDict):
