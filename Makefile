@@ -8,13 +8,14 @@ ENGINES_STAMP := $(ENGINES_VENV)/.vlmbench-installed
 
 .PHONY: bench bench-quality test lint install engines bench-engines test-engines
 
+# The run's report (markdown, HTML, CSV, plots) goes to .vlmbench/report/.
 bench: $(STAMP)
-	$(VENV)/bin/pytest benchmarks/
+	$(VENV)/bin/pytest benchmarks/ --vlm-report=.vlmbench/report
 
 # The shipped quality suites (task suite with ground truth, photo scoring, two-stage
 # pipeline): extended, so `make bench` skips them.
 bench-quality: $(STAMP)
-	$(VENV)/bin/pytest benchmarks/quality/ --vlm-extended
+	$(VENV)/bin/pytest benchmarks/quality/ --vlm-extended --vlm-report=.vlmbench/report-quality
 
 test: $(STAMP)
 	$(VENV)/bin/pytest tests/

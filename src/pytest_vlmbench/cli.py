@@ -9,9 +9,12 @@
     vlmbench merge OUT INPUT... [--force] merge runs (devices, days) into one results file
     vlmbench compare BASELINE... CURRENT  regressions against one or several baseline runs
                                           (see docs/compare.md)
+    vlmbench report RESULTS... --out DIR  markdown, HTML, CSV and plots from results files
+                                          (see docs/report.md)
 
 Exit status: 0 ok, 1 a file failed validation, 2 usage error (bad arguments, unreadable file).
 compare: 0 no regression, 1 a gated regression, 2 usage error or bad input, 3 nothing comparable.
+report: 0 written, 2 usage error or an input it cannot read.
 
 The subcommands read the project as pytest started here would (project.py): its ini
 file's vlm_catalog and vlm_out, so `vlmbench models` lists the catalog the benchmarks
@@ -202,6 +205,65 @@ def _compare(args: argparse.Namespace) -> int:
     return comparison.exit_status
 
 
+def _slo(text: str) -> tuple[str, float]:
+    name, sep, limit = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(limit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected NAME=LIMIT, e.g. max_latency_p95_s=2.0") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pytest_vlmbench.report import cost
+    from pytest_vlmbench.report.build import ReportOptions, build
+    from pytest_vlmbench.report.recommend import check_slos
+
+    inputs: list[str | Path] = []
+    try:
+        for item in args.results:
+            if item == "latest":  # the newest run pytest started here wrote
+                from pytest_vlmbench.compare import load_run
+
+                out = find_project().out_dir()
+                inputs.append(load_run("latest", out.path,
+                                       latest_from=f"the output directory, {out.source}").path)
+            else:
+                inputs.append(item)
+        prices = cost.Prices(
+            cost.DEFAULT_ELECTRICITY_PRICE if args.electricity_price is None
+            else args.electricity_price, args.currency,
+            [cost.parse_api_price(p) for p in args.api_price or []],
+            electricity_given=args.electricity_price is not None)
+        slos = dict(args.slo) if args.slo else None
+        if slos:
+            check_slos(slos)
+        result = build(inputs, Path(args.out), ReportOptions(
+            prices=prices, slos=slos, baseline=args.baseline or (), plots=not args.no_plots,
+            title=args.title))
+    except (ResultsError, ProjectError, ValueError, OSError) as exc:
+        print(f"vlmbench: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"report: {result.out_dir / 'report.html'}, report.md, {len(result.files)} files "
+          f"({result.configs} configurations from {result.entries} benchmark entries, "
+          f"{result.seconds:.1f} s)")
+    return EXIT_OK
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmbench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,6 +320,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--summary-file", metavar="PATH",
                    help="write the markdown summary here (when $GITHUB_STEP_SUMMARY is unset)")
     p.set_defaults(func=_compare)
+    p = sub.add_parser(
+        "report", help="write a report (markdown, HTML, CSV, plots) of results files",
+        usage="vlmbench report RESULTS [RESULTS ...] --out DIR [options]")
+    p.add_argument("results", metavar="RESULTS", nargs="+",
+                   help="results files, directories of them (every results document inside, "
+                   "found by content) or 'latest' (the newest run in the output directory "
+                   "pytest would write to here); several devices or runs make one report")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the directory to write report.md, report.html, *.csv and plots/ into")
+    p.add_argument("--electricity-price", type=_price, metavar="PRICE",
+                   help="electricity price per kWh for the cost section (default 0.30, "
+                   "stated as a default in the report)")
+    p.add_argument("--currency", default="USD", help="the prices' currency (default USD)")
+    p.add_argument("--api-price", action="append", metavar="NAME=IN/OUT",
+                   help="a hosted API's price per million input and output tokens, e.g. "
+                   "provider-x=2.5/10: the cost section prices the same token counts "
+                   "(repeatable)")
+    p.add_argument("--slo", action="append", type=_slo, metavar="NAME=LIMIT",
+                   help="a limit for the 'best under an SLO' recommendation, by SLO name, "
+                   "e.g. max_latency_p95_s=2.0 or min_parse_rate=0.99 (repeatable; default: "
+                   "each benchmark's own SLO verdict)")
+    p.add_argument("--baseline", action="append", metavar="RUN",
+                   help="compare the newest input run with this baseline (a results file or "
+                   "a directory of saved runs, as in vlmbench compare) and chart it")
+    p.add_argument("--no-plots", action="store_true", help="write no plots")
+    p.add_argument("--title", default="pytest-vlmbench report", help="the report's title")
+    p.set_defaults(func=_report)
     return parser
 
 

@@ -371,7 +371,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
             comparison = vlm.gate.finish(vlm.results_path)
             if comparison is not None and comparison.gated and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if vlm.options.report is not None and vlm.has_results() and not worker:
+            vlm.report_line = _write_report(vlm)
     return (yield)
+
+
+def _write_report(vlm: VlmSession) -> tuple[str, bool]:
+    """--vlm-report: the report of this run's results document. A report that cannot
+    be written is one red line; the results are on disk already and the exit status
+    is the benchmarks'."""
+    from pytest_vlmbench.report import cost
+    from pytest_vlmbench.report.build import ReportOptions, build
+    from pytest_vlmbench.results.document import ResultsError
+
+    options = vlm.options
+    prices = cost.Prices(
+        cost.DEFAULT_ELECTRICITY_PRICE if options.electricity_price is None
+        else options.electricity_price, cost.DEFAULT_CURRENCY,
+        [cost.parse_api_price(p) for p in options.api_prices],
+        electricity_given=options.electricity_price is not None)
+    assert options.report is not None
+    try:
+        result = build([vlm.results_path], options.report, ReportOptions(prices=prices))
+    except (ResultsError, OSError, ValueError) as exc:
+        return f"report not written: {exc}", True
+    return (f"report: {options.report / 'report.html'} and report.md ({result.configs} "
+            f"configurations, {len(result.files)} files, {result.seconds:.1f} s)"), False
 
 
 @pytest.hookimpl(wrapper=True)

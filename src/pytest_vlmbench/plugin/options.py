@@ -41,6 +41,9 @@ GPU_PER_WORKER = "--vlm-gpu-per-worker"
 CPU_FALLBACK = "--vlm-cpu-fallback"
 EXTENDED = "--vlm-extended"
 COMPARE = "--vlm-compare"
+REPORT = "--vlm-report"
+ELECTRICITY_PRICE = "--vlm-electricity-price"
+API_PRICE = "--vlm-api-price"
 FAIL_ON = "--vlm-fail-on"
 BASELINE_RUNS = "--vlm-baseline-runs"
 DRIFT_ALLOWANCE = "--vlm-drift-allowance"
@@ -246,6 +249,13 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
                       "with ONE baseline run, timing metrics gate only beyond their limit plus "
                       f"this relative allowance, e.g. 0.25 (a fraction; default "
                       f"{DEFAULT_DRIFT_ALLOWANCE:g}: the drift measured between runs here)"),
+    REPORT: ("vlm_report", str, "string",
+             "after the run, write a report of its results into this directory: report.md, "
+             "a self-contained report.html, CSV summaries and records, plots (with the "
+             "report extra); `vlmbench report` makes one from any results files"),
+    ELECTRICITY_PRICE: ("vlm_electricity_price", _float_at_least(0.0, strict=False), "string",
+                        "electricity price per kWh for the report's cost section (default "
+                        "0.30, stated as a default in the report)"),
     BANDWIDTH: ("vlm_bandwidth_gbs", _float_at_least(0.0, strict=True), "string",
                 "peak memory bandwidth in GB/s for the decode roofline (default: the device "
                 "profile's; CPUs have none)"),
@@ -283,6 +293,13 @@ def register(parser: pytest.Parser) -> None:
         "(the defaults and vlm_fail_on's) before the rules after it",
     )
     parser.addini("vlm_fail_on", help="see --vlm-fail-on", type="linelist", default=[])
+    group.addoption(
+        API_PRICE, dest="vlm_api_price", action="append", default=None,
+        help="a hosted API's price for the report's cost section: NAME=IN/OUT in currency "
+        "per million input and output tokens, e.g. provider-x=2.5/10 (repeatable; adds to "
+        "the ini's vlm_api_prices lines)",
+    )
+    parser.addini("vlm_api_prices", help="see --vlm-api-price", type="linelist", default=[])
     parser.addini("vlm_gpu_per_worker", help="see --vlm-gpu-per-worker", type="bool",
                   default=False)
     group.addoption(
@@ -363,6 +380,11 @@ class Options:
     requests instead of one per scene."""
     video: VideoChoice | None = None
     """--vlm-video and the scene options: what the vlm_video fixture builds."""
+    report: Path | None = None
+    """--vlm-report: the directory the session's report is written to."""
+    electricity_price: float | None = None
+    api_prices: tuple[str, ...] = ()
+    """NAME=IN/OUT entries (checked at start-up: report/cost.py parse_api_price)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -450,7 +472,28 @@ class Options:
             samples_given=get(SAMPLES) is not None,
             video=_video_choice(config, get(VIDEO), get(SCENE_DETECTOR), get(VIDEO_FRAMES),
                                 get(VIDEO_LAYOUT), named),
+            report=path(REPORT),
+            electricity_price=get(ELECTRICITY_PRICE),  # type: ignore[arg-type]
+            api_prices=_api_prices(config),
         )
+
+
+def _api_prices(config: pytest.Config) -> tuple[str, ...]:
+    """The ini's vlm_api_prices lines and --vlm-api-price, each checked now: a bad price
+    is a usage error before any model loads, not a report that fails after the run."""
+    items = tuple(str(i).strip() for i in [*config.getini("vlm_api_prices"),
+                                           *(config.getoption("vlm_api_price") or [])]
+                  if str(i).strip())
+    if not items:
+        return ()
+    from pytest_vlmbench.report.cost import parse_api_price  # only when prices are given
+
+    for item in items:
+        try:
+            parse_api_price(item)
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: {API_PRICE}={item}: {exc}") from None
+    return items
 
 
 def _image_source(config: pytest.Config, text: str | None, limit: int | None, seed: int,

@@ -78,6 +78,8 @@ class VlmSession(Matrix):
         self._windows_lock = threading.Lock()  # windows may close on several threads
         self.merged: dict[str, Any] | None = None
         self.gate: Gate | None = None  # --vlm-compare
+        self.report_line: tuple[str, bool] | None = None
+        """--vlm-report: what the terminal says about the report (True: it failed)."""
         self.merge_error: str | None = None
         self.merge_warnings: list[str] = []  # the xdist controller's merged document
         self._environment: dict[str, Any] | None = None

@@ -126,6 +126,9 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
         tr.write_line(f"records: {vlm.records_path}")
     if vlm.log_path is not None and vlm.log_path.exists():
         tr.write_line(f"backend log: {vlm.log_path}")
+    if vlm.report_line is not None:
+        line, failed = vlm.report_line
+        tr.write_line(line, red=failed)
 
 
 def sweep_lines(benchmarks: list[BenchmarkEntry]) -> list[str]:
