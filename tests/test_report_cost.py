@@ -3,10 +3,7 @@ parsing, and an absent energy reading giving an absent cost (never zero)."""
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,29 +19,8 @@ from pytest_vlmbench.report.cost import (
     section,
 )
 from pytest_vlmbench.report.model import Paragraph, Table
-from pytest_vlmbench.report.sources import Config, configs_of, load_sources, newest
-from pytest_vlmbench.results.document import write_atomic
-
-DATA = Path(__file__).parent / "data" / "results-20261123T102147Z-ba1e6b.json"
-RAPL = "no RAPL energy counters under /sys/class/powercap"
-
-
-def entry(model: str, *, energy: dict[str, Any] | None = None, **figs: Any) -> dict[str, Any]:
-    """A copy of the document's first entry for `model`, with summary figures set."""
-    e: dict[str, Any] = copy.deepcopy(json.loads(DATA.read_text())["benchmarks"][0])
-    e["model"] = model
-    e["test"] = e["id"] = f"benchmarks/test_x.py::test_x[{model}]"
-    e["summary"].update(figs, energy=energy)
-    return e
-
-
-def build(tmp_path: Path, *entries: dict[str, Any]) -> list[Config]:
-    doc = json.loads(DATA.read_text())
-    doc["benchmarks"] = list(entries)
-    path = tmp_path / "results-hand.json"
-    write_atomic(path, doc)  # the schema accepts the hand-made entries
-    return newest(configs_of(load_sources([path])))
-
+from pytest_vlmbench.report.sources import Config
+from tests.report_data import RAPL, build, entry
 
 METERED = {"energy_j": 108.0, "energy_per_request_j": 36.0, "energy_per_token_j": 3.6,
            "tokens_per_s_per_w": 0.3, "warnings": []}

@@ -159,14 +159,20 @@ class Metric:
 
     def value(self, summary: Mapping[str, Any]) -> float | None:
         """The metric's figure in a benchmark's summary; None when it is absent."""
-        found: Any = summary
-        for key in self.summary:
-            if not isinstance(found, Mapping):
-                return None
-            found = found.get(key)
-        if isinstance(found, bool) or not isinstance(found, int | float):
+        return summary_value(summary, self.summary)
+
+
+def summary_value(summary: Mapping[str, Any], path: Iterable[str]) -> float | None:
+    """The finite number at `path` in a summary; None when it is absent (missing, null,
+    not a number, infinite or NaN)."""
+    found: Any = summary
+    for key in path:
+        if not isinstance(found, Mapping):
             return None
-        return float(found) if math.isfinite(found) else None
+        found = found.get(key)
+    if isinstance(found, bool) or not isinstance(found, int | float):
+        return None
+    return float(found) if math.isfinite(found) else None
 
 
 def _latency(stat: Statistic, label: str, slo: str, column: str | None = None) -> Metric:

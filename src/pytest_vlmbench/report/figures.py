@@ -9,7 +9,6 @@ declared here. Quality scores are read per benchmark from `summary.quality.score
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -50,14 +49,7 @@ class Figure:
         return "summary." + ".".join(self.path)
 
     def value(self, summary: Mapping[str, Any]) -> float | None:
-        found: Any = summary
-        for key in self.path:
-            if not isinstance(found, Mapping):
-                return None
-            found = found.get(key)
-        if isinstance(found, bool) or not isinstance(found, int | float):
-            return None
-        return float(found) if math.isfinite(found) else None
+        return registry.summary_value(summary, self.path)
 
     def cell(self, value: float | None) -> str:
         return "-" if value is None else self.fmt(value)
