@@ -116,3 +116,17 @@ def test_cli_report_bad_input_is_one_line(tmp_path: Path, capsys: Any, args: lis
     assert code == cli.EXIT_USAGE
     assert message in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_the_run_passes(
+        project: Project) -> None:
+    project.pytester.makepyfile(test_bench=BENCH)
+    blocker = project.pytester.path / "taken"
+    blocker.write_text("a file where the report's directory would go")
+    outcome = project.run("--vlm-samples=2", f"--vlm-report={blocker}", "-k", "caption")
+    outcome.run.assert_outcomes(passed=2)
+    assert outcome.run.ret == 0
+    lines = [line for line in outcome.run.outlines if "report not written" in line]
+    assert len(lines) == 1
+    assert str(blocker) in lines[0]
+    assert "Traceback" not in "\n".join(outcome.run.outlines)

@@ -11,7 +11,8 @@ measurement of a model.
 
 Then a fresh `python` child builds the whole report (markdown, HTML, CSV, every plot)
 through `pytest_vlmbench.report.build.build`, and the script prints its wall time, CPU
-time and peak RSS (the child's ru_maxrss), with the size of what it wrote.
+time and peak RSS (the child's ru_maxrss, and the largest of the plot workers it starts),
+with the size of what it wrote.
 
     .venv/bin/python tools/report_scale.py [--records 100000] [--benchmarks 50]
         [--keep DIR] [--no-plots] [--repeat 1]
@@ -103,7 +104,10 @@ t_import = time.perf_counter() - t0
 t, cpu = time.perf_counter(), time.process_time()
 result = build([sys.argv[1]], Path(sys.argv[2]), ReportOptions(plots=sys.argv[3] == "1"))
 wall = time.perf_counter() - t
+kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the plot workers (report/plots.py)
 print(json.dumps({"import_s": t_import, "build_s": wall, "cpu_s": time.process_time() - cpu,
+                  "children_cpu_s": kids.ru_utime + kids.ru_stime,
+                  "children_peak_rss_bytes": kids.ru_maxrss * 1024,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                   "files": len(result.files), "configs": result.configs,
                   "notes": result.notes}))
@@ -142,8 +146,10 @@ def main() -> int:
             data = json.loads(text)
             written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             print(f"run {i + 1}: build {data['build_s']:.2f} s wall, {data['cpu_s']:.2f} s CPU "
-                  f"(imports {data['import_s']:.2f} s; the child process {child_wall:.2f} s "
-                  f"in all); peak RSS {data['peak_rss_bytes'] / 2**20:.0f} MiB; "
+                  f"+ {data['children_cpu_s']:.2f} s in plot workers (imports "
+                  f"{data['import_s']:.2f} s; the child process {child_wall:.2f} s in all); "
+                  f"peak RSS {data['peak_rss_bytes'] / 2**20:.0f} MiB (largest plot worker "
+                  f"{data['children_peak_rss_bytes'] / 2**20:.0f} MiB); "
                   f"{data['files']} files, {written / 2**20:.1f} MiB; "
                   f"{data['configs']} configurations")
             for note in data["notes"]:

@@ -395,6 +395,8 @@ def _write_report(vlm: VlmSession) -> tuple[str, bool]:
         result = build([vlm.results_path], options.report, ReportOptions(prices=prices))
     except (ResultsError, OSError, ValueError) as exc:
         return f"report not written: {exc}", True
+    except Exception as exc:
+        return f"report not written: {type(exc).__name__}: {exc}", True
     return (f"report: {options.report / 'report.html'} and report.md ({result.configs} "
             f"configurations, {len(result.files)} files, {result.seconds:.1f} s)"), False
 

@@ -106,6 +106,8 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
     files.append(out_dir / "records.csv")
     if tidy.write_videos(out_dir / "videos.csv", shown):
         files.append(out_dir / "videos.csv")
+    else:  # a reused directory: an earlier report's file would be taken for this one's
+        (out_dir / "videos.csv").unlink(missing_ok=True)
 
     comparison: dict[str, Any] | None = None
     if options.baseline:
@@ -121,6 +123,11 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
             files += [out_dir / p.png, out_dir / p.svg]
     else:
         notes.append("plots not drawn (asked not to)")
+    kept = {p.name for p in drawn}
+    for name, _ in plots.PLOTS:  # an earlier report's plots are not this one's
+        if name not in kept:
+            for suffix in (".png", ".svg"):
+                (out_dir / plots.PLOTS_DIR / f"{name}{suffix}").unlink(missing_ok=True)
 
     doc = ReportDoc(options.title)
     doc.sections += sections.headline_sections(shown)
@@ -138,7 +145,8 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
     doc.sections.append(sections.notes_section(sources, shown, notes))
     doc.sections.append(sections.sources_section(sources, shown, every))
     doc.sections.append(sections.definitions_section(
-        [*headline(), *(f for f in all_figures() if f not in headline()),
+        [*headline(), *(f for f in all_figures()
+                        if f.name not in {h.name for h in headline()}),
          *score_figures([c.summary for c in shown])]))
 
     write_text_atomic(out_dir / "report.md", markdown.render(doc))

@@ -59,10 +59,13 @@ def fixed(spec: str) -> Callable[[float], str]:
     return lambda v: format(v, spec)
 
 
-def _from_registry(metric: str, name: str, header: str, fmt: Callable[[float], str]) -> Figure:
+def _from_registry(metric: str, name: str, header: str, fmt: Callable[[float], str],
+                   unit: str | None = None) -> Figure:
+    """A registry metric as a column (`unit`: the unit shown, where the cell converts)."""
     m = registry.by_name()[metric]
-    return Figure(name, header, m.unit, "higher" if not m.higher_is_worse else "lower",
-                  m.summary, m.description, fmt, metric)
+    return Figure(name, header, m.unit if unit is None else unit,
+                  "higher" if not m.higher_is_worse else "lower", m.summary, m.description,
+                  fmt, metric)
 
 
 def headline() -> list[Figure]:
@@ -87,9 +90,12 @@ def headline() -> list[Figure]:
         _from_registry("tokens_per_s", "decode_tokens_per_s", "decode tok/s", fixed(".1f")),
         _from_registry("tokens_per_s_per_w", "tokens_per_s_per_w", "tok/s/W", fixed(".3g")),
         _from_registry("energy_per_token", "energy_per_token_j", "J/token", fixed(".3g")),
-        Figure("ram_peak_bytes", "RAM peak MB", "bytes", "lower", ("peak_rss_bytes",),
+        # no best: the high-water mark includes every model loaded before in the process,
+        # so it follows the order the benchmarks ran in as much as the model
+        Figure("ram_peak_bytes", "RAM peak MB", "bytes", None, ("peak_rss_bytes",),
                "process resident-set high-water mark (VmHWM) when the benchmark ended; "
-               "includes every model loaded so far in the process", _mb),
+               "includes every model loaded so far in the process, so it is not marked "
+               "best or compared", _mb),
         Figure("load_s", "load s", "s", "lower", ("load_s",),
                "model load time (weights to first request ready), measured once per load",
                fixed(".2f")),
@@ -113,7 +119,8 @@ def extra() -> list[Figure]:
         _from_registry("requests_per_s", "requests_per_s", "req/s", fixed(".2f")),
         _from_registry("output_tokens_per_s", "output_tokens_per_s", "out tok/s",
                        fixed(".1f")),
-        _from_registry("p50_tpot", "p50_tpot_s", "TPOT p50 ms", lambda v: f"{1000 * v:.1f}"),
+        _from_registry("p50_tpot", "p50_tpot_s", "TPOT p50 ms", lambda v: f"{1000 * v:.1f}",
+                       "ms"),
         _from_registry("goodput", "goodput_rps", "goodput r/s", fixed(".2f")),
         _from_registry("avg_power", "avg_power_w", "avg W", fixed(".3g")),
         Figure("prompt_tokens_mean", "in tokens", "tokens", None, ("prompt_tokens_mean",),
@@ -150,9 +157,11 @@ def score_figures(summaries: Sequence[Mapping[str, Any]]) -> list[Figure]:
                 continue
             unit = str(score.get("unit") or "")
             fmt = _pct if score.get("kind") == "accuracy" else fixed(".3g")
+            kind = score.get("kind")
+            better: Better = None if kind in ("length", "value") else (
+                "higher" if score.get("higher_is_better", True) else "lower")
             seen[name] = Figure(
-                f"score_{name}", name, unit,
-                "higher" if score.get("higher_is_better", True) else "lower",
+                f"score_{name}", name, unit, better,
                 ("quality", "scores", name, "mean"),
                 f"{score.get('description') or name}: mean over the scored requests",
                 fmt, name,

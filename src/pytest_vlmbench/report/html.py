@@ -349,7 +349,9 @@ def _cell(cell: Cell, numeric: bool) -> str:
     long = not numeric and len(cell.text) > LONG_TEXT
     classes = [c for c, on in (("num", numeric), ("long", long), ("best", cell.best)) if on]
     attrs = f' class="{" ".join(classes)}"' if classes else ""
-    key = _sort_key(cell.sort)
+    # a text cell without a key sorts by its text; "-" (absent) has none and sorts last
+    key = _sort_key(cell.sort if cell.sort is not None or numeric or cell.text in ("", "-")
+                    else cell.text)
     if key is not None:
         attrs += f' data-sort="{escape(key[0])}"' + (' data-kind="str"' if key[1] else "")
     if cell.title:

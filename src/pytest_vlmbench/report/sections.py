@@ -31,23 +31,34 @@ def _name_cell(c: Config) -> Cell:
     return Cell(c.label + status, c.label, title=f"{c.entry['id']} ({c.backend}, {c.device})")
 
 
+def _best(configs: Sequence[Config], peers: Sequence[Config],
+          figures: Sequence[Figure]) -> set[tuple[int, int]]:
+    """(row, column) of each best value: per workload among the complete `peers` (every
+    configuration the report shows, wherever its table is), for the rows here."""
+    groups: dict[tuple[str, str, str], list[Config]] = {}
+    for c in peers:
+        if c.complete:
+            groups.setdefault(c.workload, []).append(c)
+    best: set[tuple[int, int]] = set()
+    for col, f in enumerate(figures):
+        won: set[str] = set()
+        for members in groups.values():
+            won.update(members[j].key for j in
+                       winners([f.value(m.summary) for m in members], f.better))
+        best.update((i, col) for i, c in enumerate(configs) if c.key in won)
+    return best
+
+
 def figure_table(table_id: str, caption: str, configs: Sequence[Config],
                  figures: Sequence[Figure], *, lead: Sequence[tuple[str, Callable[[Config], str]]]
-                 = ()) -> Table:
+                 = (), peers: Sequence[Config] | None = None) -> Table:
     """A table of `figures` (columns without a value in any row are dropped and named in
-    the notes); winners marked per column within each workload."""
+    the notes); best values marked per column within each workload, among `peers` (the
+    report's configurations; default: this table's)."""
     shown = [f for f in figures if any(f.value(c.summary) is not None for c in configs)]
     empty = [f.header for f in figures if f not in shown]
     headers = ["configuration", *(h for h, _ in lead), *(f.header for f in shown), "run"]
-    best: set[tuple[int, int]] = set()
-    groups: dict[tuple[str, str, str], list[int]] = {}
-    for i, c in enumerate(configs):
-        if c.complete:
-            groups.setdefault(c.workload, []).append(i)
-    for col, f in enumerate(shown):
-        for members in groups.values():
-            for j in winners([f.value(configs[i].summary) for i in members], f.better):
-                best.add((members[j], col))
+    best = _best(configs, configs if peers is None else peers, shown)
     rows: list[list[Cell]] = []
     for i, c in enumerate(configs):
         row = [_name_cell(c), *(Cell(fn(c), fn(c)) for _, fn in lead)]
@@ -79,7 +90,7 @@ def headline_sections(configs: Sequence[Config]) -> list[Section]:
         table = figure_table(f"headline-{modality}", f"{MODALITY_TITLES[modality]}: "
                              "one row per configuration (newest run)", group, figures,
                              lead=[("backend", lambda c: c.backend),
-                                   ("device", lambda c: c.device)])
+                                   ("device", lambda c: c.device)], peers=configs)
         out.append(Section(f"headline-{modality}", MODALITY_TITLES[modality], [table]))
     return out
 
@@ -97,7 +108,7 @@ def task_section(configs: Sequence[Config]) -> Section | None:
     for task, group in tasks.items():
         figures = [base[n] for n in names] + score_figures([c.summary for c in group])
         blocks.append(figure_table(f"task-{task}", f"task {task}", group, figures,
-                                   lead=[("dataset", lambda c: c.entry["dataset"]["name"])]))
+                                   lead=[("dataset", lambda c: c.workload[1])]))
     return Section("tasks", "By task", blocks)
 
 
@@ -229,11 +240,19 @@ def notes_section(sources: Sequence[Source], shown: Sequence[Config],
     not split, records not on disk, older runs left out, plots not drawn."""
     notes: list[str] = []
     for s in sources:
-        power: Any = s.doc.get("power") or {}
-        if isinstance(power, Mapping) and power.get("meter") is None:
-            why = power.get("absent_reason") or "no power meter"
-            notes.append(f"{s.label}: no energy figures (J/token, tokens/s/W, energy cost): "
-                         f"{why}")
+        for run_id in s.run_ids:
+            entries = [e for e in s.doc["benchmarks"]
+                       if (e.get("run_id") or s.doc["run_id"]) == run_id]
+            energy = [e["summary"].get("energy") for e in entries]
+            if not entries or any(isinstance(x, Mapping) and x.get("energy_j") is not None
+                                  for x in energy):
+                continue
+            # the run's own power block (a merged document's top one is null when its
+            # runs used different meters)
+            power: Any = s.header_of(run_id).get("power") or s.doc.get("power") or {}
+            why = power.get("absent_reason") if isinstance(power, Mapping) else None
+            notes.append(f"{s.label} run {run_id}: no energy figures (J/token, tokens/s/W, "
+                         f"energy cost): {why or 'no power meter'}")
         if s.records is None:
             notes.append(f"{s.label}: records file missing ({s.doc['records_file']}); "
                          "distributions and records.csv have nothing from it")

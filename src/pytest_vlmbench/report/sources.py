@@ -17,10 +17,10 @@ records never sit in memory as dicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pytest_vlmbench.results.document import ResultsError, load, loads, records_path
 from pytest_vlmbench.results.models import BenchmarkEntry, Record, ResultsDocument
@@ -45,7 +45,9 @@ class Source:
     def run_ids(self) -> list[str]:
         runs = self.doc.get("runs")
         if isinstance(runs, list) and runs:
-            return [str(r.get("run_id")) for r in runs if isinstance(r, Mapping)]
+            # pytest-xdist workers' partials share one run id: one row per run
+            return list(dict.fromkeys(str(r.get("run_id")) for r in runs
+                                      if isinstance(r, Mapping)))
         return [self.doc["run_id"]]
 
     def header_of(self, run_id: str) -> Mapping[str, Any]:
@@ -75,6 +77,10 @@ class Config:
     backend, task or level where those differ (set by `label_configs`)."""
     superseded: list[Config] = field(default_factory=list)
     """Older runs of this configuration, left out of the tables (kept in the CSV)."""
+    variant: str = ""
+    """What tells apart configurations with one task, dataset name and level that still
+    did different work (input mode, prompt version, dataset hash, as compare refuses to
+    compare them); set by `mark_variants` only where they differ."""
 
     @property
     def model(self) -> str:
@@ -120,14 +126,27 @@ class Config:
     @property
     def workload(self) -> tuple[str, str, str]:
         """(task, dataset, level): configurations with one workload did the same work, so
-        their figures are comparable (recommendations and Pareto fronts are per
-        workload)."""
-        return (self.task, self.entry["dataset"]["name"], self.level or "seq")
+        their figures are comparable (recommendations, Pareto fronts and the tables'
+        best values are per workload). The dataset part carries the `variant` where one
+        name covers different work."""
+        name = self.entry["dataset"]["name"]
+        return (self.task, f"{name} [{self.variant}]" if self.variant else name,
+                self.level or "seq")
+
+    @property
+    def work(self) -> tuple[str, str, str]:
+        """What compare requires to be equal: input mode, prompt version, dataset hash."""
+        return (self.entry["input_mode"], self.entry["prompt_version"],
+                self.entry["dataset"]["hash"])
 
     @property
     def identity(self) -> tuple[str, ...]:
         return (self.test, self.model, self.backend, self.device, self.precision, self.task,
                 self.level or "")
+
+    @property
+    def dataset(self) -> str:
+        return self.entry["dataset"]["name"]
 
     @property
     def started_at(self) -> str:
@@ -194,23 +213,38 @@ def configs_of(sources: Sequence[Source]) -> list[Config]:
 def newest(configs: Sequence[Config]) -> list[Config]:
     """One Config per configuration, the newest run's (by the entry's started_at), with
     the older ones in its `superseded`; in the order the configurations first appear."""
-    chosen: dict[tuple[str, ...], Config] = {}
-    older: dict[tuple[str, ...], list[Config]] = {}
+    groups: dict[tuple[str, ...], list[Config]] = {}
     for c in configs:
-        best = chosen.get(c.identity)
-        if best is None:
-            chosen[c.identity] = c
-        elif c.started_at > best.started_at:
-            older.setdefault(c.identity, []).append(best)
-            chosen[c.identity] = c
-        else:
-            older.setdefault(c.identity, []).append(c)
+        groups.setdefault(c.identity, []).append(c)
     out = []
-    for ident, c in chosen.items():
-        c.superseded = older.get(ident, [])
-        out.append(c)
+    for group in groups.values():
+        # the newest complete run; a newer run that failed does not hide it (it is
+        # listed among the older ones, in summary.csv)
+        best = max(group, key=lambda c: (c.complete, c.started_at))
+        best.superseded = [c for c in group if c is not best]
+        out.append(best)
+    mark_variants(out)
     label_configs(out)
     return out
+
+
+def mark_variants(configs: Sequence[Config]) -> None:
+    """Set `variant` on configurations whose task, dataset name and level are shared
+    with others that did different work, naming only what differs."""
+    base: dict[tuple[str, str, str], list[Config]] = {}
+    for c in configs:
+        c.variant = ""
+        base.setdefault(c.workload, []).append(c)
+    for group in base.values():
+        works = {c.work for c in group}
+        if len(works) < 2:
+            continue
+        differ = [i for i in range(3) if len({w[i] for w in works}) > 1]
+        for c in group:
+            mode, prompt, data = c.work
+            parts = [(f"{mode} input", f"prompt {prompt[:8]}", f"data {data[:8]}")[i]
+                     for i in differ]
+            c.variant = ", ".join(parts)
 
 
 def label_configs(configs: Sequence[Config]) -> None:
@@ -219,7 +253,7 @@ def label_configs(configs: Sequence[Config]) -> None:
     def varies(attr: str) -> bool:
         return len({getattr(c, attr) for c in configs}) > 1
 
-    parts = [a for a in ("device", "backend", "task", "level") if varies(a)]
+    parts = [a for a in ("device", "backend", "task", "dataset", "level") if varies(a)]
     for c in configs:
         extra = [str(getattr(c, a) or "seq") for a in parts]
         c.label = " ".join([c.model, c.precision, *extra])
@@ -230,13 +264,21 @@ def label_configs(configs: Sequence[Config]) -> None:
         if len(same) > 1:
             for c in same:
                 c.label = f"{c.label} [{c.test.split('::')[-1].split('[')[0]}]"
-    seen.clear()
-    for c in configs:
-        seen.setdefault(c.label, []).append(c)
-    for same in seen.values():
-        if len(same) > 1:
-            for c in same:
-                c.label = f"{c.label} ({c.run_id[:8]})"
+    fallbacks: tuple[Callable[[Config], str], ...] = (
+        lambda c: c.variant, lambda c: c.entry["id"].split("::")[-1], lambda c: c.key)
+    for fallback in fallbacks:
+        seen.clear()
+        for c in configs:
+            seen.setdefault(c.label, []).append(c)
+        for same in seen.values():
+            if len(same) > 1:
+                for c in same:
+                    tail = fallback(c)
+                    c.label = f"{c.label} ({tail})" if tail else c.label
+
+
+RECORD_KEYS = ("run_id", "benchmark", "seq", "phase")
+"""What the report needs of every record to place it (the schema requires them)."""
 
 
 def iter_records(source: Source) -> Iterator[Record]:
@@ -249,10 +291,14 @@ def iter_records(source: Source) -> Iterator[Record]:
             if not line.strip():
                 continue
             try:
-                yield loads(line)
+                record = loads(line)
             except ValueError as exc:
                 raise ReportInputError(f"{source.records}:{lineno}: not a JSON record "
                                        f"({exc})") from None
+            if not isinstance(record, dict) or not all(k in record for k in RECORD_KEYS):
+                raise ReportInputError(f"{source.records}:{lineno}: not a record (a JSON "
+                                       f"object with {', '.join(RECORD_KEYS)})")
+            yield cast("Record", record)
 
 
 def record_key(source: Source, record: Mapping[str, Any]) -> str:

@@ -117,7 +117,9 @@ def _columns_of(configs: Iterable[Config]) -> tuple[list[str], list[str]]:
     stages: dict[str, None] = {}
     scores: dict[str, None] = {}
     for c in configs:
-        stages.update(dict.fromkeys(c.summary.get("stages_s") or {}))
+        # the records' own stages (the summary adds unattributed, and prepare is a column)
+        stages.update(dict.fromkeys(s for s in c.summary.get("stages_s") or {}
+                                    if s not in ("unattributed", "prepare")))
         quality = c.summary.get("quality")
         if isinstance(quality, Mapping):
             scores.update(dict.fromkeys(quality.get("scores") or {}))
