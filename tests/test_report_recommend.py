@@ -177,9 +177,13 @@ def test_different_workloads_never_compete(tmp_path: Path) -> None:
     assert labels(throughput.picks) == ["d"]
     with pytest.raises(ValueError, match="different workloads never compete"):
         recommend(configs, rule("latency"))
-    tables = [b for b in section(configs).blocks
+    sec = section(configs)
+    tables = [b for b in sec.blocks
               if isinstance(b, Table) and b.id.startswith("recommendations-")]
-    assert len(tables) == 3
+    assert len(tables) == 1  # the two workloads of one configuration are one note
+    notes = [i for b in sec.blocks if isinstance(b, Bullets) for i in b.items]
+    assert any(n.startswith("only one configuration") and "count on synthetic" in n
+               for n in notes)
 
 
 def test_slo_rule_with_given_limits(tmp_path: Path) -> None:
@@ -298,5 +302,5 @@ def test_section_states_every_rule(tmp_path: Path) -> None:
     for r in rules():
         assert r.statement in text
     table = next(b for b in sec.blocks if isinstance(b, Table))
-    assert table.headers == ["use case", "pick", "value", "margin", "rule"]
+    assert table.headers == ["use case", "pick", "value", "margin"]
     assert [row[0].text for row in table.rows] == [r.use_case for r in rules()]

@@ -587,8 +587,8 @@ def _rec_table(n: int, workload: Workload, recs: Sequence[Recommendation]) -> Ta
             Cell(rec.rule.use_case),
             Cell(pick, best=bool(rec.picks)),
             Cell(rec.value, v, title=rec.figure.source if rec.figure else None),
-            Cell(rec.margin if rec.margin != "-" or rec.note is None else rec.note),
-            Cell(rec.rule.statement),
+            Cell(rec.margin if rec.margin != "-" or rec.note is None else rec.note,
+                 title=rec.rule.statement),
         ])
         if rec.note and not (rec.picks and rec.margin == "-"):
             notes.append(f"{rec.rule.use_case}: {rec.note}")
@@ -600,7 +600,8 @@ def _rec_table(n: int, workload: Workload, recs: Sequence[Recommendation]) -> Ta
             notes.append(f"{rec.rule.use_case}: not ranked: {_labels(cs)} ({why})")
     return Table(f"recommendations-{n}-{_slug(' '.join(workload))}",
                  f"Recommendations: {workload_text(workload)}",
-                 ["use case", "pick", "value", "margin", "rule"], rows, {2}, notes)
+                 ["use case", "pick", "value", "margin"], rows, {2},
+                 ["each rule is stated above (and in the margin's tooltip)", *notes])
 
 
 def _front_table(n: int, m: int, front: ParetoFront) -> Table:
@@ -640,11 +641,18 @@ def section(configs: Sequence[Config], *, slos: Mapping[str, float] | None = Non
         Bullets([f"{r.use_case}: {r.statement}" for r in chosen]),
     ]
     notes: list[str] = []
+    single: list[str] = []
     for n, (workload, group) in enumerate(workloads(configs).items(), 1):
+        if len(group) == 1:  # no table of seven "nothing to compare against" rows
+            single.append(f"{workload_text(workload)}: {group[0].label}")
+            continue
         blocks.append(_rec_table(n, workload, [recommend(group, r) for r in chosen]))
         found, missing = fronts(group)
         blocks += [_front_table(n, m, f) for m, f in enumerate(found, 1)]
         notes += [f"{workload_text(workload)}: {line}" for line in missing]
+    if single:
+        notes.append("only one configuration, so nothing to recommend between, in: "
+                     + "; ".join(single))
     older = [c for c in configs if c.superseded]
     notes += [f"{c.label}: the newest of {len(c.superseded) + 1} runs is used "
               f"({', '.join(o.key for o in c.superseded)} left out)" for c in older]

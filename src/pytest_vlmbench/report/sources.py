@@ -253,18 +253,13 @@ def label_configs(configs: Sequence[Config]) -> None:
     def varies(attr: str) -> bool:
         return len({getattr(c, attr) for c in configs}) > 1
 
-    parts = [a for a in ("device", "backend", "task", "dataset", "level") if varies(a)]
+    parts = [a for a in ("device", "backend", "task", "level") if varies(a)]
     for c in configs:
         extra = [str(getattr(c, a) or "seq") for a in parts]
         c.label = " ".join([c.model, c.precision, *extra])
     seen: dict[str, list[Config]] = {}
-    for c in configs:
-        seen.setdefault(c.label, []).append(c)
-    for same in seen.values():
-        if len(same) > 1:
-            for c in same:
-                c.label = f"{c.label} [{c.test.split('::')[-1].split('[')[0]}]"
     fallbacks: tuple[Callable[[Config], str], ...] = (
+        lambda c: c.dataset, lambda c: c.test.split("::")[-1].split("[")[0],
         lambda c: c.variant, lambda c: c.entry["id"].split("::")[-1], lambda c: c.key)
     for fallback in fallbacks:
         seen.clear()
