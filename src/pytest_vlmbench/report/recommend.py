@@ -637,7 +637,10 @@ def section(configs: Sequence[Config], *, slos: Mapping[str, float] | None = Non
             "configurations that did the same work compete, and only complete benchmarks "
             f"(the newest run of each configuration). Values equal at {DIGITS} significant "
             "figures are ties, and every tied configuration is named. A configuration "
-            "without a rule's figure is not ranked, and the notes say why."),
+            "without a rule's figure is not ranked, and the notes say why. A margin is "
+            "one run's figures side by side, on that run's requests: a few percent is "
+            "within the noise of a shared machine, and a claim that must hold across runs "
+            "needs repeated runs and `vlmbench compare`."),
         Bullets([f"{r.use_case}: {r.statement}" for r in chosen]),
     ]
     notes: list[str] = []
