@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ from pytest_vlmbench.results import document as results
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-from compare_scale import TEMPLATE, _records  # noqa: E402  (tools/ is no package)
+from compare_scale import TEMPLATE, _child, _records  # noqa: E402  (tools/ is no package)
 
 PRECISIONS = ("q4_k_m", "q8_0", "f16")
 DEVICES = ("cpu", "orin")
@@ -132,17 +130,11 @@ def main() -> int:
               f"({size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s: {doc}")
         for i in range(args.repeat):
             out = directory / f"report-{i}"
-            t = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(doc), str(out), "0" if args.no_plots else "1"],
-                stdout=subprocess.PIPE, text=True, cwd=ROOT)
-            assert proc.stdout is not None
-            text = proc.stdout.read()
-            _pid, status, _usage = os.wait4(proc.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
+            child_wall, _rss, text = _child(
+                ["-c", _CHILD, str(doc), str(out), "0" if args.no_plots else "1"])
+            if not text.strip():  # the child prints its figures last: it failed before
                 print("the report failed", file=sys.stderr)
                 return 1
-            child_wall = time.perf_counter() - t
             data = json.loads(text)
             written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
             print(f"run {i + 1}: build {data['build_s']:.2f} s wall, {data['cpu_s']:.2f} s CPU "

@@ -37,6 +37,7 @@ from pytest_vlmbench.plugin.options import (
     DEFAULT_BASELINE_RUNS,
     DEFAULT_DRIFT_ALLOWANCE,
     allowance,
+    float_at_least,
     int_at_least,
 )
 from pytest_vlmbench.project import ProjectError, Resolved, find_project
@@ -254,16 +255,6 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _price(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlmbench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -329,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "pytest would write to here); several devices or runs make one report")
     p.add_argument("--out", required=True, metavar="DIR",
                    help="the directory to write report.md, report.html, *.csv and plots/ into")
-    p.add_argument("--electricity-price", type=_price, metavar="PRICE",
+    p.add_argument("--electricity-price", type=float_at_least(0.0, strict=False), metavar="PRICE",
                    help="electricity price per kWh for the cost section (default 0.30, "
                    "stated as a default in the report)")
     p.add_argument("--currency", default="USD", help="the prices' currency (default USD)")

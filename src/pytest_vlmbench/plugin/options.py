@@ -120,7 +120,7 @@ _positive_int = int_at_least(1)
 _non_negative_int = int_at_least(0)
 
 
-def _float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:
+def float_at_least(minimum: float, *, strict: bool) -> Callable[[str], float]:
     """An argparse `type=` for finite numbers > minimum (strict) or >= minimum."""
 
     def parse(text: str) -> float:
@@ -237,7 +237,7 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
     POWER_INTERVAL: ("vlm_power_interval_ms", _positive_int, "string",
                      f"power and memory sampling interval in ms (default "
                      f"{DEFAULT_POWER_INTERVAL_MS}; tegrastats' --interval)"),
-    IDLE_S: ("vlm_idle_s", _float_at_least(0.0, strict=False), "string",
+    IDLE_S: ("vlm_idle_s", float_at_least(0.0, strict=False), "string",
              f"seconds of idle power measured before the first benchmark (default "
              f"{DEFAULT_IDLE_S:g}; 0 turns the idle baseline off)"),
     BASELINE_RUNS: ("vlm_baseline_runs", _positive_int, "string",
@@ -253,10 +253,10 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
              "after the run, write a report of its results into this directory: report.md, "
              "a self-contained report.html, CSV summaries and records, plots (with the "
              "report extra); `vlmbench report` makes one from any results files"),
-    ELECTRICITY_PRICE: ("vlm_electricity_price", _float_at_least(0.0, strict=False), "string",
+    ELECTRICITY_PRICE: ("vlm_electricity_price", float_at_least(0.0, strict=False), "string",
                         "electricity price per kWh for the report's cost section (default "
                         "0.30, stated as a default in the report)"),
-    BANDWIDTH: ("vlm_bandwidth_gbs", _float_at_least(0.0, strict=True), "string",
+    BANDWIDTH: ("vlm_bandwidth_gbs", float_at_least(0.0, strict=True), "string",
                 "peak memory bandwidth in GB/s for the decode roofline (default: the device "
                 "profile's; CPUs have none)"),
 }
