@@ -9,7 +9,11 @@ t_end_ns), but a request that errored says nothing about how fast a good one is.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
+import sys
 from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -263,3 +267,61 @@ def samples(entry: Mapping[str, Any], cols: Columns | None) -> Samples:
     else:
         unavailable["energy_per_token"] = "no per-request energy"
     return Samples(values, unavailable, set(c.decode_source), bool(c.parse), c.measured)
+
+
+# ----------------------------------------------------------------- stored Columns (history)
+
+_FLOAT_COLUMNS = ("success", "latency", "ttft", "tpot", "itl", "tokens_per_s",
+                  "prompt_tokens_per_s", "parse")
+COLUMNS_FORMAT = 1
+"""The version of columns_to_json's text: a reader refuses another."""
+
+
+def _pack(values: array[float]) -> str:
+    """Float64 values as base64 of their little-endian bytes: exact to the bit (NaN
+    payloads and -0.0 included), a third the size of decimal text and read without
+    parsing a number, which a history baseline of 1,000 benchmark runs needs."""
+    if sys.byteorder == "big":  # pragma: no cover - every platform we run on is little
+        values = array("d", values)
+        values.byteswap()
+    return base64.b64encode(values.tobytes()).decode("ascii")
+
+
+def _unpack(text: str) -> array[float]:
+    out = array("d")
+    out.frombytes(base64.b64decode(text.encode("ascii"), validate=True))
+    if sys.byteorder == "big":  # pragma: no cover
+        out.byteswap()
+    return out
+
+
+def columns_to_json(c: Columns) -> str:
+    """The Columns as JSON text (what the history stores per benchmark run);
+    columns_from_json gives them back exactly."""
+    return json.dumps({
+        "format": COLUMNS_FORMAT, "records": c.records, "measured": c.measured,
+        "float64le": {name: _pack(getattr(c, name)) for name in _FLOAT_COLUMNS},
+        "declared": {name: _pack(values) for name, values in c.declared.items()},
+        "declared_errors": dict(c.declared_errors),
+        "decode_source": sorted(c.decode_source),
+        "latency_video": list(c.latency_video),
+    }, separators=(",", ":"), ensure_ascii=False)
+
+
+def columns_from_json(text: str | bytes) -> Columns:
+    """Columns from columns_to_json's text; ValueError when it is not that."""
+    try:
+        data = json.loads(text)
+        if data.get("format") != COLUMNS_FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, this reads {COLUMNS_FORMAT}")
+        packed = data["float64le"]
+        c = Columns(records=int(data["records"]), measured=int(data["measured"]))
+        for name in _FLOAT_COLUMNS:
+            setattr(c, name, _unpack(packed[name]))
+        c.declared = {str(k): _unpack(v) for k, v in data["declared"].items()}
+        c.declared_errors = {str(k): str(v) for k, v in data["declared_errors"].items()}
+        c.decode_source = {str(s) for s in data["decode_source"]}
+        c.latency_video = [None if v is None else str(v) for v in data["latency_video"]]
+    except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"not stored compare columns ({type(exc).__name__}: {exc})") from None
+    return c
