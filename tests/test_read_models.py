@@ -54,6 +54,7 @@ MIRRORS: dict[Any, str] = {
     models.LoadInfo: "/$defs/benchmark/properties/load",
     models.SweepInfo: "/$defs/benchmark/properties/sweep",
     models.ServerInfo: "/properties/servers/items",
+    models.FleetWorker: "/properties/workers/items",
     models.ThroughputSummary: "/$defs/summary/properties/throughput",
     models.BatchFigure: "/$defs/summary/properties/throughput/properties/per_batch/items",
     models.Lineage: "/$defs/record/properties/lineage",

@@ -23,6 +23,7 @@ ParseOutcome = Literal[
 ErrorStage = Literal["prepare", "request", "check"]
 Status = Literal["complete", "interrupted", "error"]
 RunStatus = Literal["running", "complete", "interrupted"]
+WorkerStatus = Literal["complete", "interrupted", "failed", "lost"]
 InputMode = Literal["image", "text"]
 
 
@@ -696,6 +697,22 @@ class Pipeline(TypedDict):
     response_chars: Distribution
 
 
+class FleetWorker(TypedDict):
+    """One pytest-xdist worker the controller started (the merged document's `workers`):
+    where it ran and what came of it; a `lost` one died or its results never arrived."""
+
+    id: str
+    gateway: str
+    host: str | None
+    device: str | None
+    run_id: str | None
+    status: WorkerStatus
+    benchmarks: int
+    records: int
+    skipped: int
+    error: str | None
+
+
 class ResultsDocument(TypedDict):
     """The results document's top level; tool, settings, environment, power and the
     merged runs' headers are any objects to the schema; `windows` only when a test
@@ -723,3 +740,4 @@ class ResultsDocument(TypedDict):
     servers: NotRequired[list[ServerInfo]]
     agreement: NotRequired[list[Agreement]]
     pipelines: NotRequired[list[Pipeline]]
+    workers: NotRequired[list[FleetWorker]]
