@@ -25,7 +25,10 @@ gate without running them again:
     .venv/bin/python tools/gate_experiment.py collect DIR [--schedule AAAAABAABAABAAAA]
         [--spacing-s 300] [--pytest-arg ARG ...]
     .venv/bin/python tools/gate_experiment.py evaluate DIR [--baseline-runs 5]
-        [--min-baseline 3] [--alpha 0.01] [--json PATH]
+        [--min-baseline 3] [--alpha 0.01] [--json PATH] [--history]
+
+With --history the same runs are judged as a history-based gate would judge them: each
+against `history:K` of a history holding the A runs before it (imported one by one).
 
 A measurement, not a test: it exits 0 whatever the gate did (failed runs are reported
 and left out). Anything else using the cores during a run shows up in its busy flag.
@@ -154,6 +157,59 @@ def compare(experiment: str, out: Path, baselines: list[dict[str, Any]],
     return c
 
 
+def compare_history(experiment: str, db: Path, out: Path, k: int, current: dict[str, Any],
+                    appended: list[dict[str, Any]], args: argparse.Namespace) -> Comparison:
+    """`vlmbench compare history:K CURRENT --history DB --format json`: the baseline is
+    what the history holds (the A runs appended so far), as a CI gate with
+    --vlm-compare=history:K would see it."""
+    c = Comparison(experiment, [f"history:{k}<{appended[-1]['label']}"], current["label"])
+    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare", f"history:{k}",
+           str(out / current["results"]), "--history", str(db), "--alpha", str(args.alpha),
+           "--format", "json"]
+    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+    c.exit_status = proc.returncode
+    if proc.returncode not in (0, 1):
+        c.error = f"compare exited {proc.returncode}: {proc.stderr.strip()[:300]}"
+        return c
+    data = json.loads(proc.stdout)
+    c.gated = [f"{g['benchmark'].split('::')[-1]} {g['metric']}" for g in data["gated"]]
+    for pair in data["pairs"]:
+        label = pair["benchmark"]["id"].split("::")[-1]
+        c.flags += [f"{label}: {f}" for f in pair["flags"]]
+        for m in pair["metrics"]:
+            c.metrics.append({"benchmark": label, **m})
+    if not data["pairs"]:
+        c.error = f"nothing comparable: {data['headline']}"
+    return c
+
+
+def history_comparisons(out: Path, runs: list[dict[str, Any]],
+                        args: argparse.Namespace) -> list[Comparison]:
+    """Each run against history:K of a fresh SQLite history (DIR/history.sqlite) into
+    which the A runs are imported one by one, in run order, after being judged."""
+    db = out / "history.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    comparisons: list[Comparison] = []
+    appended: list[dict[str, Any]] = []
+    for run in runs:
+        kind = "A/A" if run["letter"] == "A" else "A/B"
+        if len(appended) >= args.min_baseline:
+            log(f"{kind} history:{args.baseline_runs} ({len(appended)} A runs in it) -> "
+                f"{run['label']}")
+            comparisons.append(compare_history(f"{kind} history", db, out, args.baseline_runs,
+                                               run, appended, args))
+        if run["letter"] == "A":
+            cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "history", "import",
+                   str(out / run["results"]), "--history", str(db)]
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"history import of {run['label']} failed: {proc.stderr}")
+            appended.append(run)
+    return comparisons
+
+
 def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Exact binomial confidence interval of k successes in n trials (by bisection)."""
 
@@ -201,7 +257,12 @@ def evaluate(args: argparse.Namespace) -> int:
     comparisons: list[Comparison] = []
     seen_a: list[dict[str, Any]] = []
     a_runs = [r for r in runs if r["letter"] == "A"]
-    for n, run in enumerate(runs):
+    if args.history:
+        comparisons = history_comparisons(out, runs, args)
+        runs_loop: list[dict[str, Any]] = []
+    else:
+        runs_loop = runs
+    for n, run in enumerate(runs_loop):
         if args.pairing == "nearest":  # the K other A runs nearest in time, either side
             others = sorted((r for r in a_runs if r is not run),
                             key=lambda r: abs(runs.index(r) - n))[:args.baseline_runs]
@@ -224,7 +285,8 @@ def evaluate(args: argparse.Namespace) -> int:
     lines += [f"  {r['label']} ended {r['started']}: {r['wall_s']:.0f} s, load "
               f"{r['loadavg_at_start'] or 0:.1f}" + (f", BUSY {len(r['busy'])}" if r["busy"]
                                                       else "") for r in runs]
-    for kind in ("A/A several", "A/B several", "A/A one", "A/B one"):
+    for kind in ("A/A history", "A/B history", "A/A several", "A/B several", "A/A one",
+                 "A/B one"):
         chosen = [c for c in comparisons if c.experiment == kind]
         if not chosen:
             continue
@@ -241,7 +303,8 @@ def evaluate(args: argparse.Namespace) -> int:
             if rs:
                 lines.append(f"    {metric} current/baseline: median {statistics.median(rs):.3f}"
                              f", min {min(rs):.3f}, max {max(rs):.3f} (n={len(rs)})")
-    several = [c for c in comparisons if c.experiment == "A/A several" and c.error is None]
+    several = [c for c in comparisons if c.experiment in ("A/A several", "A/A history")
+               and c.error is None]
     if several:
         last = several[-1]
         lines += ["", f"minimum detectable change, {len(last.baselines)}-run baseline "
@@ -276,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="several-run baselines: the most recent earlier A runs (rolling, "
                    "what CI has) or the nearest other A runs on either side (nearest: one "
                    "A/A comparison per A run)")
+    e.add_argument("--history", action="store_true",
+                   help="judge each run with `vlmbench compare history:K` against a SQLite "
+                   "history (DIR/history.sqlite, made afresh) into which the A runs are "
+                   "imported one by one after being judged: what a CI gate with "
+                   "--vlm-compare=history:K and --vlm-history sees (K: --baseline-runs)")
     e.add_argument("--json", metavar="PATH")
     e.add_argument("--skip-busy", action="store_true",
                    help="leave out runs in which any benchmark was flagged busy")

@@ -7,7 +7,7 @@
 #
 # Your own project: VENV=/abs/path/to/project/.venv EXTRAS=llama tools/install.sh installs
 # pytest-vlmbench from this checkout (not editable) with just the llama extra into that
-# virtual environment (EXTRAS: comma-separated extras, default llama,server,video,report,dev,
+# virtual environment (EXTRAS: comma-separated extras, default llama,server,video,report,history,dev,
 # editable).
 #
 # Flavour: `cuda` (CMAKE_ARGS=-DGGML_CUDA=on) when nvcc is on PATH and an NVIDIA driver is
@@ -83,7 +83,7 @@ marker="$venv/.vlmbench-llama-flavour"
 if [ "$(cat "$marker" 2>/dev/null)" != "$flavour" ]; then
   "$venv/bin/python" -m pip install --quiet --no-deps --force-reinstall "$wheel"
 fi
-extras="${EXTRAS:-llama,server,video,report,dev}"
+extras="${EXTRAS:-llama,server,video,report,history,dev}"
 if [ -z "${EXTRAS:-}" ]; then
   "$venv/bin/python" -m pip install --quiet --find-links "$wheels/$flavour" -e ".[$extras]"
 else  # another project's environment: a regular install of this checkout

@@ -149,6 +149,13 @@ def _merge(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _redacted(exc: BaseException) -> str:
+    """An error's text with any URL password replaced (a history URL may hold one)."""
+    from pytest_vlmbench.history.urls import redact
+
+    return redact(str(exc))
+
+
 def _probability(text: str) -> float:
     try:
         value = float(text)
@@ -176,15 +183,19 @@ def _compare(args: argparse.Namespace) -> int:
             out = find_project().out_dir()
             out_dir, latest_from = out.path, f"the output directory, {out.source}"
         current = compare.load_run(current_spec, out_dir, latest_from=latest_from)
-        baseline = compare.load_baseline(baselines, out_dir, runs=args.baseline_runs,
-                                         exclude_run_id=current.run_id,
-                                         latest_from=latest_from)
+        if any(b.partition(":")[0] == "history" for b in baselines):
+            baseline = _history_baseline(baselines, current, args.history,
+                                         args.baseline_runs)
+        else:
+            baseline = compare.load_baseline(baselines, out_dir, runs=args.baseline_runs,
+                                             exclude_run_id=current.run_id,
+                                             latest_from=latest_from)
         comparison = compare.compare_runs(
             baseline, current, rules, alpha=args.alpha, min_samples=args.min_samples,
             drift_allowance=args.drift_allowance,
         )
     except (ResultsError, compare.RuleError, ProjectError) as exc:
-        print(f"vlmbench: {exc}", file=sys.stderr)
+        print(f"vlmbench: {_redacted(exc)}", file=sys.stderr)
         return compare.EXIT_USAGE
     if args.format == "json":
         print(json.dumps(compare.to_json(comparison), indent=2, allow_nan=False))
@@ -204,6 +215,26 @@ def _compare(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return compare.EXIT_USAGE
     return comparison.exit_status
+
+
+def _history_baseline(specs: Sequence[str], current: Any, history: str | None,
+                      default_runs: int) -> Any:
+    """`history:N` as the baseline: the last N complete runs of each of the current run's
+    benchmarks in the results history (--history, $VLMBENCH_HISTORY or vlm_history).
+    ResultsError for anything wrong, with the history named without its password."""
+    from pytest_vlmbench.cli_history import open_history
+    from pytest_vlmbench.history import HistoryError
+    from pytest_vlmbench.plugin.gate import GateError, history_runs
+
+    if len(specs) != 1:
+        raise ResultsError("history:N is the whole baseline: give it alone, before CURRENT")
+    try:
+        n = history_runs(specs[0], default_runs)
+        assert n is not None
+        with open_history(history) as store:
+            return store.baseline(current.doc, n, exclude_run_id=current.run_id)
+    except (HistoryError, GateError) as exc:
+        raise ResultsError(str(exc)) from None
 
 
 def _slo(text: str) -> tuple[str, float]:
@@ -241,11 +272,16 @@ def _report(args: argparse.Namespace) -> int:
         slos = dict(args.slo) if args.slo else None
         if slos:
             check_slos(slos)
+        history = base = None
+        if args.history or any(b.startswith("history") for b in args.baseline or ()):
+            from pytest_vlmbench.cli_history import resolve
+
+            history, base, _ = resolve(args.history)
         result = build(inputs, Path(args.out), ReportOptions(
             prices=prices, slos=slos, baseline=args.baseline or (), plots=not args.no_plots,
-            title=args.title))
+            title=args.title, history=history, history_base=base))
     except (ResultsError, ProjectError, ValueError, OSError) as exc:
-        print(f"vlmbench: {exc}", file=sys.stderr)
+        print(f"vlmbench: {_redacted(exc)}", file=sys.stderr)
         return EXIT_USAGE
     for note in result.notes:
         print(f"note: {note}")
@@ -310,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table")
     p.add_argument("--summary-file", metavar="PATH",
                    help="write the markdown summary here (when $GITHUB_STEP_SUMMARY is unset)")
+    p.add_argument("--history", metavar="URL",
+                   help="the results history a BASELINE of history:N is taken from (default "
+                   "$VLMBENCH_HISTORY, else the ini's vlm_history): per benchmark, its last "
+                   "N complete runs on its device")
     p.set_defaults(func=_compare)
     p = sub.add_parser(
         "report", help="write a report (markdown, HTML, CSV, plots) of results files",
@@ -337,7 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "a directory of saved runs, as in vlmbench compare) and chart it")
     p.add_argument("--no-plots", action="store_true", help="write no plots")
     p.add_argument("--title", default="pytest-vlmbench report", help="the report's title")
+    p.add_argument("--history", metavar="URL",
+                   help="a results history (SQLite file or postgresql://...): adds a trend "
+                   "plot per metric of the report's benchmarks, and lets --baseline be "
+                   "history:N")
     p.set_defaults(func=_report)
+    from pytest_vlmbench.cli_history import add_parser as add_history
+
+    add_history(sub)
     return parser
 
 

@@ -37,6 +37,7 @@ from pytest_vlmbench.results.naming import DEFAULT_OUT_DIR
 
 CATALOG_KEY = "vlm_catalog"
 OUT_KEY = "vlm_out"
+HISTORY_KEY = "vlm_history"
 
 
 class ProjectError(UserInputError):
@@ -152,6 +153,16 @@ class Project:
             return None
         path = Path(text).expanduser()
         return Resolved(self.inipath.parent / path, f"from {self.inipath.name} {key}")
+
+    def history(self) -> tuple[str, Path, str] | None:
+        """vlm_history as pytest would read it: (the value, the directory a relative
+        SQLite path is relative to, where it came from); None when unset."""
+        text = self.value(HISTORY_KEY)
+        if text is None:
+            return None
+        base = self.inipath.parent if self.inipath is not None else self.rootdir
+        name = self.inipath.name if self.inipath is not None else "ini"
+        return text, base, f"from {name} {HISTORY_KEY}"
 
     def catalog(self) -> Resolved:
         """The catalog pytest would load: vlm_catalog, else the rootdir's

@@ -18,6 +18,7 @@ from pytest_vlmbench.compare.rules import RULED
 from pytest_vlmbench.compare.runs import Baseline, BenchmarkKey, Run
 from pytest_vlmbench.compare.verdicts import VERDICTS, MetricResult
 from pytest_vlmbench.compare.windows import WindowKey
+from pytest_vlmbench.metrics import registry
 from pytest_vlmbench.metrics.registry import Metric
 from pytest_vlmbench.report.table import aligned, markdown
 
@@ -85,7 +86,12 @@ def evidence(m: MetricResult) -> str:
         p = _p(m.request_p_value)
         extra = "" if m.request_p_value is None else \
             f", per-request p{p}" if p.startswith("<") else f", per-request p={p}"
-        return f"{m.runs.k} runs, drift CV {100 * m.runs.cv:.1f}%{extra}"
+        rl = m.runs
+        low, high = rl.center * math.exp(-rl.half_width), rl.center * math.exp(rl.half_width)
+        metric = registry.ruled().get(m.metric)
+        unit = f" {metric.unit}" if metric is not None and metric.unit else ""
+        return (f"{rl.k} runs, drift CV {100 * rl.cv:.1f}%, unchanged run "
+                f"{low:.4g}..{high:.4g}{unit}{extra}")
     if m.mode == "one-run":
         return f"1 run, +{100 * m.allowance:g}% drift allowance"
     return f"per request, {m.k} runs pooled" if m.k > 1 else "per request"
@@ -121,11 +127,23 @@ def _describe_run(run: Run) -> str:
     return f"{run.run_id} ({run.path})"
 
 
+SHOWN_RUN_IDS = 6
+"""Baseline run ids named in a headline at most (a history gives many)."""
+
+
+def _run_ids(baseline: Baseline, quote: str = "") -> str:
+    ids = [f"{quote}{r.run_id}{quote}" for r in baseline.runs]
+    if len(ids) > SHOWN_RUN_IDS:
+        return f"{', '.join(ids[:SHOWN_RUN_IDS])} and {len(ids) - SHOWN_RUN_IDS} more"
+    return ", ".join(ids)
+
+
 def _describe(baseline: Baseline) -> str:
+    if not baseline.runs:
+        return f"no runs ({baseline.path})"
     if len(baseline.runs) == 1:
         return _describe_run(baseline.runs[0])
-    return f"{len(baseline.runs)} runs, {', '.join(r.run_id for r in baseline.runs)} " \
-           f"({baseline.path})"
+    return f"{len(baseline.runs)} runs, {_run_ids(baseline)} ({baseline.path})"
 
 
 def _lists(comparison: Comparison) -> list[tuple[str, list[str]]]:
@@ -185,7 +203,7 @@ def render_markdown(comparison: Comparison) -> str:
     status = {EXIT_OK: "passed", EXIT_REGRESSION: "FAILED",
               EXIT_NOTHING_COMPARABLE: "nothing comparable"}[comparison.exit_status]
     base = comparison.baseline
-    runs = ", ".join(f"`{r.run_id}`" for r in base.runs)
+    runs = _run_ids(base, "`") or f"(no runs in {base.path})"
     out = [
         f"### vlmbench compare: {comparison.headline} ({status})",
         "",
@@ -256,7 +274,9 @@ def to_json(comparison: Comparison) -> dict[str, Any]:
     s = comparison.settings
     base = comparison.baseline
     return {
-        "baseline": {**_run_json(base.runs[0]), "path": str(base.path),
+        "baseline": {**(_run_json(base.runs[0]) if base.runs else
+                        {"run_id": None, "started_at": None, "status": None, "commit": None}),
+                     "path": str(base.path),
                      "runs": [_run_json(r) for r in base.runs], "max_runs": base.max_runs},
         "current": _run_json(comparison.current),
         "settings": {"alpha": s.alpha, "min_samples": s.min_samples,

@@ -90,7 +90,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if parallel.RUN_ID_KEY not in workerinput:  # a controller without our hook
             return
         run_id = workerinput[parallel.RUN_ID_KEY]
-        results_path = parallel.worker_results(workerinput)
+        results_path = parallel.worker_results(workerinput, config.rootpath)
+        config.pluginmanager.register(parallel.WorkerTags(), "vlmbench-worker-tags")
         if workerinput.get(parallel.GPU_PER_WORKER_KEY):
             os.environ["CUDA_VISIBLE_DEVICES"] = parallel.assign_gpu(
                 workerinput["workerid"], os.environ
@@ -310,7 +311,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if vlm is None or session.config.option.collectonly:
         return
     worker = hasattr(session.config, "workerinput")
-    if vlm.options.compare:
+    # A worker on another machine has neither the baseline's files nor, for a SQLite
+    # history, the history: the controller compares the whole run when it ends.
+    remote = worker and bool(getattr(session.config, "workerinput", {}).get(
+        parallel.SEND_BACK_KEY))
+    if vlm.options.compare and not remote:
         from pytest_vlmbench.plugin.gate import Gate, GateError  # numpy: only when comparing
 
         # `latest` means the newest run in the output directory; a worker writes into
@@ -319,7 +324,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         try:
             vlm.gate = Gate(vlm.options.compare, out_dir, list(vlm.options.fail_on),
                             vlm.run_id, baseline_runs=vlm.options.baseline_runs,
-                            drift_allowance=vlm.options.drift_allowance)
+                            drift_allowance=vlm.options.drift_allowance,
+                            history=vlm.options.history,
+                            history_base=vlm.options.history_base)
         except GateError as exc:
             raise pytest.UsageError(f"pytest-vlmbench: {exc}") from None
     if vlm.options.power_meter == "auto":
@@ -342,12 +349,31 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """pytest-xdist controller: tell each worker the run id and where to write."""
+    """pytest-xdist controller: tell each worker its run id (its own under --dist each)
+    and where to write (or to send its files back, on another machine); note it."""
     vlm = node.config.stash.get(SESSION_KEY, None)
-    if vlm is not None:
-        node.workerinput.update(parallel.worker_inputs(
-            vlm.run_id, vlm.results_path, vlm.options.gpu_per_worker
-        ))
+    if vlm is None:
+        return
+    each = node.config.getoption("dist") == "each"
+    if vlm.fleet is None:
+        vlm.fleet = parallel.Fleet.of(vlm.results_path, vlm.run_id, each)
+        node.config.pluginmanager.register(vlm.fleet, "vlmbench-fleet")
+    vlm.fleet.add(node)
+    spec = node.gateway.spec
+    node.workerinput.update(parallel.worker_inputs(
+        vlm.run_id, vlm.results_path, vlm.options.gpu_per_worker,
+        workerid=str(node.gateway.id), each=each, gateway=parallel.gateway_text(spec),
+        popen=bool(spec.popen),
+    ))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object | None) -> None:
+    """pytest-xdist controller: a worker ended (or died): note how, and write the files
+    a worker on another machine sent back."""
+    vlm = node.config.stash.get(SESSION_KEY, None)
+    if vlm is not None and vlm.fleet is not None:
+        vlm.fleet.node_down(node, error)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -357,8 +383,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if session.config.pluginmanager.has_plugin("dsession"):  # the xdist controller
             vlm.merge_workers(interrupted)
-            if vlm.merge_error and session.exitstatus == 0:  # a run whose results are lost
+            # a run whose results are lost, or a worker's: the run is incomplete
+            if (vlm.merge_error or vlm.lost_workers()) and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+        elif parallel.RUN_ID_KEY in getattr(session.config, "workerinput", {}):
+            error = None
+            try:
+                vlm.finish(interrupted=interrupted)
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:  # the controller hears how it went, and gets the files if remote
+                parallel.report_to_controller(session.config, vlm, interrupted, error)
         else:
             vlm.finish(interrupted=interrupted)
         # A mistake known before any request ends the session as a usage error (4), as a
@@ -371,6 +407,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
             comparison = vlm.gate.finish(vlm.results_path)
             if comparison is not None and comparison.gated and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if vlm.gate is not None:
+            vlm.gate.close()
+        if vlm.options.history is not None and vlm.has_results() and not worker \
+                and not vlm.merge_error:
+            from pytest_vlmbench.plugin.history_append import append_run
+
+            vlm.history_line = append_run(vlm.options, vlm.results_path)
         if vlm.options.report is not None and vlm.has_results() and not worker:
             vlm.report_line = _write_report(vlm)
     return (yield)
@@ -392,7 +435,8 @@ def _write_report(vlm: VlmSession) -> tuple[str, bool]:
         electricity_given=options.electricity_price is not None)
     assert options.report is not None
     try:
-        result = build([vlm.results_path], options.report, ReportOptions(prices=prices))
+        result = build([vlm.results_path], options.report, ReportOptions(
+            prices=prices, history=options.history, history_base=options.history_base))
     except (ResultsError, OSError, ValueError) as exc:
         return f"report not written: {exc}", True
     except Exception as exc:
@@ -434,7 +478,7 @@ def pytest_benchmark_update_machine_info(
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     vlm = config.stash.get(SESSION_KEY, None)
-    if vlm is None or not (vlm.has_results() or vlm.merge_error):
+    if vlm is None or not (vlm.has_results() or vlm.merge_error or vlm.lost_workers()):
         return
     from pytest_vlmbench.plugin.terminal import write_summary
 

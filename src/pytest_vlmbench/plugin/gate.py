@@ -13,6 +13,13 @@ the whole run is compared (new, vanished and not-comparable benchmarks included)
 table goes to the terminal summary, the markdown to $GITHUB_STEP_SUMMARY when set and
 beside the results file otherwise. The verdicts are the same both times: the
 comparison is deterministic (seeded bootstrap).
+
+`history:N` takes the baseline from the results history (`--vlm-history`): per
+benchmark, its last N complete runs on its device with the same prompt and dataset, as
+Bencher does, so the between-run drift is measured from data the history already holds.
+The history is opened at session start (a bad URL or an unreadable store is a usage
+error); the runs are chosen when a benchmark is compared, since only then are its keys
+known. A history without earlier runs of a benchmark makes it "new", never a failure.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from pytest_vlmbench.compare import (
     parse_rules,
     render_markdown,
 )
+from pytest_vlmbench.history import History, HistoryError
 from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import ResultsError
 from pytest_vlmbench.results.models import BenchmarkEntry, Record, ResultsDocument
@@ -46,8 +54,24 @@ LATEST_FROM = "the output directory, where this run's results file goes (--vlm-o
 """What `latest` is, in an error: the user did not name the directory searched."""
 
 
+HISTORY_PREFIX = "history"
+
+
 class GateError(Exception):
     """A baseline or rule that cannot be used: a usage error."""
+
+
+def history_runs(spec: str, default: int) -> int | None:
+    """N of `history:N` (`history` alone: `default`), None when spec names no history."""
+    name, _, count = spec.partition(":")
+    if name != HISTORY_PREFIX:
+        return None
+    if not count:
+        return default
+    if not count.isdigit() or int(count) < 1:
+        raise GateError(f"--vlm-compare={spec}: N in history:N must be a whole number of "
+                        "runs, at least 1 (e.g. history:10)")
+    return int(count)
 
 
 class Gate:
@@ -56,28 +80,71 @@ class Gate:
     def __init__(self, spec: str, default_dir: Path, rules: list[str], run_id: str,
                  alpha: float = DEFAULT_ALPHA, *, baseline_runs: int = DEFAULT_BASELINE_RUNS,
                  drift_allowance: float = DEFAULT_DRIFT_ALLOWANCE,
-                 latest_from: str = LATEST_FROM) -> None:
+                 latest_from: str = LATEST_FROM, history: str | None = None,
+                 history_base: Path | None = None) -> None:
         """`default_dir` is the output directory (`latest`): the folder of this run's
-        results file (its parent's, in a pytest-xdist worker, which writes below it)."""
+        results file (its parent's, in a pytest-xdist worker, which writes below it).
+        `history` (and the directory a relative SQLite path is relative to) is
+        --vlm-history, needed by `history:N`."""
         try:
             self.rules: dict[str, Rule] | None = parse_rules(rules) if rules else None
         except ValueError as exc:
             raise GateError(f"--vlm-fail-on: {exc}") from None
-        try:
-            self.baseline: Baseline = load_baseline(spec, default_dir, runs=baseline_runs,
-                                                    exclude_run_id=run_id,
-                                                    latest_from=latest_from)
-        except (ResultsError, ValueError) as exc:
-            raise GateError(f"--vlm-compare={spec}: {exc}") from None
+        self.run_id = run_id
+        self.history: History | None = None
+        self.history_runs = history_runs(spec, baseline_runs)
+        self.baseline: Baseline | None = None
+        self.history_display = ""
+        if self.history_runs is not None:
+            self.history = open_for_gate(spec, history, history_base)
+            self.history_display = self.history.url.display
+        else:
+            try:
+                self.baseline = load_baseline(spec, default_dir, runs=baseline_runs,
+                                              exclude_run_id=run_id, latest_from=latest_from)
+            except (ResultsError, ValueError) as exc:
+                raise GateError(f"--vlm-compare={spec}: {exc}") from None
+        self.spec = spec
         self.alpha = alpha
         self.drift_allowance = drift_allowance
         self.comparison: Comparison | None = None
         self.summary_path: Path | None = None
         self.error: str | None = None
 
+    @property
+    def baseline_name(self) -> str:
+        """How a failure line names the baseline: its file, or history:N."""
+        if self.baseline is None:
+            return f"{HISTORY_PREFIX}:{self.history_runs}"
+        return self.baseline.path.name
+
+    @property
+    def described(self) -> str:
+        """The baseline in the terminal's "compared with ..." line."""
+        if self.baseline is not None:
+            return str(self.baseline.path)
+        return f"{HISTORY_PREFIX}:{self.history_runs} ({self.history_display})"
+
+    def _baseline_for(self, current: Run) -> Baseline:
+        if self.baseline is not None:
+            return self.baseline
+        assert self.history is not None
+        assert self.history_runs is not None
+        try:
+            return self.history.baseline(current.doc, self.history_runs,
+                                         exclude_run_id=self.run_id)
+        except HistoryError as exc:
+            raise ResultsError(f"--vlm-compare={self.spec}: {exc}") from None
+
     def _compare(self, current: Run) -> Comparison:
-        return compare_runs(self.baseline, current, self.rules, alpha=self.alpha,
+        return compare_runs(self._baseline_for(current), current, self.rules, alpha=self.alpha,
                             drift_allowance=self.drift_allowance)
+
+    def close(self) -> None:
+        """Close the history, when the baseline came from one."""
+        if self.history is not None:
+            self.history.close()
+            self.history = None
 
     def check(self, document: ResultsDocument, results_path: Path, entry: BenchmarkEntry,
               records: Sequence[Record]) -> tuple[list[tuple[str, str]], str | None]:
@@ -98,7 +165,7 @@ class Gate:
         regressed = [m for m in pair.metrics if m.gated and m.verdict == "regressed"]
         if not regressed:
             return props, None
-        return props, "regression against the baseline " + f"({self.baseline.path.name}): " + \
+        return props, "regression against the baseline " + f"({self.baseline_name}): " + \
             "; ".join(describe(m) for m in regressed)
 
     def finish(self, results_path: Path) -> Comparison | None:
@@ -119,6 +186,18 @@ class Gate:
             self.summary_path = naming.compare_summary_file(results_path)
             self.summary_path.write_text(markdown + "\n", encoding="utf-8")
         return self.comparison
+
+
+def open_for_gate(spec: str, history: str | None, base: Path | None) -> History:
+    """The history `history:N` compares with: a usage error when none is given or it
+    cannot be opened (the message names the history without its password)."""
+    if not history:
+        raise GateError(f"--vlm-compare={spec} needs a results history: give --vlm-history=URL "
+                        "(ini vlm_history), e.g. .vlmbench/history.sqlite")
+    try:
+        return History.open(history, base)
+    except HistoryError as exc:
+        raise GateError(f"--vlm-compare={spec}: {exc}") from None
 
 
 def describe(m: MetricResult) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ CPU_FALLBACK = "--vlm-cpu-fallback"
 EXTENDED = "--vlm-extended"
 COMPARE = "--vlm-compare"
 REPORT = "--vlm-report"
+HISTORY = "--vlm-history"
+HISTORY_ENV = "VLMBENCH_HISTORY"
+"""The history when neither --vlm-history nor vlm_history gives one (CI: a secret)."""
 ELECTRICITY_PRICE = "--vlm-electricity-price"
 API_PRICE = "--vlm-api-price"
 FAIL_ON = "--vlm-fail-on"
@@ -253,6 +257,11 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
              "after the run, write a report of its results into this directory: report.md, "
              "a self-contained report.html, CSV summaries and records, plots (with the "
              "report extra); `vlmbench report` makes one from any results files"),
+    HISTORY: ("vlm_history", str, "string",
+              "append every run (environment, benchmarks, summaries, records) to this results "
+              "history: a SQLite file (a path or sqlite:///path) or postgresql://... (the "
+              "history extra); --vlm-compare=history:N compares with its last N runs, and "
+              f"`vlmbench history` lists runs and trends (default ${HISTORY_ENV})"),
     ELECTRICITY_PRICE: ("vlm_electricity_price", float_at_least(0.0, strict=False), "string",
                         "electricity price per kWh for the report's cost section (default "
                         "0.30, stated as a default in the report)"),
@@ -281,7 +290,8 @@ def register(parser: pytest.Parser) -> None:
     group.addoption(
         COMPARE, dest="vlm_compare", default=None,
         help="compare with a baseline: a results file, a directory of saved runs (the newest "
-        "finished one), or 'latest' (the newest in the output directory); a gated "
+        "finished one), 'latest' (the newest in the output directory), or history:N (the "
+        "last N complete runs of each benchmark on its device in --vlm-history); a gated "
         "regression fails its test",
     )
     parser.addini("vlm_compare", help="see --vlm-compare", type="string", default=None)
@@ -385,6 +395,12 @@ class Options:
     electricity_price: float | None = None
     api_prices: tuple[str, ...] = ()
     """NAME=IN/OUT entries (checked at start-up: report/cost.py parse_api_price)."""
+    history: str | None = None
+    """--vlm-history: the results history's URL or file, as given (it may hold a password:
+    print history/urls.py's display form only)."""
+    history_base: Path | None = None
+    """What a relative SQLite path in `history` is relative to: where pytest started
+    (command line) or the ini file's directory (ini)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Options:
@@ -475,6 +491,10 @@ class Options:
             report=path(REPORT),
             electricity_price=get(ELECTRICITY_PRICE),  # type: ignore[arg-type]
             api_prices=_api_prices(config),
+            history=str(get(HISTORY)) if get(HISTORY) else os.environ.get(HISTORY_ENV) or None,
+            history_base=config.invocation_params.dir
+            if config.getoption(_SPEC[HISTORY][0]) is not None or not get(HISTORY)
+            else (config.inipath.parent if config.inipath else config.rootpath),
         )
 
 

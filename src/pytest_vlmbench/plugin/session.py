@@ -39,6 +39,7 @@ from pytest_vlmbench.results.models import (
 if TYPE_CHECKING:
     from pytest_vlmbench.plugin.gate import Gate
     from pytest_vlmbench.plugin.options import Options
+    from pytest_vlmbench.plugin.parallel import Fleet
     from pytest_vlmbench.plugin.pool import ModelPool
     from pytest_vlmbench.power.monitor import PowerMonitor
     from pytest_vlmbench.run.machine_load import CpuShare
@@ -79,9 +80,11 @@ class VlmSession(Matrix):
         self.merged: dict[str, Any] | None = None
         self.gate: Gate | None = None  # --vlm-compare
         self.report_line: tuple[str, bool] | None = None
+        self.history_line: tuple[str, bool] | None = None  # --vlm-history's append
         """--vlm-report: what the terminal says about the report (True: it failed)."""
         self.merge_error: str | None = None
         self.merge_warnings: list[str] = []  # the xdist controller's merged document
+        self.fleet: Fleet | None = None  # the xdist controller's workers (parallel.py)
         self._environment: dict[str, Any] | None = None
         # Mistakes known before any request (errors.UsageMistake) seen in collection or in
         # a test: each was reported as one line; the session then exits with status 4.
@@ -289,6 +292,11 @@ class VlmSession(Matrix):
 
         if self._environment is None:
             self._environment = environment.capture(self.config.rootpath)
+            workerinput = getattr(self.config, "workerinput", None)
+            if workerinput is not None:  # which worker, where: survives the merge in runs[]
+                from pytest_vlmbench.plugin.parallel import identity
+
+                self._environment["xdist_worker"] = identity(workerinput)
         o = self.options
         doc: ResultsDocument = {
             "kind": KIND,
@@ -378,8 +386,9 @@ class VlmSession(Matrix):
             write_atomic(self.results_path, self.document(status))
 
     def merge_workers(self, interrupted: bool) -> None:
-        """pytest-xdist controller: merge the workers' partial documents into ours."""
-        from pytest_vlmbench.plugin.parallel import merge_partials
+        """pytest-xdist controller: merge the workers' partial documents into ours (the
+        controller's run id is the merged document's), with the `workers` list."""
+        from pytest_vlmbench.plugin.parallel import merge_partials, redact_xspecs
         from pytest_vlmbench.results.document import ResultsError
         from pytest_vlmbench.run import environment
 
@@ -387,7 +396,8 @@ class VlmSession(Matrix):
         try:
             self._close()  # the controller loads nothing, but close what it holds
             result = merge_partials(directory, self.results_path,
-                                    environment.redact_argv(list(sys.argv)))
+                                    redact_xspecs(environment.redact_argv(list(sys.argv))),
+                                    run_id=self.run_id, fleet=self.fleet)
         except ResultsError as exc:  # MergeError too: keep the partials, say why
             self.merge_error = f"{exc} (the workers' results are kept in {directory})"
             return
@@ -397,6 +407,11 @@ class VlmSession(Matrix):
         self.benchmarks = merged["benchmarks"]
         self.windows = list(merged.get("windows", []))  # once merge.py carries them over
         self.merged = merged
+
+    def lost_workers(self) -> list[str]:
+        """The pytest-xdist workers whose results are missing from the run (the run is
+        incomplete): died, or their results never arrived."""
+        return [] if self.fleet is None else [w.id for w in self.fleet.lost()]
 
     def _close(self) -> None:
         """Close the model held, stop the meter, close the records file; each only if it

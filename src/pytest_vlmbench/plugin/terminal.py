@@ -41,7 +41,7 @@ def _write_comparison(tr: Any, vlm: VlmSession) -> None:
     from pytest_vlmbench.compare import render_table
 
     c = gate.comparison
-    tr.write_line(f"compared with {gate.baseline.path}: {c.headline}",
+    tr.write_line(f"compared with {gate.described}: {c.headline}",
                   red=bool(c.gated), green=not c.gated)
     for line in render_table(c):
         tr.write_line(line)
@@ -74,6 +74,10 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
     from pytest_vlmbench.report import table
 
     tr.section("pytest-vlmbench")
+    if not (vlm.has_results() or vlm.merge_error):  # only workers lost: say which
+        for line, red in fleet_lines(vlm):
+            tr.write_line(line, red=red)
+        return
     tr.write_line(f"device {vlm.device.name} ({vlm.detection.evidence}); {_counts(vlm)}")
     if vlm.thread_advice is not None:
         tr.write_line(f"warning: {vlm.thread_advice}", yellow=True)
@@ -115,9 +119,12 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
         tr.write_line(f"warning: {warning}", yellow=True)
     if merged:
         workers = len(merged.get("runs", []))
+        local = vlm.fleet is None or all(w.popen for w in vlm.fleet.workers.values())
         tr.write_line(f"merged {len(vlm.benchmarks)} benchmarks from {workers} pytest-xdist "
-                      "workers (concurrent workers on one device distort each other's "
-                      "latencies)")
+                      "workers" + (" (concurrent workers on one device distort each other's "
+                                   "latencies)" if local else ""))
+    for line, red in fleet_lines(vlm):
+        tr.write_line(line, red=red)
     tr.write_line(power_line(merged["power"] if merged and "power" in merged
                              else vlm.document_power()))
     _write_comparison(tr, vlm)
@@ -126,6 +133,9 @@ def write_summary(tr: Any, vlm: VlmSession) -> None:
         tr.write_line(f"records: {vlm.records_path}")
     if vlm.log_path is not None and vlm.log_path.exists():
         tr.write_line(f"backend log: {vlm.log_path}")
+    if vlm.history_line is not None:
+        line, failed = vlm.history_line
+        tr.write_line(line, red=failed)
     if vlm.report_line is not None:
         line, failed = vlm.report_line
         tr.write_line(line, red=failed)
@@ -158,4 +168,33 @@ def server_lines(vlm: VlmSession) -> list[tuple[str, bool]]:
         lines.append((text, False))
         if reason:
             lines.append((f"server {server['id']} died during the run: {reason}", True))
+    return lines
+
+
+def fleet_lines(vlm: VlmSession) -> list[tuple[str, bool]]:
+    """One line per pytest-xdist worker: where it ran and what it brought back; a lost
+    one says why and where its files are (True: said in red)."""
+    if vlm.fleet is None:
+        return []
+    lines = []
+    for w in vlm.fleet.workers.values():
+        where = " ".join(p for p in (w.device, f"on {w.host}" if w.host else "") if p)
+        head = f"{w.id} {where} ({w.gateway})" if where else f"{w.id} ({w.gateway})"
+        counts = f"{w.benchmarks} benchmarks, {w.records} records" + (
+            f", {w.skipped} skipped" if w.skipped else "")
+        if w.status != "lost":
+            tail = "" if w.status == "complete" else f"; {w.status}" + (
+                f": {w.error}" if w.error else "")
+            lines.append((f"{head}: {counts}{tail}", w.status == "failed"))
+            continue
+        if w.popen and w.run_id is not None:
+            kept = f"its results up to there ({counts}) are merged, marked interrupted"
+        elif w.popen:
+            kept = "it wrote no results"
+        else:
+            run = vlm.run_id
+            place = w.dir or (f"{w.cwd}/.vlmbench/workers-{run}/ (below its rootdir)" if w.cwd
+                              else f"its rootdir's .vlmbench/workers-{run}/")
+            kept = f"its records, if any, stay on that machine in {place}"
+        lines.append((f"{head}: lost: {w.error}; {kept}", True))
     return lines

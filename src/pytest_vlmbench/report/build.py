@@ -32,6 +32,11 @@ class ReportOptions:
     baseline: Sequence[str] = ()
     plots: bool = True
     title: str = "pytest-vlmbench report"
+    history: str | None = None
+    """A results history (URL or SQLite file): adds a trend plot per metric."""
+    history_base: Path | None = None
+    """What a relative SQLite path in `history` is relative to (None: the current
+    directory)."""
 
 
 @dataclass
@@ -45,13 +50,28 @@ class ReportResult:
     seconds: float
 
 
-def _comparison(baseline: Sequence[str], current: Source) -> tuple[dict[str, Any], list[str]]:
+def _comparison(baseline: Sequence[str], current: Source,
+                options: ReportOptions) -> tuple[dict[str, Any], list[str]]:
     """compare's JSON for the newest input against the baseline runs (compare's default
-    rules and settings)."""
+    rules and settings); `history:N` takes them from the report's history."""
     from pytest_vlmbench import compare
 
     run = compare.load_run(current.path)
-    base = compare.load_baseline(list(baseline), exclude_run_id=run.run_id)
+    if len(baseline) == 1 and baseline[0].partition(":")[0] == "history":
+        from pytest_vlmbench.history import History, HistoryError
+        from pytest_vlmbench.plugin.gate import GateError, history_runs
+
+        if options.history is None:
+            raise ValueError("--baseline history:N needs a results history (--history URL)")
+        try:
+            n = history_runs(baseline[0], compare.DEFAULT_BASELINE_RUNS)
+            assert n is not None
+            with History.open(options.history, options.history_base) as store:
+                base = store.baseline(run.doc, n, exclude_run_id=run.run_id)
+        except (HistoryError, GateError) as exc:
+            raise ValueError(str(exc)) from None
+    else:
+        base = compare.load_baseline(list(baseline), exclude_run_id=run.run_id)
     comparison = compare.compare_runs(base, run, None)
     return compare.to_json(comparison), list(comparison.notes)
 
@@ -112,7 +132,7 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
     comparison: dict[str, Any] | None = None
     if options.baseline:
         newest_source = max(sources, key=lambda s: s.doc["started_at"])
-        comparison, compare_notes = _comparison(options.baseline, newest_source)
+        comparison, compare_notes = _comparison(options.baseline, newest_source, options)
         notes += [f"compare: {n}" for n in compare_notes]
 
     drawn: list[Any] = []
@@ -123,8 +143,19 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
             files += [out_dir / p.png, out_dir / p.svg]
     else:
         notes.append("plots not drawn (asked not to)")
-    kept = {p.name for p in drawn}
-    for name, _ in plots.PLOTS:  # an earlier report's plots are not this one's
+    trend_plots: list[Any] = []
+    if options.history is not None and options.plots:
+        from pytest_vlmbench.report.trends import draw_trends
+
+        trend_plots, trend_notes = draw_trends(options.history, options.history_base, shown,
+                                               out_dir)
+        notes += trend_notes
+        for p in trend_plots:
+            files += [out_dir / p.png, out_dir / p.svg]
+    kept = {p.name for p in [*drawn, *trend_plots]}
+    stale = [*(n for n, _ in plots.PLOTS),
+             *(p.stem for p in (out_dir / plots.PLOTS_DIR).glob("trend_*.png"))]
+    for name in stale:  # an earlier report's plots are not this one's
         if name not in kept:
             for suffix in (".png", ".svg"):
                 (out_dir / plots.PLOTS_DIR / f"{name}{suffix}").unlink(missing_ok=True)
@@ -142,6 +173,8 @@ def build(inputs: Sequence[str | Path], out_dir: Path,
         doc.sections.append(_comparison_section(comparison))
     if drawn:
         doc.sections.append(Section("plots", "Plots", list(drawn)))
+    if trend_plots:
+        doc.sections.append(Section("trends", "Trends in the history", list(trend_plots)))
     doc.sections.append(sections.notes_section(sources, shown, notes))
     doc.sections.append(sections.sources_section(sources, shown, every))
     doc.sections.append(sections.definitions_section(
