@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pytest_vlmbench.history import History
 from pytest_vlmbench.plugin import options
 from pytest_vlmbench.results.document import load
 from tests.conftest import Project
@@ -71,10 +72,29 @@ def test_the_workflow_runs_every_device_and_merges_after_them() -> None:
 
 
 def _bash(step: dict[str, Any], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A step's `run:` as GitHub runs it (bash -e -o pipefail), with a fresh
+    $GITHUB_OUTPUT file whose key=value lines land in the result's `outputs`."""
     script = step["run"]
     assert "${{" not in script, f"step {step['id']} uses an expression the test cannot run"
-    return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    output = cwd / f".github-output-{step['id']}"
+    output.write_text("")
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=cwd,
+                          env={**env, "GITHUB_OUTPUT": str(output)}, capture_output=True,
+                          text=True, timeout=300)
+    outputs.clear()
+    outputs.update(line.split("=", 1) for line in output.read_text().splitlines() if "=" in line)
+    return done
+
+
+outputs: dict[str, str] = {}
+"""The last step's $GITHUB_OUTPUT."""
+
+
+def _gate_runs() -> bool:
+    """The gate step's `if:`, evaluated on the compare step's outputs."""
+    condition = merge_steps()["gate"]["if"]
+    assert condition == "steps.compare.outputs.status == '1'"
+    return outputs.get("status") == "1"
 
 
 def _round(project: Project, job: Path, round_no: int) -> None:
@@ -94,16 +114,22 @@ def test_the_merge_job_steps_on_three_results_files(project: Project, tmp_path: 
     _round(project, job, 1)
     _round(project, job, 2)
     history = tmp_path / "history.sqlite"
+    History.open(str(history)).close()  # there and empty, as the workflow's database is
     env = {**os.environ, "VLMBENCH_HISTORY": str(history),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("GITHUB_STEP_SUMMARY", None)
     steps = merge_steps()
 
-    # an earlier run of the workflow: its merged document is in the history already
+    # the workflow's first run: an empty history, nothing comparable (compare exits 3),
+    # which passes and seeds the history
     (job / "results").symlink_to(job / "round1")
-    for name in ("merge", "append"):
+    for name in ("merge", "compare"):
         done = _bash(steps[name], job, env)
         assert done.returncode == 0, done.stderr
+    assert outputs == {"status": "3"}
+    assert not _gate_runs()
+    done = _bash(steps["append"], job, env)
+    assert done.returncode == 0, done.stderr
     earlier = load(job / "merged" / "results.json")["run_id"]
     shutil.rmtree(job / "merged")
     (job / "results").unlink()
@@ -117,7 +143,9 @@ def test_the_merge_job_steps_on_three_results_files(project: Project, tmp_path: 
     assert len(doc["benchmarks"]) == 3
 
     compared = _bash(steps["compare"], job, env)
-    assert compared.returncode in (0, 1), compared.stderr  # 1: a regression, gated below
+    assert compared.returncode == 0, compared.stderr  # a regression is the gate step's
+    status = outputs["status"]
+    assert status in ("0", "1")
     summary = (job / "merged" / "compare.md").read_text(encoding="utf-8")
     assert "### vlmbench compare" in summary
     assert f"Baseline `{earlier}`" in summary  # the history's run, found by history:10
@@ -133,8 +161,11 @@ def test_the_merge_job_steps_on_three_results_files(project: Project, tmp_path: 
     assert "Trends in the history" in report
     assert (job / "report" / "plots" / "trend_p50_latency.png").is_file()
 
-    gate = _bash(steps["gate"], job, env)
-    assert gate.returncode == 1  # the step runs only when compare failed, and then fails
+    if status == "1":  # the gate step runs only on a gated regression, and fails the job
+        assert _gate_runs()
+        assert _bash(steps["gate"], job, env).returncode == 1
+    else:
+        assert not _gate_runs()
 
     listed = subprocess.run([sys.executable, "-m", "pytest_vlmbench.cli", "history", "list"],
                             cwd=job, env=env, capture_output=True, text=True, timeout=120)

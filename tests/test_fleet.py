@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from pytest_vlmbench.history import History
 from pytest_vlmbench.plugin import options, parallel
 from pytest_vlmbench.results import naming
 from pytest_vlmbench.results.document import load, load_with_records, validate_record
@@ -290,9 +291,14 @@ def pytest_sessionfinish(session):
         "-p", "no:cacheprovider", f"--vlm-out={out}", *TINY,
         "--tx", "popen", "--tx", sshd.xspec(sys.executable, remote), "--dist", "each",
         "--max-worker-restart=0",  # else pytest-xdist starts another to run it all again
+        f"--vlm-history={project.pytester.path / 'history.sqlite'}",
     )
     assert run.ret == pytest.ExitCode.INTERNAL_ERROR, run.stdout.str()[-3000:]
     doc = load(out)
+    assert doc["status"] == "interrupted"  # a worker's run is missing
+    with History.open(str(project.pytester.path / "history.sqlite")) as history:
+        (stored,) = history.runs()
+        assert stored.complete is False  # never a baseline
     workers = {w["id"]: w for w in doc.get("workers", [])}
     assert workers["gw0"]["status"] == "complete"
     assert workers["gw1"]["status"] == "lost"

@@ -460,3 +460,36 @@ def test_parse_url_refuses_what_it_cannot_read() -> None:
         with pytest.raises(HistoryError) as info:
             parse_url(bad)
         assert "secretpw" not in str(info.value)
+
+
+def test_an_older_store_is_migrated(history_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store written by a version that knew only the first migration is brought up to
+    date when opened, its runs kept."""
+    from pytest_vlmbench.history import schema, store
+
+    run, records = synthetic_run("old", day(0), seed=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patch.setattr(store, "LATEST", 1)
+        with History.open(history_url) as history:
+            assert history.schema_version == 1
+            history.append(run, records, source="test")
+    with History.open(history_url) as history:
+        assert history.schema_version == LATEST == 2
+        assert [r.run_id for r in history.runs()] == ["old"]
+        assert history.check() == []
+
+
+def test_measurements_already_stored_are_not_appended_again(history_url: str) -> None:
+    """The same entries under another document run id (merged again by a re-run CI job)
+    are skipped, and a document never takes its own entries as its baseline."""
+    run, records = synthetic_run("device-a", day(0), seed=1)
+    merged = {**run, "run_id": "merged-1",
+              "benchmarks": [{**e, "run_id": "device-a"} for e in run["benchmarks"]]}
+    with History.open(history_url) as history:
+        assert history.append(run, records, source="test").skipped is None
+        again = history.append(merged, records, source="test")  # type: ignore[arg-type]
+        assert again.skipped is not None
+        assert "run device-a in history run device-a" in again.skipped
+        assert [r.run_id for r in history.runs()] == ["device-a"]
+        assert history.baseline(merged, 5).runs == []  # type: ignore[arg-type]

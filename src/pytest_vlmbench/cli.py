@@ -183,7 +183,7 @@ def _compare(args: argparse.Namespace) -> int:
             out = find_project().out_dir()
             out_dir, latest_from = out.path, f"the output directory, {out.source}"
         current = compare.load_run(current_spec, out_dir, latest_from=latest_from)
-        if any(b.partition(":")[0] == "history" for b in baselines):
+        if any(b.partition(":")[0] == "history" and ":" in b for b in baselines):
             baseline = _history_baseline(baselines, current, args.history,
                                          args.baseline_runs)
         else:
@@ -249,6 +249,7 @@ def _slo(text: str) -> tuple[str, float]:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pytest_vlmbench.history.urls import HistoryError
     from pytest_vlmbench.report import cost
     from pytest_vlmbench.report.build import ReportOptions, build
     from pytest_vlmbench.report.recommend import check_slos
@@ -273,14 +274,16 @@ def _report(args: argparse.Namespace) -> int:
         if slos:
             check_slos(slos)
         history = base = None
-        if args.history or any(b.startswith("history") for b in args.baseline or ()):
-            from pytest_vlmbench.cli_history import resolve
+        if args.history or any(b.partition(":")[0] == "history" and ":" in b
+                               for b in args.baseline or ()):
+            from pytest_vlmbench.cli_history import open_history, resolve
 
+            open_history(args.history).close()  # there, readable, and not a typo
             history, base, _ = resolve(args.history)
         result = build(inputs, Path(args.out), ReportOptions(
             prices=prices, slos=slos, baseline=args.baseline or (), plots=not args.no_plots,
             title=args.title, history=history, history_base=base))
-    except (ResultsError, ProjectError, ValueError, OSError) as exc:
+    except (ResultsError, ProjectError, ValueError, OSError, HistoryError) as exc:
         print(f"vlmbench: {_redacted(exc)}", file=sys.stderr)
         return EXIT_USAGE
     for note in result.notes:

@@ -49,11 +49,19 @@ def resolve(given: str | None) -> tuple[str, Path | None, str]:
     return found
 
 
-def open_history(given: str | None) -> History:
-    from pytest_vlmbench.history.store import History
+def open_history(given: str | None, *, create: bool = False) -> History:
+    """The history to read (or, with `create`, to append to). Reading a SQLite file that
+    does not exist is an error, not a new empty store: a typo must not pass for "no runs"."""
+    from pytest_vlmbench.history.store import History, HistoryError
+    from pytest_vlmbench.history.urls import parse_url
 
-    text, base, _source = resolve(given)
-    return History.open(text, base)
+    text, base, source = resolve(given)
+    url = parse_url(text, base)
+    if not create and url.dialect == "sqlite" and not Path(url.target).exists():
+        raise HistoryError(f"no results history at {url.display} ({source}): nothing was "
+                           "ever appended there (vlmbench history import, or pytest "
+                           "--vlm-history, creates it)")
+    return History.open(url)
 
 
 def _filters(args: argparse.Namespace) -> Filters:
@@ -160,7 +168,7 @@ def _import(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     dated.sort(key=lambda item: item[0])  # type: ignore[arg-type, return-value]
     status = EXIT_OK
-    with open_history(args.history) as history:
+    with open_history(args.history, create=True) as history:
         for _, path in dated:
             try:
                 result = history.import_file(path)

@@ -280,6 +280,27 @@ class History:
 
     # ------------------------------------------------------------------ writing
 
+    def _stored_entries(self, entries: Sequence[BenchmarkEntry], run_id: str) -> str | None:
+        """Which of these entries (by their own run id and id) the history holds, and in
+        which run, as a line; None when none is there."""
+        pairs = {(str(e.get("run_id") or run_id), e["id"]) for e in entries}
+        if not pairs:
+            return None
+        runs = sorted({p[0] for p in pairs})
+        hits: dict[str, set[str]] = {}
+        for i in range(0, len(runs), CHUNK):
+            chunk = runs[i:i + CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for entry_run, entry_id, holder in self._db.rows(
+                    "SELECT b.entry_run_id, b.entry_id, r.run_id FROM vlm_benchmark b JOIN "
+                    f"vlm_run r ON r.id = b.run WHERE b.entry_run_id IN ({marks})", chunk):
+                if (entry_run, entry_id) in pairs:
+                    hits.setdefault(str(holder), set()).add(str(entry_run))
+        if not hits:
+            return None
+        return "; ".join(f"run {', '.join(sorted(of))} in history run {holder}"
+                         for holder, of in sorted(hits.items()))
+
     def import_file(self, path: Path) -> AppendResult:
         """Append a results file and its records file (both validated)."""
         try:
@@ -321,6 +342,12 @@ class History:
                 return AppendResult(run_id, 0, 0, perf_counter() - start,
                                     f"run {run_id} is in the history already (appended "
                                     f"{found[0]} from {found[1]})")
+            stored = self._stored_entries(entries, run_id)
+            if stored:
+                db.rollback()
+                return AppendResult(run_id, 0, 0, perf_counter() - start,
+                                    f"its benchmarks' measurements are in the history "
+                                    f"already: {stored}")
             try:
                 run = db.insert(
                     "INSERT INTO vlm_run (run_id, started_at, finished_at, status, complete, "
@@ -517,8 +544,14 @@ class History:
         serves: dict[int, set[BenchmarkKey]] = {}
         found: list[int] = []
         db = self._db
+        # the current run, and the runs its entries came from (a merged document's
+        # devices), are never their own baseline, whichever history run holds them
+        own = sorted({str(e.get("run_id") or current["run_id"]) for e in current["benchmarks"]})
         skip = " AND r.run_id <> ?" if exclude_run_id is not None else ""
-        skip_params = [exclude_run_id] if exclude_run_id is not None else []
+        skip_params: list[Any] = [exclude_run_id] if exclude_run_id is not None else []
+        if own:
+            skip += f" AND b.entry_run_id NOT IN ({', '.join('?' * len(own))})"
+            skip_params += own
         with self._guard("choosing baseline runs"):
             db.begin(write=False)
             for key, prompt, dataset in wanted:
@@ -557,8 +590,11 @@ class History:
         columns: dict[int, dict[tuple[str, str], Columns]] = {i: {} for i in ids}
         for row in bench_rows:
             run = int(row[0])
-            if BenchmarkKey(*row[2:7]) not in serves[run]:
+            if BenchmarkKey(*row[2:7]) not in serves[run] or row[1] in own:
                 continue
+            # A merged history run may hold a benchmark several times, each entry under
+            # its own run id: each is a run of it (compare counts them, as it counts a
+            # merged file's), and compare keeps the newest n of them.
             entries[run].append(cast(BenchmarkEntry, loads(row[7])))
             if row[8] is not None:
                 columns[run][(row[1], row[2])] = columns_from_json(row[8])

@@ -19,7 +19,9 @@ Dialect = Literal["sqlite", "postgresql"]
 MASK = "***"
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]+):")
-_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>[^\s\"'<>`]*)")
+_URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S*)")
+_CONNINFO = re.compile(r"^[A-Za-z_]+\s*=")
+"""libpq's keyword form, `host=db user=ci dbname=bench`: PostgreSQL, not a file name."""
 _KEYWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|sslpassword)(?P<eq>\s*=\s*)"
                       r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,]+)")
 _POSTGRES = ("postgresql", "postgres")
@@ -80,7 +82,8 @@ def redact(text: str) -> str:
 
 
 def parse_url(text: str, base_dir: Path | None = None) -> HistoryURL:
-    """A history location: "postgresql://..." or "postgres://..." (PostgreSQL),
+    """A history location: "postgresql://..." or "postgres://..." or libpq's keyword
+    form "host=db dbname=bench" (PostgreSQL),
     "sqlite:///abs/path.db" (absolute), "sqlite:relative.db" or a plain file path
     (relative to base_dir, default the working directory).
 
@@ -93,6 +96,8 @@ def parse_url(text: str, base_dir: Path | None = None) -> HistoryURL:
                            "postgresql://user@host/db")
     match = _SCHEME.match(given)
     scheme = match["scheme"].lower() if match else None
+    if match is None and _CONNINFO.match(given):
+        return HistoryURL("postgresql", given, redact(given))
     if scheme in _POSTGRES:
         if not given[len(scheme) + 1:].startswith("//"):
             raise HistoryError(f"history URL {redact(given)}: write postgresql://user@host/db")
@@ -115,4 +120,4 @@ def parse_url(text: str, base_dir: Path | None = None) -> HistoryURL:
         raise HistoryError(f"history URL {redact(given)}: no file named")
     path = Path(path_text).expanduser()
     path = (path if path.is_absolute() else base / path).resolve()
-    return HistoryURL("sqlite", str(path), f"sqlite://{path.as_posix()}")
+    return HistoryURL("sqlite", str(path), redact(f"sqlite://{path.as_posix()}"))

@@ -315,6 +315,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # history, the history: the controller compares the whole run when it ends.
     remote = worker and bool(getattr(session.config, "workerinput", {}).get(
         parallel.SEND_BACK_KEY))
+    if vlm.options.history is not None and not worker:
+        # a history that cannot be opened (a typo, psycopg missing, the server down) is
+        # a usage error now, not a red line after hours of benchmarks
+        from pytest_vlmbench.history import History, HistoryError
+
+        try:
+            History.open(vlm.options.history, vlm.options.history_base).close()
+        except HistoryError as exc:
+            raise pytest.UsageError(f"pytest-vlmbench: --vlm-history: {exc}") from None
     if vlm.options.compare and not remote:
         from pytest_vlmbench.plugin.gate import Gate, GateError  # numpy: only when comparing
 
@@ -407,8 +416,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> Generator[
             comparison = vlm.gate.finish(vlm.results_path)
             if comparison is not None and comparison.gated and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        if vlm.gate is not None:
-            vlm.gate.close()
+            elif comparison is None and session.exitstatus == 0:  # a gate that could not
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR  # judge is not a pass
         if vlm.options.history is not None and vlm.has_results() and not worker \
                 and not vlm.merge_error:
             from pytest_vlmbench.plugin.history_append import append_run

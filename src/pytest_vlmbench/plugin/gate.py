@@ -62,9 +62,10 @@ class GateError(Exception):
 
 
 def history_runs(spec: str, default: int) -> int | None:
-    """N of `history:N` (`history` alone: `default`), None when spec names no history."""
-    name, _, count = spec.partition(":")
-    if name != HISTORY_PREFIX:
+    """N of `history:N` (`history:` alone: `default`), None when spec names no history
+    (a results file or directory called `history` is still that)."""
+    name, colon, count = spec.partition(":")
+    if name != HISTORY_PREFIX or not colon:
         return None
     if not count:
         return default
@@ -91,13 +92,15 @@ class Gate:
         except ValueError as exc:
             raise GateError(f"--vlm-fail-on: {exc}") from None
         self.run_id = run_id
-        self.history: History | None = None
         self.history_runs = history_runs(spec, baseline_runs)
+        self.history_at: tuple[str, Path | None] | None = None
         self.baseline: Baseline | None = None
         self.history_display = ""
         if self.history_runs is not None:
-            self.history = open_for_gate(spec, history, history_base)
-            self.history_display = self.history.url.display
+            with open_for_gate(spec, history, history_base) as opened:  # checked now
+                self.history_display = opened.url.display
+            assert history is not None
+            self.history_at = (history, history_base)
         else:
             try:
                 self.baseline = load_baseline(spec, default_dir, runs=baseline_runs,
@@ -126,13 +129,16 @@ class Gate:
         return f"{HISTORY_PREFIX}:{self.history_runs} ({self.history_display})"
 
     def _baseline_for(self, current: Run) -> Baseline:
+        """The baseline runs: the loaded ones, or the history's for this run's benchmarks
+        (opened for each comparison: a session holds no database connection for hours)."""
         if self.baseline is not None:
             return self.baseline
-        assert self.history is not None
+        assert self.history_at is not None
         assert self.history_runs is not None
         try:
-            return self.history.baseline(current.doc, self.history_runs,
-                                         exclude_run_id=self.run_id)
+            with History.open(*self.history_at) as history:
+                return history.baseline(current.doc, self.history_runs,
+                                        exclude_run_id=self.run_id)
         except HistoryError as exc:
             raise ResultsError(f"--vlm-compare={self.spec}: {exc}") from None
 
@@ -140,18 +146,16 @@ class Gate:
         return compare_runs(self._baseline_for(current), current, self.rules, alpha=self.alpha,
                             drift_allowance=self.drift_allowance)
 
-    def close(self) -> None:
-        """Close the history, when the baseline came from one."""
-        if self.history is not None:
-            self.history.close()
-            self.history = None
 
     def check(self, document: ResultsDocument, results_path: Path, entry: BenchmarkEntry,
               records: Sequence[Record]) -> tuple[list[tuple[str, str]], str | None]:
         """Compare one benchmark now: JUnit properties, and a failure line if it regressed."""
         doc: ResultsDocument = {**document, "benchmarks": [entry]}
         current = Run.from_records(results_path, doc, records)
-        comparison = self._compare(current)
+        try:
+            comparison = self._compare(current)
+        except ResultsError as exc:  # the history went away: the run's end says so too
+            return [("vlm_compare", f"not compared: {exc}")], None
         props: list[tuple[str, str]] = []
         if comparison.not_comparable:
             props.append(("vlm_compare", f"not comparable: {comparison.not_comparable[0].reason}"))

@@ -12,7 +12,7 @@ import argparse
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -261,7 +261,7 @@ _SPEC: dict[str, tuple[str, object, str, str]] = {
               "append every run (environment, benchmarks, summaries, records) to this results "
               "history: a SQLite file (a path or sqlite:///path) or postgresql://... (the "
               "history extra); --vlm-compare=history:N compares with its last N runs, and "
-              f"`vlmbench history` lists runs and trends (default ${HISTORY_ENV})"),
+              f"`vlmbench history` lists runs and trends (${HISTORY_ENV} wins over the ini)"),
     ELECTRICITY_PRICE: ("vlm_electricity_price", float_at_least(0.0, strict=False), "string",
                         "electricity price per kWh for the report's cost section (default "
                         "0.30, stated as a default in the report)"),
@@ -395,7 +395,7 @@ class Options:
     electricity_price: float | None = None
     api_prices: tuple[str, ...] = ()
     """NAME=IN/OUT entries (checked at start-up: report/cost.py parse_api_price)."""
-    history: str | None = None
+    history: str | None = field(default=None, repr=False)
     """--vlm-history: the results history's URL or file, as given (it may hold a password:
     print history/urls.py's display form only)."""
     history_base: Path | None = None
@@ -491,11 +491,21 @@ class Options:
             report=path(REPORT),
             electricity_price=get(ELECTRICITY_PRICE),  # type: ignore[arg-type]
             api_prices=_api_prices(config),
-            history=str(get(HISTORY)) if get(HISTORY) else os.environ.get(HISTORY_ENV) or None,
+            history=_history(config),
             history_base=config.invocation_params.dir
-            if config.getoption(_SPEC[HISTORY][0]) is not None or not get(HISTORY)
+            if config.getoption(_SPEC[HISTORY][0]) is not None or os.environ.get(HISTORY_ENV)
+            or not config.getini(_SPEC[HISTORY][0])
             else (config.inipath.parent if config.inipath else config.rootpath),
         )
+
+
+def _history(config: pytest.Config) -> str | None:
+    """--vlm-history, else $VLMBENCH_HISTORY (a machine's or a CI job's), else the ini's
+    vlm_history (the project's): `vlmbench history` and `compare` read them in this order
+    too."""
+    given = config.getoption(_SPEC[HISTORY][0]) or os.environ.get(HISTORY_ENV) \
+        or config.getini(_SPEC[HISTORY][0])
+    return str(given) if given else None
 
 
 def _api_prices(config: pytest.Config) -> tuple[str, ...]:

@@ -385,6 +385,9 @@ def merge_partials(directory: Path, out: Path, command: list[str] | None = None,
         merged.document["environment"].pop("xdist_worker", None)  # runs[] say whose
         if fleet is not None:
             merged.document["workers"] = fleet.to_json()
+            if fleet.lost() and merged.document["status"] == "complete":
+                # a worker's run is missing: the run is incomplete, never a baseline
+                merged.document["status"] = "interrupted"
         write_merged(merged, out)  # validated there
         result = merged.document, list(merged.warnings)
     if directory.is_dir():

@@ -57,7 +57,7 @@ def _comparison(baseline: Sequence[str], current: Source,
     from pytest_vlmbench import compare
 
     run = compare.load_run(current.path)
-    if len(baseline) == 1 and baseline[0].partition(":")[0] == "history":
+    if len(baseline) == 1 and baseline[0].startswith("history:"):
         from pytest_vlmbench.history import History, HistoryError
         from pytest_vlmbench.plugin.gate import GateError, history_runs
 

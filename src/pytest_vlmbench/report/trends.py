@@ -28,6 +28,8 @@ METRICS = ("p50_latency", "p95_latency", "p50_ttft", "tokens_per_s", "prompt_tok
 """The metrics drawn, in this order (each only where the history has values)."""
 MAX_RUNS = 60
 """Runs per benchmark drawn at most: the newest."""
+RECENT_RUNS = 4 * MAX_RUNS
+"""History runs read per metric (the newest): room for runs of other benchmarks."""
 MAX_LINES = 12
 """Benchmarks per plot at most (the most recently run first); the CSV export has all."""
 
@@ -53,7 +55,8 @@ def draw_trends(history: str, base: Path | None, configs: Sequence[Config],
             for metric in METRICS:
                 if metric not in known:
                     continue
-                points = [p for p in store.trend(metric, Filters())
+                # the newest runs only: a history of 1,000 runs need not be read whole
+                points = [p for p in store.trend(metric, Filters(last=RECENT_RUNS))
                           if p.key in keys and p.value is not None]
                 if not points:
                     notes.append(f"trend plot of {metric} left out: the history {display} has "
@@ -99,12 +102,11 @@ def _draw(metric: str, points: Sequence[TrendPoint], keys: dict[BenchmarkKey, Co
         ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.1, color=colour, label=label)
         ax.plot(xs[-1:], ys[-1:], marker="o", markersize=7, color=colour, linestyle="none")
     ticks = sorted({0, len(runs) - 1, *range(0, len(runs), max(1, len(runs) // 8))})
-    ax.set_xticks(ticks, [runs[i][0][:10] or runs[i][1][:15] for i in ticks], rotation=30,
-                  ha="right")
+    ax.set_xticks(ticks, [_when(*runs[i]) for i in ticks], rotation=30, ha="right")
     ax.grid(True)
     better = "lower is better" if meta.higher_is_worse else "higher is better"
     ax.set_ylabel(f"{metric} ({unit}, {better})" if unit else f"{metric} ({better})")
-    ax.set_xlabel("runs in the history, oldest to newest (start date)")
+    ax.set_xlabel("runs in the history, oldest to newest (start, UTC)")
     fig.legend(loc="outside lower center", ncols=2, frameon=False)
     title = f"Trend: {metric}"
     fig.suptitle(title)
@@ -116,3 +118,10 @@ def _draw(metric: str, points: Sequence[TrendPoint], keys: dict[BenchmarkKey, Co
         caption += (f" {len(series) - len(shown)} less recently run benchmarks not drawn "
                     "(`vlmbench history export` has them).")
     return plots.Drawn(f"trend_{metric}", fig, title, caption)
+
+
+def _when(started_at: str, run_id: str) -> str:
+    """A run's tick: `2026-12-03 00:12` (the stored start is ISO UTC), else its id."""
+    if len(started_at) >= 16 and started_at[10] == "T":
+        return f"{started_at[:10]} {started_at[11:16]}"
+    return started_at[:10] or run_id[:15]
