@@ -195,3 +195,32 @@ def llama_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
     server: LlamaServer = shared("llama-server", lambda: LlamaServer(
         weights, tmp_path_factory.mktemp("llama-server"), parallel=2))
     return server
+
+
+def interrupt_after(project: Project, out: Path, *args: str, records: int = 5) -> tuple[int, str]:
+    """A real pytest process in `project`, writing to `out`, sent a real SIGINT once its
+    records file holds `records` lines (mid-benchmark); its exit status and output."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    records_file = out.with_name(out.name.removesuffix(".json") + ".records.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--vlm-out={out}", *args],
+        cwd=project.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if records_file.exists() and records_file.read_text().count("\n") >= records:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"the inner benchmark never wrote {records} records")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, output

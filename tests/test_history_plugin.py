@@ -10,10 +10,6 @@ test_plugin_interop.py: the history holds copies of a real run made uniformly fa
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,7 @@ from pytest_vlmbench.history import History
 from pytest_vlmbench.plugin import options
 from pytest_vlmbench.results.document import load
 from pytest_vlmbench.run.records import read_records
-from tests.conftest import Project
+from tests.conftest import Project, interrupt_after
 from tests.test_plugin_interop import TEXT_ONLY, baseline, records_file, sped_up, write_tests
 
 ONE_CAPTION = """
@@ -178,27 +174,10 @@ def test_an_interrupted_run_is_appended_marked_incomplete(project: Project) -> N
     project.pytester.makepyfile(test_bench=ONE_CAPTION)
     out = project.pytester.path / "out" / "results.json"
     db = project.pytester.path / "h.sqlite"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--vlm-out={out}",
-         f"{options.SAMPLES}=100000", f"{options.WARMUP}=0", f"{options.MODELS}=tiny-text",
-         f"{options.HISTORY}={db}", "-q"],
-        cwd=project.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        rfile = records_file(out)
-        while time.monotonic() < deadline:
-            if rfile.exists() and rfile.read_text().count("\n") >= 5:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the inner benchmark never wrote 5 records")
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    returncode, output = interrupt_after(
+        project, out, f"{options.SAMPLES}=100000", f"{options.WARMUP}=0",
+        f"{options.MODELS}=tiny-text", f"{options.HISTORY}={db}", "-q")
+    assert returncode == pytest.ExitCode.INTERRUPTED, output
     assert "history: appended run" in output
     n = len(read_records(records_file(out)))
     with History.open(str(db)) as history:

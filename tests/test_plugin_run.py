@@ -7,10 +7,6 @@ results document (validated against the shipped schema on load) and the records.
 from __future__ import annotations
 
 import math
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -18,7 +14,7 @@ from pytest_vlmbench.metrics.summary import stage_violations
 from pytest_vlmbench.plugin import options
 from pytest_vlmbench.results.document import load, validate_record
 from pytest_vlmbench.run.records import read_records
-from tests.conftest import Project, recompute_latency_p95, write_png
+from tests.conftest import Project, interrupt_after, recompute_latency_p95, write_png
 
 RUN_BOTH_TASKS = """
 from tiny_tasks import CAPTION, YES_NO
@@ -272,25 +268,10 @@ def test_never_reached(vlm_bench):
     )
     out = project.pytester.path / "out" / "results.json"
     records_file = out.with_name("results.records.jsonl")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--vlm-out={out}",
-         f"{options.SAMPLES}=100000", f"{options.WARMUP}=0", f"{options.MODELS}=tiny-text", "-q"],
-        cwd=project.pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if records_file.exists() and records_file.read_text().count("\n") >= 5:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail("the inner benchmark never wrote 5 records")
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == pytest.ExitCode.INTERRUPTED, output
+    returncode, output = interrupt_after(
+        project, out, f"{options.SAMPLES}=100000", f"{options.WARMUP}=0",
+        f"{options.MODELS}=tiny-text", "-q")
+    assert returncode == pytest.ExitCode.INTERRUPTED, output
     records = read_records(records_file)  # every line is whole JSON
     assert len(records) >= 5
     assert [r["seq"] for r in records] == list(range(len(records)))

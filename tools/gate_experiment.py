@@ -132,13 +132,9 @@ def collect(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- evaluate
 
 
-def compare(experiment: str, out: Path, baselines: list[dict[str, Any]],
-            current: dict[str, Any], args: argparse.Namespace) -> Comparison:
-    """`vlmbench compare BASE... CURRENT --format json`, as a CI step would run it."""
-    c = Comparison(experiment, [b["label"] for b in baselines], current["label"])
-    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare",
-           *[str(out / b["results"]) for b in baselines], str(out / current["results"]),
-           "--alpha", str(args.alpha), "--format", "json"]
+def run_compare(c: Comparison, args: list[str]) -> Comparison:
+    """`vlmbench compare ARGS --format json`, as a CI step would run it; fills `c`."""
+    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare", *args, "--format", "json"]
     env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
     c.exit_status = proc.returncode
@@ -155,33 +151,24 @@ def compare(experiment: str, out: Path, baselines: list[dict[str, Any]],
     if not data["pairs"]:
         c.error = f"nothing comparable: {data['headline']}"
     return c
+
+
+def compare(experiment: str, out: Path, baselines: list[dict[str, Any]],
+            current: dict[str, Any], args: argparse.Namespace) -> Comparison:
+    """`vlmbench compare BASE... CURRENT`: the baseline runs named as files."""
+    c = Comparison(experiment, [b["label"] for b in baselines], current["label"])
+    return run_compare(c, [*[str(out / b["results"]) for b in baselines],
+                           str(out / current["results"]), "--alpha", str(args.alpha)])
 
 
 def compare_history(experiment: str, db: Path, out: Path, k: int, current: dict[str, Any],
                     appended: list[dict[str, Any]], args: argparse.Namespace) -> Comparison:
-    """`vlmbench compare history:K CURRENT --history DB --format json`: the baseline is
-    what the history holds (the A runs appended so far), as a CI gate with
-    --vlm-compare=history:K would see it."""
+    """`vlmbench compare history:K CURRENT --history DB`: the baseline is what the
+    history holds (the A runs appended so far), as a CI gate with --vlm-compare=history:K
+    would see it."""
     c = Comparison(experiment, [f"history:{k}<{appended[-1]['label']}"], current["label"])
-    cmd = [sys.executable, "-m", "pytest_vlmbench.cli", "compare", f"history:{k}",
-           str(out / current["results"]), "--history", str(db), "--alpha", str(args.alpha),
-           "--format", "json"]
-    env = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, check=False)
-    c.exit_status = proc.returncode
-    if proc.returncode not in (0, 1):
-        c.error = f"compare exited {proc.returncode}: {proc.stderr.strip()[:300]}"
-        return c
-    data = json.loads(proc.stdout)
-    c.gated = [f"{g['benchmark'].split('::')[-1]} {g['metric']}" for g in data["gated"]]
-    for pair in data["pairs"]:
-        label = pair["benchmark"]["id"].split("::")[-1]
-        c.flags += [f"{label}: {f}" for f in pair["flags"]]
-        for m in pair["metrics"]:
-            c.metrics.append({"benchmark": label, **m})
-    if not data["pairs"]:
-        c.error = f"nothing comparable: {data['headline']}"
-    return c
+    return run_compare(c, [f"history:{k}", str(out / current["results"]), "--history",
+                           str(db), "--alpha", str(args.alpha)])
 
 
 def history_comparisons(out: Path, runs: list[dict[str, Any]],
