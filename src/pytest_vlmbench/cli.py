@@ -11,6 +11,8 @@
                                           (see docs/compare.md)
     vlmbench report RESULTS... --out DIR  markdown, HTML, CSV and plots from results files
                                           (see docs/report.md)
+    vlmbench history list|trend|import|export|check
+                                          the results history (see docs/history.md)
 
 Exit status: 0 ok, 1 a file failed validation, 2 usage error (bad arguments, unreadable file).
 compare: 0 no regression, 1 a gated regression, 2 usage error or bad input, 3 nothing comparable.

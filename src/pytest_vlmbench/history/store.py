@@ -23,22 +23,29 @@ import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
 from types import TracebackType
 from typing import Any, TextIO, cast
 
-from pytest_vlmbench.compare.runs import Baseline, BenchmarkKey, Run, commit_of, key_of, when
+from pytest_vlmbench.compare.runs import Baseline, BenchmarkKey, commit_of, when
 from pytest_vlmbench.compare.samples import (
     Columns,
-    columns_from_json,
     columns_of,
     columns_to_json,
     samples,
 )
+from pytest_vlmbench.history.baselines import CHUNK, KEY_COLUMNS, choose
 from pytest_vlmbench.history.db import Database, glob_regex
+from pytest_vlmbench.history.rows import (
+    EVERYTHING,
+    AppendResult,
+    Filters,
+    RunRow,
+    TrendPoint,
+    run_row,
+)
 from pytest_vlmbench.history.schema import LATEST, MIGRATIONS, VERSION_TABLE, statements
 from pytest_vlmbench.history.urls import HistoryError, HistoryURL, parse_url
 from pytest_vlmbench.metrics import noise, registry
@@ -62,66 +69,6 @@ __all__ = ["AppendResult", "Filters", "History", "HistoryError", "RunRow",
 ZLIB_LEVEL = 6
 """Records of one benchmark repeat their fields and prompts: level 6 shrinks them about
 15x; level 1 saves little time on runs of hundreds of records."""
-CHUNK = 500
-"""Parameters per IN (...) list."""
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which runs and benchmarks a listing, trend or export covers."""
-
-    benchmark: str | None = None
-    """A substring of the entry id, or a glob (of the whole id) when it has * ? [."""
-    model: str | None = None
-    device: str | None = None
-    precision: str | None = None
-    task: str | None = None
-    commit: str | None = None
-    """A prefix of environment.git.commit."""
-    last: int | None = None
-    """Only the newest N runs (after the other filters)."""
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run in the history."""
-
-    run_id: str
-    started_at: str | None
-    finished_at: str | None
-    status: str
-    complete: bool
-    commit: str | None
-    branch: str | None
-    device: str | None
-    hostname: str | None
-    source: str | None
-    appended_at: str
-    benchmarks: int
-    records: int
-
-
-@dataclass(frozen=True)
-class TrendPoint:
-    """One benchmark's value of a metric in one run."""
-
-    run_id: str
-    started_at: str | None
-    commit: str | None
-    key: BenchmarkKey
-    value: float | None
-    n: int
-    absent_reason: str | None
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    run_id: str
-    benchmarks: int
-    records: int
-    seconds: float
-    skipped: str | None = None
-    """Why nothing was written (the run is in the history already)."""
 
 
 def _glob(text: str) -> str | None:
@@ -180,12 +127,6 @@ def metric_values(entry: Mapping[str, Any],
 _RUN_COLUMNS = ("r.run_id, r.started_at, r.finished_at, r.status, r.complete, r.git_commit, "
                 "r.git_branch, r.device, r.hostname, r.source, r.appended_at, "
                 "r.n_benchmarks, r.n_records")
-_KEY_COLUMNS = "b.entry_id, b.model, b.precision, b.device, b.task"
-
-
-def _run_row(row: Sequence[Any]) -> RunRow:
-    return RunRow(row[0], row[1], row[2], row[3], bool(row[4]), row[5], row[6], row[7],
-                  row[8], row[9], row[10], int(row[11]), int(row[12]))
 
 
 class History:
@@ -444,13 +385,13 @@ class History:
             params.append(f.last)
         return sql, params
 
-    def runs(self, filters: Filters = Filters()) -> list[RunRow]:
+    def runs(self, filters: Filters = EVERYTHING) -> list[RunRow]:
         """The runs, newest first."""
         sql, params = self._chosen_runs(filters)
         with self._guard("listing runs"):
             rows = self._db.rows(f"SELECT {_RUN_COLUMNS} FROM vlm_run r WHERE r.id IN ({sql}) "
                                  "ORDER BY r.started_at DESC, r.id DESC", params)
-        return [_run_row(row) for row in rows]
+        return [run_row(row) for row in rows]
 
     def _bench_where(self, filters: Filters) -> tuple[str, list[Any]]:
         """The WHERE of a query over vlm_benchmark b JOIN vlm_run r."""
@@ -463,7 +404,7 @@ class History:
             params += chosen
         return (" AND ".join(where) or "1 = 1"), params
 
-    def trend(self, metric: str, filters: Filters = Filters()) -> list[TrendPoint]:
+    def trend(self, metric: str, filters: Filters = EVERYTHING) -> list[TrendPoint]:
         """A metric's value in every run and benchmark the filters choose, oldest first:
         what `vlmbench compare` computes for it, stored at append."""
         known = registry.compared()
@@ -473,7 +414,7 @@ class History:
         where, params = self._bench_where(filters)
         with self._guard(f"reading the trend of {metric}"):
             rows = self._db.rows(
-                f"SELECT r.run_id, r.started_at, r.git_commit, {_KEY_COLUMNS}, m.value, m.n, "
+                f"SELECT r.run_id, r.started_at, r.git_commit, {KEY_COLUMNS}, m.value, m.n, "
                 "m.absent_reason FROM vlm_metric m "
                 "JOIN vlm_benchmark b ON b.id = m.benchmark JOIN vlm_run r ON r.id = b.run "
                 f"WHERE m.name = ? AND {where} "
@@ -482,7 +423,7 @@ class History:
                            None if row[8] is None else float(row[8]), int(row[9]), row[10])
                 for row in rows]
 
-    def export_csv(self, out: TextIO, filters: Filters = Filters()) -> int:
+    def export_csv(self, out: TextIO, filters: Filters = EVERYTHING) -> int:
         """One CSV row per (run, benchmark): the run's fields, the benchmark's key, then
         one column per metric (sorted; empty when absent). Returns the rows written."""
         where, params = self._bench_where(filters)
@@ -490,7 +431,7 @@ class History:
             rows = self._db.rows(
                 "SELECT b.id, r.run_id, r.started_at, r.finished_at, r.status, r.complete, "
                 "r.git_commit, r.git_branch, r.device, r.hostname, r.source, b.entry_run_id, "
-                f"{_KEY_COLUMNS}, b.backend, b.prompt_version, b.dataset_hash, b.status, "
+                f"{KEY_COLUMNS}, b.backend, b.prompt_version, b.dataset_hash, b.status, "
                 "b.n_records FROM vlm_benchmark b JOIN vlm_run r ON r.id = b.run "
                 f"WHERE {where} ORDER BY r.started_at, r.id, b.started_at, b.id", params)
             values: dict[int, dict[str, float | None]] = {}
@@ -532,95 +473,11 @@ class History:
                  exclude_run_id: str | None = None) -> Baseline:
         """For each benchmark of `current`, the newest n complete runs holding it (same
         id, model, precision, device, task, prompt_version and dataset): a Baseline that
-        compare.core.compare_runs judges as it judges files. A benchmark whose prompt
-        or dataset changed gets its newest run of the old one, which compare reports
-        as not comparable (and why); one the history never saw is compare's "new".
-        When no benchmark has a run in the history (a first run), the Baseline has no
-        runs and a note saying so: every benchmark is new, never a failure."""
+        compare.core.compare_runs judges as it judges files (baselines.choose)."""
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        wanted = list(dict.fromkeys(
-            (key_of(e), e["prompt_version"], e["dataset"]["hash"]) for e in current["benchmarks"]))
-        serves: dict[int, set[BenchmarkKey]] = {}
-        found: list[int] = []
-        db = self._db
-        # the current run, and the runs its entries came from (a merged document's
-        # devices), are never their own baseline, whichever history run holds them
-        own = sorted({str(e.get("run_id") or current["run_id"]) for e in current["benchmarks"]})
-        skip = " AND r.run_id <> ?" if exclude_run_id is not None else ""
-        skip_params: list[Any] = [exclude_run_id] if exclude_run_id is not None else []
-        if own:
-            skip += f" AND b.entry_run_id NOT IN ({', '.join('?' * len(own))})"
-            skip_params += own
         with self._guard("choosing baseline runs"):
-            db.begin(write=False)
-            for key, prompt, dataset in wanted:
-                head = ("SELECT b.run, MAX(b.started_at) AS newest FROM vlm_benchmark b "
-                        "JOIN vlm_run r ON r.id = b.run WHERE b.entry_id = ? AND b.model = ? "
-                        "AND b.precision = ? AND b.device = ? AND b.task = ? AND r.complete = ?"
-                        + skip)
-                tail = " GROUP BY b.run ORDER BY newest DESC, b.run DESC LIMIT ?"
-                rows = db.rows(head + " AND b.prompt_version = ? AND b.dataset_hash = ?" + tail,
-                               [*key, True, *skip_params, prompt, dataset, n])
-                found.append(len(rows))
-                if not rows:  # compare says why the old runs are not comparable
-                    rows = db.rows(head + tail, [*key, True, *skip_params, 1])
-                for run, _newest in rows:
-                    serves.setdefault(int(run), set()).add(key)
-            if not serves:  # a first run: every benchmark is compare's "new"
-                db.rollback()
-                other = f" other than run {exclude_run_id}" if exclude_run_id else ""
-                return Baseline([], Path(f"history:{n}"), n, [
-                    f"history {self.url.display}: no complete run{other} holds any of the "
-                    f"current run's {len(wanted)} benchmark{'s' if len(wanted) != 1 else ''}"])
-            ids = sorted(serves)
-            headers: dict[int, tuple[str, str]] = {}
-            bench_rows: list[Sequence[Any]] = []
-            for i in range(0, len(ids), CHUNK):
-                chunk = ids[i:i + CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                headers.update((int(r[0]), (r[1], r[2])) for r in db.rows(
-                    f"SELECT id, run_id, header FROM vlm_run WHERE id IN ({marks})", chunk))
-                bench_rows += db.rows(
-                    f"SELECT b.run, b.entry_run_id, {_KEY_COLUMNS}, b.entry, b.columns "
-                    f"FROM vlm_benchmark b WHERE b.run IN ({marks}) ORDER BY b.run, b.id",
-                    chunk)
-            db.commit()
-        entries: dict[int, list[BenchmarkEntry]] = {i: [] for i in ids}
-        columns: dict[int, dict[tuple[str, str], Columns]] = {i: {} for i in ids}
-        for row in bench_rows:
-            run = int(row[0])
-            if BenchmarkKey(*row[2:7]) not in serves[run] or row[1] in own:
-                continue
-            # A merged history run may hold a benchmark several times, each entry under
-            # its own run id: each is a run of it (compare counts them, as it counts a
-            # merged file's), and compare keeps the newest n of them.
-            entries[run].append(cast(BenchmarkEntry, loads(row[7])))
-            if row[8] is not None:
-                columns[run][(row[1], row[2])] = columns_from_json(row[8])
-        runs = []
-        for i in ids:
-            run_id, header = headers[i]
-            doc = cast(ResultsDocument, {**loads(header), "benchmarks": entries[i]})
-            runs.append(Run(Path(f"history:{run_id}"), doc, columns[i]))
-        runs.sort(key=lambda r: when(r.doc["started_at"]), reverse=True)
-        return Baseline(runs, Path(f"history:{n}"), n, self._notes(n, found, runs))
-
-    def _notes(self, n: int, found: list[int], runs: list[Run]) -> list[str]:
-        have = [k for k in found if k]
-        lo, hi = (min(have), max(have)) if have else (0, 0)
-        counted = f"{lo}" if lo == hi else f"{lo}-{hi}"
-        missing = len(found) - len(have)
-        none = (f"; none for {missing} benchmark{'s' if missing != 1 else ''}"
-                if missing else "")
-        notes = [f"history {self.url.display}: the newest {n} complete run"
-                 f"{'s' if n != 1 else ''} of each benchmark (found {counted}{none})"]
-        commits = {r.commit for r in runs}
-        if len(runs) > 1 and len(commits) > 1:
-            named = ", ".join(sorted(c[:12] if c else "unknown" for c in commits))
-            notes.append(f"baseline runs of {len(commits)} commits ({named}): their spread "
-                         "includes any change between those commits")
-        return notes
+            return choose(self._db, self.url.display, current, n, exclude_run_id)
 
     # ------------------------------------------------------------------ upkeep
 
