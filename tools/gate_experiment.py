@@ -294,7 +294,9 @@ def evaluate(args: argparse.Namespace) -> int:
                and c.error is None]
     if several:
         last = several[-1]
-        lines += ["", f"minimum detectable change, {len(last.baselines)}-run baseline "
+        size = (f"history:{args.baseline_runs}" if last.experiment.endswith("history")
+                else f"{len(last.baselines)}-run")
+        lines += ["", f"minimum detectable change, {size} baseline "
                       f"({'+'.join(last.baselines)}), per gated metric:"]
         for m in last.metrics:
             if m.get("gated") and m.get("mde") is not None:
