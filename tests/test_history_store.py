@@ -493,3 +493,25 @@ def test_measurements_already_stored_are_not_appended_again(history_url: str) ->
         assert "run device-a in history run device-a" in again.skipped
         assert [r.run_id for r in history.runs()] == ["device-a"]
         assert history.baseline(merged, 5).runs == []  # type: ignore[arg-type]
+
+
+def test_a_document_overlapping_the_history_adds_only_what_is_new(history_url: str) -> None:
+    """One device's run appended by itself, then the merged document of two devices:
+    only the other device's entries and records are added, and the append says so."""
+    a, a_records = synthetic_run("device-a", day(0), seed=1)
+    b, b_records = synthetic_run("device-b", day(0), seed=2)
+    merged = {**a, "run_id": "merged-2",
+              "benchmarks": [*({**e, "run_id": "device-a"} for e in a["benchmarks"]),
+                             *({**e, "run_id": "device-b"} for e in b["benchmarks"])]}
+    with History.open(history_url) as history:
+        history.append(a, a_records, source="test")
+        result = history.append(merged, [*a_records, *b_records],  # type: ignore[arg-type]
+                                source="test")
+        assert result.skipped is None
+        assert result.left_out is not None
+        assert "in history run device-a" in result.left_out
+        assert (result.benchmarks, result.records) == (len(b["benchmarks"]), len(b_records))
+        rows = {r.run_id: r for r in history.runs()}
+        assert rows["merged-2"].benchmarks == len(b["benchmarks"])
+        assert rows["merged-2"].records == len(b_records)
+        assert history.check() == []

@@ -180,7 +180,8 @@ def _import(args: argparse.Namespace) -> int:
                 print(f"skipped {path}: {result.skipped}")
             else:
                 print(f"imported {path}: run {result.run_id}, {result.benchmarks} benchmarks, "
-                      f"{result.records} records ({result.seconds:.2f} s)")
+                      f"{result.records} records ({result.seconds:.2f} s)"
+                      + (f"; {result.left_out}" if result.left_out else ""))
         print(f"history: {history.url.display}")
     return status
 

@@ -69,6 +69,8 @@ class AppendResult:
     seconds: float
     skipped: str | None = None
     """Why nothing was written (the run is in the history already)."""
+    left_out: str | None = None
+    """What was not written because the history held it already (some entries)."""
 
 
 def run_row(row: Sequence[Any]) -> RunRow:

@@ -221,13 +221,13 @@ class History:
 
     # ------------------------------------------------------------------ writing
 
-    def _stored_entries(self, entries: Sequence[BenchmarkEntry], run_id: str) -> str | None:
-        """Which of these entries (by their own run id and id) the history holds, and in
-        which run, as a line; None when none is there."""
+    def _stored_entries(self, entries: Sequence[BenchmarkEntry],
+                        run_id: str) -> tuple[set[tuple[str, str]], str]:
+        """Which of these entries (by their own run id and id) the history holds, and a
+        line saying in which history runs."""
         pairs = {(str(e.get("run_id") or run_id), e["id"]) for e in entries}
-        if not pairs:
-            return None
         runs = sorted({p[0] for p in pairs})
+        found: set[tuple[str, str]] = set()
         hits: dict[str, set[str]] = {}
         for i in range(0, len(runs), CHUNK):
             chunk = runs[i:i + CHUNK]
@@ -236,11 +236,11 @@ class History:
                     "SELECT b.entry_run_id, b.entry_id, r.run_id FROM vlm_benchmark b JOIN "
                     f"vlm_run r ON r.id = b.run WHERE b.entry_run_id IN ({marks})", chunk):
                 if (entry_run, entry_id) in pairs:
+                    found.add((str(entry_run), str(entry_id)))
                     hits.setdefault(str(holder), set()).add(str(entry_run))
-        if not hits:
-            return None
-        return "; ".join(f"run {', '.join(sorted(of))} in history run {holder}"
-                         for holder, of in sorted(hits.items()))
+        where = "; ".join(f"run {', '.join(sorted(of))} in history run {holder}"
+                          for holder, of in sorted(hits.items()))
+        return found, where
 
     def import_file(self, path: Path) -> AppendResult:
         """Append a results file and its records file (both validated)."""
@@ -283,12 +283,20 @@ class History:
                 return AppendResult(run_id, 0, 0, perf_counter() - start,
                                     f"run {run_id} is in the history already (appended "
                                     f"{found[0]} from {found[1]})")
-            stored = self._stored_entries(entries, run_id)
-            if stored:
-                db.rollback()
-                return AppendResult(run_id, 0, 0, perf_counter() - start,
-                                    f"its benchmarks' measurements are in the history "
-                                    f"already: {stored}")
+            stored, where = self._stored_entries(entries, run_id)
+            left_out = None
+            if stored:  # appended once: keep only what the history does not hold yet
+                entries = [e for e in entries
+                           if (str(e.get("run_id") or run_id), e["id"]) not in stored]
+                if not entries:
+                    db.rollback()
+                    return AppendResult(run_id, 0, 0, perf_counter() - start,
+                                        f"its benchmarks' measurements are in the history "
+                                        f"already: {where}")
+                groups = {k: g for k, g in groups.items() if k not in stored}
+                records = [r for g in groups.values() for r in g]
+                left_out = (f"{len(stored)} of its benchmark entries are in the history "
+                            f"already and were left out: {where}")
             try:
                 run = db.insert(
                     "INSERT INTO vlm_run (run_id, started_at, finished_at, status, complete, "
@@ -319,7 +327,8 @@ class History:
                     self._write_records(run, key, group)
             db.commit()
             say("commit")
-        return AppendResult(run_id, len(entries), len(records), perf_counter() - start)
+        return AppendResult(run_id, len(entries), len(records), perf_counter() - start,
+                            left_out=left_out)
 
     def _write_benchmark(self, run: int, entry_run: str, entry: BenchmarkEntry,
                          cols: Columns | None) -> None:

@@ -20,10 +20,11 @@ MASK = "***"
 
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]+):")
 _URL = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<rest>\S*)")
-_CONNINFO = re.compile(r"^[A-Za-z_]+\s*=")
+_CONNINFO = re.compile(r"^(?:host|hostaddr|port|dbname|user|password|passfile|service|"
+                       r"sslmode|connect_timeout|application_name|options)\s*=")
 """libpq's keyword form, `host=db user=ci dbname=bench`: PostgreSQL, not a file name."""
 _KEYWORD = re.compile(r"(?i)\b(?P<key>password|passwd|pwd|sslpassword)(?P<eq>\s*=\s*)"
-                      r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&;,]+)")
+                      r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)")
 _POSTGRES = ("postgresql", "postgres")
 
 

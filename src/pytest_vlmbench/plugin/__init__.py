@@ -225,6 +225,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         problem = vlm.output_problem()  # before any model loads or any window is written
         if problem is not None:
             raise pytest.UsageError(f"pytest-vlmbench: {problem}")
+        if vlm.options.history is not None and not config.getoption("vlm_history"):
+            _check_history(vlm)  # from the ini or $VLMBENCH_HISTORY: only a session that
+            # benchmarks opens it (a unit-test run in the same project never does)
     if order:
 
         def rank(item: pytest.Item) -> int:
@@ -315,15 +318,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     # history, the history: the controller compares the whole run when it ends.
     remote = worker and bool(getattr(session.config, "workerinput", {}).get(
         parallel.SEND_BACK_KEY))
-    if vlm.options.history is not None and not worker:
-        # a history that cannot be opened (a typo, psycopg missing, the server down) is
-        # a usage error now, not a red line after hours of benchmarks
-        from pytest_vlmbench.history import History, HistoryError
-
-        try:
-            History.open(vlm.options.history, vlm.options.history_base).close()
-        except HistoryError as exc:
-            raise pytest.UsageError(f"pytest-vlmbench: --vlm-history: {exc}") from None
+    if session.config.getoption("vlm_history") and not worker:
+        _check_history(vlm)  # asked for on the command line: checked at once
     if vlm.options.compare and not remote:
         from pytest_vlmbench.plugin.gate import Gate, GateError  # numpy: only when comparing
 
@@ -354,6 +350,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError(
             f"pytest-vlmbench: --power-meter={vlm.options.power_meter}: {exc}"
         ) from None
+
+
+def _check_history(vlm: VlmSession) -> None:
+    """A history that cannot be opened (a typo, psycopg missing, the server down) is a
+    usage error before any model loads, not a red line after hours of benchmarks."""
+    from pytest_vlmbench.history import History, HistoryError
+
+    assert vlm.options.history is not None
+    try:
+        History.open(vlm.options.history, vlm.options.history_base).close()
+    except HistoryError as exc:
+        raise pytest.UsageError(f"pytest-vlmbench: --vlm-history: {exc}") from None
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -154,7 +154,8 @@ class Gate:
         current = Run.from_records(results_path, doc, records)
         try:
             comparison = self._compare(current)
-        except ResultsError as exc:  # the history went away: the run's end says so too
+        except (ResultsError, ValueError) as exc:  # the history went away (or a stored
+            # row is unreadable): the run's end says so too, and fails the run
             return [("vlm_compare", f"not compared: {exc}")], None
         props: list[tuple[str, str]] = []
         if comparison.not_comparable:

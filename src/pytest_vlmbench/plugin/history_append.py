@@ -35,7 +35,8 @@ def append_run(options: Options, results_path: Path) -> tuple[str, bool]:
     if result.skipped:
         return f"history: {where}: {result.skipped}", False
     return (f"history: appended run {result.run_id} ({_count(result.benchmarks, 'benchmark')}, "
-            f"{_count(result.records, 'record')}) to {where} in {result.seconds:.2f} s"), False
+            f"{_count(result.records, 'record')}) to {where} in {result.seconds:.2f} s"
+            + (f"; {result.left_out}" if result.left_out else "")), False
 
 
 def _count(n: int, noun: str) -> str:

@@ -493,7 +493,7 @@ class Options:
             api_prices=_api_prices(config),
             history=_history(config),
             history_base=config.invocation_params.dir
-            if config.getoption(_SPEC[HISTORY][0]) is not None or os.environ.get(HISTORY_ENV)
+            if config.getoption(_SPEC[HISTORY][0]) or os.environ.get(HISTORY_ENV)
             or not config.getini(_SPEC[HISTORY][0])
             else (config.inipath.parent if config.inipath else config.rootpath),
         )

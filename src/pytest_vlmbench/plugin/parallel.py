@@ -317,7 +317,9 @@ class Fleet:
             write_text_atomic(self.directory / name, text)
 
     def lost(self) -> list[WorkerState]:
-        return [w for w in self.workers.values() if w.status == "lost"]
+        """The workers whose results are missing from the run: died, never sent them, or
+        could not (failed): the run is incomplete."""
+        return [w for w in self.workers.values() if w.status in ("lost", "failed")]
 
     def to_json(self) -> list[FleetWorker]:
         return [w.to_json() for w in self.workers.values()]

@@ -79,6 +79,10 @@ _TOKEN_RULES: tuple[tuple[re.Pattern[str], Callable[[str], bool]], ...] = tuple(
 _QUERY = re.compile(r"(?i)(?P<prefix>[?&;](?:api[_-]?key|apikey|key|access[_-]?token|token|"
                     r"auth|secret|client[_-]?secret|password|passwd|sig|signature)=)"
                     r"(?P<body>[^&#\s]+)")
+_KEYWORD_PASSWORD = re.compile(
+    r"(?i)\b(?P<prefix>(?:password|passwd|pwd|sslpassword)\s*=\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"|[^\s&]+)")
+"""libpq's keyword form (`host=db password=s3cret dbname=x`), as --vlm-history takes it."""
 _AUTH = re.compile(r"(?i)\b(?P<prefix>(?:bearer|basic)\s+)(?P<body>[A-Za-z0-9._~+/=-]{8,})")
 
 # Long high-entropy strings of base64 / base64url / base62 characters with no known
@@ -145,6 +149,7 @@ def redact_text(text: str) -> str:
     for pattern, check in _TOKEN_RULES:
         text = pattern.sub(_masker(check), text)
     text = _QUERY.sub(lambda m: m["prefix"] + MASK, text)
+    text = _KEYWORD_PASSWORD.sub(lambda m: m["prefix"] + MASK, text)
     text = _AUTH.sub(_masker(_mixed), text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
     return _RUN.sub(lambda m: MASK if looks_random(m[0]) else m[0], text)
