@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,14 @@ ENGINES_MISSING = [name for name in ("torch", "transformers", "vllm")
                    if importlib.util.find_spec(name) is None]
 """The in-process engines this environment lacks; tests/engines/ runs only without any
 missing (the engines environment: make test-engines)."""
+
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started as a background job of a shell without job control (`cmd &` in a script),
+    # this process ignores SIGINT, and so would every process it starts: the Ctrl-C tests'
+    # inner sessions could not be interrupted. A handler, unlike SIG_IGN, is not inherited
+    # across exec: the inner sessions get Python's default again.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header() -> str | None:
@@ -200,7 +209,6 @@ def llama_server(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def interrupt_after(project: Project, out: Path, *args: str, records: int = 5) -> tuple[int, str]:
     """A real pytest process in `project`, writing to `out`, sent a real SIGINT once its
     records file holds `records` lines (mid-benchmark); its exit status and output."""
-    import signal
     import subprocess
     import sys
     import time
@@ -223,4 +231,5 @@ def interrupt_after(project: Project, out: Path, *args: str, records: int = 5) -
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()  # reaped, its pipe closed: no warning in a later test
     return proc.returncode, output
